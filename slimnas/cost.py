@@ -1,0 +1,157 @@
+"""FLOPs and parameters of a subnet, computed analytically from the traced shapes.
+
+Every layer's cost is a product of at most two channel widths (a conv is ``k·H·W·c_in·c_out``), so the cost
+of the whole network is a sum of bilinear terms ``coef · w[i] · w[j]`` over group widths. Building those terms
+once makes a subnet's FLOPs a few hundred multiply-adds, and a batch of subnets one numpy product. The
+counting rules are thop's (multiply-accumulates for conv and linear, ``4·numel`` for an affine BatchNorm,
+``(k+1)·numel`` for adaptive average pooling, zero for activations), so the numbers agree with
+``thop.profile`` on the exported model.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+from torch import nn
+
+from .trace import ChannelGraph, Layout
+
+CONST = -1  # index standing for the constant 1 in a term
+
+
+def _linear_form(layout: Optional[Layout], fallback: int) -> list[tuple[int, float]]:
+    """``width = Σ coef · w[group]`` for a layout; a constant when the layout is unknown."""
+    if layout is None:
+        return [(CONST, float(fallback))]
+    return [(seg.space, float(layout.inner)) for seg in layout.segs]
+
+
+class _Terms:
+    def __init__(self) -> None:
+        self.acc: dict[tuple[int, int], float] = defaultdict(float)
+
+    def add(self, coef: float, a: list[tuple[int, float]], b: Optional[list[tuple[int, float]]] = None) -> None:
+        b = b if b is not None else [(CONST, 1.0)]
+        for i, ca in a:
+            for j, cb in b:
+                key = (i, j) if i >= j else (j, i)
+                self.acc[key] += coef * ca * cb
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        keys = [k for k, v in self.acc.items() if v != 0]
+        coef = np.array([self.acc[k] for k in keys], dtype=np.float64)
+        i = np.array([k[0] for k in keys], dtype=np.int64)
+        j = np.array([k[1] for k in keys], dtype=np.int64)
+        return coef, i, j
+
+
+class CostModel:
+    """Analytic FLOPs (thop's multiply-accumulate convention) and parameter counts of subnets, per sample."""
+
+    def __init__(self, graph: ChannelGraph, modules: Mapping[str, nn.Module]):
+        self.names = [g.name for g in graph.groups]
+        self.default = np.array([g.width for g in graph.groups], dtype=np.float64)
+        flops, params = _Terms(), _Terms()
+        for call in graph.calls:
+            self._flops_of(call, modules[call.name], graph, flops)
+        seen = set()
+        for name, module in modules.items():
+            if name in seen or any(True for _ in module.children()):
+                continue
+            seen.add(name)
+            spec = graph.layers.get(name)
+            if spec is None:
+                n = sum(p.numel() for p in module.parameters(recurse=False))
+                if n:
+                    params.add(float(n), [(CONST, 1.0)])
+                continue
+            self._params_of(spec, module, params)
+        self._flops = flops.arrays()
+        self._params = params.arrays()
+
+    # -- building --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _flops_of(call, module: nn.Module, graph: ChannelGraph, terms: _Terms) -> None:
+        in_shape, out_shape = call.in_shape, call.out_shape
+        if not in_shape or not out_shape:
+            return
+        lf_in = _linear_form(call.in_layout, in_shape[1] if len(in_shape) > 1 else 1)
+        lf_out = _linear_form(call.out_layout, out_shape[1] if len(out_shape) > 1 else 1)
+        sp_in = math.prod(in_shape[2:]) * in_shape[0]
+        sp_out = math.prod(out_shape[2:]) * out_shape[0]
+        spec = graph.layers.get(call.name)
+        if isinstance(module, nn.Conv2d):
+            k = math.prod(module.kernel_size)
+            if spec is not None and spec.kind == "conv":
+                terms.add(sp_out * k, lf_in, lf_out)
+            elif spec is not None and spec.kind == "dwconv":
+                terms.add(sp_out * k, lf_out)
+            else:
+                terms.add(float(math.prod(out_shape) * (in_shape[1] // module.groups) * k), [(CONST, 1.0)])
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            terms.add(sp_in * (4 if module.affine else 2), lf_in)
+        elif isinstance(module, (nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)):
+            affine = getattr(module, "affine", False) or getattr(module, "elementwise_affine", False)
+            terms.add(float(math.prod(in_shape) * (4 if affine else 2)), [(CONST, 1.0)])
+        elif isinstance(module, nn.Linear):
+            terms.add(math.prod(out_shape[:-1]), lf_in, lf_out)
+        elif isinstance(module, nn.AdaptiveAvgPool2d):
+            kernel = math.prod(a / b for a, b in zip(in_shape[2:], out_shape[2:]))
+            terms.add(sp_out * (kernel + 1), lf_out)
+        elif isinstance(module, nn.AvgPool2d):
+            terms.add(sp_out, lf_out)
+        elif isinstance(module, (nn.Upsample,)):
+            factor = {"nearest": 1, "linear": 5, "bilinear": 11, "bicubic": 259}.get(module.mode, 0)
+            terms.add(sp_out * factor, lf_out)
+        elif isinstance(module, nn.PReLU) and not module.training:
+            terms.add(sp_in, lf_in)
+        elif isinstance(module, nn.Softmax):
+            n = in_shape[module.dim]
+            terms.add(float(math.prod(in_shape) // n * (3 * n - 1)), [(CONST, 1.0)])
+
+    @staticmethod
+    def _params_of(spec, module: nn.Module, terms: _Terms) -> None:
+        lf_out = _linear_form(spec.out_layout, 0)
+        bias = getattr(module, "bias", None) is not None
+        if spec.kind == "conv":
+            terms.add(math.prod(module.kernel_size), _linear_form(spec.in_layout, 0), lf_out)
+        elif spec.kind == "dwconv":
+            terms.add(math.prod(module.kernel_size), lf_out)
+        elif spec.kind == "linear":
+            terms.add(1.0, _linear_form(spec.in_layout, 0), lf_out)
+        elif spec.kind == "bn":
+            terms.add(2.0 if module.affine else 0.0, lf_out)
+            return
+        if bias:
+            terms.add(1.0, lf_out)
+
+    # -- evaluating ------------------------------------------------------------------------------------------
+    def widths_vector(self, widths: Mapping[str, int]) -> np.ndarray:
+        v = self.default.copy()
+        for k, w in widths.items():
+            v[self.names.index(k)] = w
+        return v
+
+    def matrix(self, subnets: Sequence[Mapping[str, int]]) -> np.ndarray:
+        """Width matrix ``[n_subnets, n_groups]`` (groups a subnet does not name keep their width)."""
+        col = {n: i for i, n in enumerate(self.names)}
+        m = np.tile(self.default, (len(subnets), 1))
+        for r, widths in enumerate(subnets):
+            for k, w in widths.items():
+                m[r, col[k]] = w
+        return m
+
+    @staticmethod
+    def _eval(arrays: tuple[np.ndarray, np.ndarray, np.ndarray], w: np.ndarray) -> np.ndarray:
+        coef, i, j = arrays
+        ext = np.concatenate([w, np.ones((w.shape[0], 1))], axis=1)  # index -1 is the constant column
+        return (ext[:, i] * ext[:, j]) @ coef
+
+    def flops(self, w: np.ndarray) -> np.ndarray:
+        """FLOPs (MACs) per sample for each row of a width matrix."""
+        return self._eval(self._flops, np.atleast_2d(w))
+
+    def params(self, w: np.ndarray) -> np.ndarray:
+        return self._eval(self._params, np.atleast_2d(w))

@@ -1,0 +1,10 @@
+"""Dynamic layers: torch layers whose channels can be sliced at run time (see :mod:`.base`)."""
+from .base import DYNAMIC, Active, DynamicMixin, register, take
+from .conv import DynamicConv2d
+from .linear import DynamicLinear
+from .norm import DynamicBatchNorm1d, DynamicBatchNorm2d
+
+__all__ = [
+    "DYNAMIC", "Active", "DynamicMixin", "register", "take",
+    "DynamicConv2d", "DynamicLinear", "DynamicBatchNorm1d", "DynamicBatchNorm2d",
+]

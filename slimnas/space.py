@@ -1,0 +1,183 @@
+"""The width search space: candidate widths per channel group, and the subnet operators search uses."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional, Sequence, Union
+
+from .errors import SlimnasError
+from .subnet import Subnet
+
+Rng = Union[int, random.Random, None]
+
+DEFAULT_RATIOS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """How candidate widths are laid out for every searchable group."""
+
+    ratios: tuple[float, ...] = DEFAULT_RATIOS  # width ratios relative to the checkpoint's width
+    divisor: int = 8  # candidate widths are rounded to multiples of this (kernels are faster on them)
+    max_ratio: float = 1.0  # > 1 broadens the space (BS-NAS spring blocks): wider than the checkpoint
+    broaden_step: float = 0.125  # ratio step of the candidates added above 1.0 when broadening
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.max_ratio <= 4.0:
+            raise SlimnasError(f"max_ratio must be between 1.0 and 4.0, got {self.max_ratio}")
+        if not self.ratios:
+            raise SlimnasError("ratios must list at least one width ratio, e.g. 0.5,0.75,1.0")
+        bad = [r for r in self.ratios if not 0.0 < r <= self.max_ratio]
+        if bad:
+            raise SlimnasError(
+                f"width ratios out of range: {', '.join(f'{r:g}' for r in bad)}; each must be in "
+                f"(0, {self.max_ratio:g}] (raise max_ratio to broaden beyond the checkpoint)"
+            )
+        if self.divisor < 1:
+            raise SlimnasError(f"divisor must be a positive integer, got {self.divisor}")
+
+    def all_ratios(self) -> list[float]:
+        extra = []
+        r = 1.0 + self.broaden_step
+        while self.max_ratio > 1.0 and r <= self.max_ratio + 1e-9:
+            extra.append(r)
+            r += self.broaden_step
+        if self.max_ratio > 1.0 and (not extra or extra[-1] < self.max_ratio - 1e-9):
+            extra.append(self.max_ratio)
+        return sorted(set(self.ratios) | set(extra))
+
+
+def make_divisible(value: float, divisor: int, minimum: Optional[int] = None) -> int:
+    """Round to the nearest multiple of ``divisor`` without dropping more than 10% (MobileNet's rule)."""
+    minimum = divisor if minimum is None else minimum
+    new = max(minimum, int(value + divisor / 2) // divisor * divisor)
+    if new < 0.9 * value:
+        new += divisor
+    return new
+
+
+def candidate_widths(width: int, config: SpaceConfig) -> tuple[int, ...]:
+    """Candidate widths of a group whose checkpoint width is ``width``; always includes ``width`` itself."""
+    out = {width}
+    for r in config.all_ratios():
+        if r == 1.0:
+            continue
+        if r < 1.0:
+            w = min(make_divisible(width * r, config.divisor, minimum=min(config.divisor, width)), width)
+        else:  # broadened: round down so the widest never exceeds max_ratio
+            w = max(width, int(width * r) // config.divisor * config.divisor)
+        out.add(max(1, w))
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class GroupChoices:
+    """One searchable group: its checkpoint width and its candidate widths (ascending)."""
+
+    name: str
+    width: int
+    choices: tuple[int, ...]
+
+    @property
+    def max_width(self) -> int:
+        return self.choices[-1]
+
+
+def _rng(rng: Rng) -> random.Random:
+    return rng if isinstance(rng, random.Random) else random.Random(rng)
+
+
+class SearchSpace:
+    """Candidate widths for each searchable group, and the operators on subnets built from them."""
+
+    def __init__(self, groups: Sequence[GroupChoices]):
+        self.groups: tuple[GroupChoices, ...] = tuple(groups)
+        self._by_name = {g.name: g for g in self.groups}
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def __getitem__(self, name: str) -> GroupChoices:
+        return self._by_name[name]
+
+    def names(self) -> list[str]:
+        return [g.name for g in self.groups]
+
+    def size(self) -> int:
+        """Number of distinct subnets (widths only)."""
+        n = 1
+        for g in self.groups:
+            n *= len(g.choices)
+        return n
+
+    def restricted(self, choices: Mapping[str, Iterable[int]]) -> "SearchSpace":
+        """A space whose named groups keep only the given widths (shrinking, bins)."""
+        groups = []
+        for g in self.groups:
+            keep = tuple(sorted(set(choices.get(g.name, g.choices))))
+            unknown = set(keep) - set(g.choices) if g.name in choices else set()
+            if unknown or not keep:
+                raise SlimnasError(f"widths {sorted(unknown) or 'none'} are not candidates of group {g.name!r}")
+            groups.append(GroupChoices(g.name, g.width, keep))
+        return SearchSpace(groups)
+
+    # -- fixed points --------------------------------------------------------------------------------------
+    def max(self) -> Subnet:
+        return Subnet({g.name: g.choices[-1] for g in self.groups})
+
+    def min(self) -> Subnet:
+        return Subnet({g.name: g.choices[0] for g in self.groups})
+
+    def original(self) -> Subnet:
+        """The checkpoint's own widths (the widest subnet unless the space is broadened)."""
+        return Subnet({g.name: g.width for g in self.groups})
+
+    def uniform(self, ratio: float) -> Subnet:
+        """Every group at the candidate nearest to ``ratio`` times its checkpoint width."""
+        if ratio <= 0:
+            raise SlimnasError(f"width ratio must be positive, got {ratio}")
+        return Subnet({g.name: min(g.choices, key=lambda c: (abs(c - ratio * g.width), c)) for g in self.groups})
+
+    # -- random operators ----------------------------------------------------------------------------------
+    def sample(self, rng: Rng = None) -> Subnet:
+        r = _rng(rng)
+        return Subnet({g.name: r.choice(g.choices) for g in self.groups})
+
+    def mutate(self, subnet: Subnet, prob: float = 0.1, rng: Rng = None) -> Subnet:
+        """Resample each group's width with probability ``prob``."""
+        r = _rng(rng)
+        widths = subnet.widths
+        for g in self.groups:
+            if r.random() < prob:
+                widths[g.name] = r.choice(g.choices)
+        return subnet.replace(widths)
+
+    def crossover(self, a: Subnet, b: Subnet, rng: Rng = None) -> Subnet:
+        """Each group's width (and channel indices) from one parent or the other, at random."""
+        r = _rng(rng)
+        widths, indices = {}, {}
+        for g in self.groups:
+            src = a if r.random() < 0.5 else b
+            widths[g.name] = src[g.name]
+            if g.name in src.indices:
+                indices[g.name] = src.indices[g.name]
+        return Subnet(widths, indices)
+
+    def validate(self, subnet: Subnet) -> Subnet:
+        """Check every group is known and every width a candidate; missing groups get their original width."""
+        unknown = [k for k in subnet if k not in self._by_name]
+        if unknown:
+            raise SlimnasError(f"subnet names unknown groups: {', '.join(unknown[:5])}; run `slimnas inspect` for the names")
+        widths = {}
+        for g in self.groups:
+            w = subnet.widths.get(g.name, g.width)
+            if w not in g.choices and not 1 <= w <= g.max_width:
+                raise SlimnasError(f"width {w} of group {g.name!r} is outside 1..{g.max_width}")
+            widths[g.name] = w
+        for name, idx in subnet.indices.items():
+            if max(idx, default=0) >= self._by_name[name].max_width:
+                raise SlimnasError(f"channel index {max(idx)} of group {name!r} is beyond its {self._by_name[name].max_width} channels")
+        return Subnet(widths, subnet.indices)

@@ -1,0 +1,232 @@
+"""``convert``: a checkpoint becomes a width-searchable supernet, found by tracing.
+
+The supernet is the user's own network (same class, same forward) in which every conv, BatchNorm and linear
+layer of a searchable channel group is replaced by its dynamic counterpart. ``set_subnet`` tells each of them
+which stored channels to use; :func:`slimnas.export_subnet` turns the active subnet back into a plain model.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cost import CostModel
+from .dynamic import DYNAMIC, Active, DynamicMixin
+from .errors import SlimnasError
+from .importance import channel_importance, importance_order
+from .space import GroupChoices, SearchSpace, SpaceConfig, candidate_widths
+from .subnet import Subnet
+from .trace import ChannelGraph, Layout, analyse, trace
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Options of :func:`convert` beyond the search space."""
+
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    reorder: bool = True  # permute each group's channels into importance order (function-preserving)
+    freeze: tuple[str, ...] = ()  # group names to keep at their checkpoint width
+
+
+def _input_example(input_shape: Union[int, Sequence[int]]) -> torch.Tensor:
+    if isinstance(input_shape, int):
+        input_shape = (3, input_shape, input_shape)
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 4:
+        shape = shape[1:]
+    if len(shape) != 3 or min(shape) < 1:
+        raise SlimnasError(f"input_shape must be (C, H, W) or an image size, got {input_shape}")
+    return torch.randn((1,) + shape)
+
+
+def _prefix(idx: Optional[torch.Tensor]) -> Active:
+    """An index tensor that just takes the first n positions becomes the int n (a view instead of a copy)."""
+    if idx is None:
+        return None
+    n = idx.numel()
+    if n and int(idx[-1]) == n - 1 and torch.equal(idx, torch.arange(n, device=idx.device)):
+        return n
+    return idx
+
+
+class Supernet(nn.Module):
+    """A network whose channel-group widths can be switched at run time.
+
+    Build one with :func:`convert`. ``model`` is the user's network with dynamic layers; ``graph`` the traced
+    channel groups; ``space`` the candidate widths of the searchable groups.
+    """
+
+    def __init__(self, model: nn.Module, graph: ChannelGraph, space: SearchSpace, input_shape: tuple[int, ...],
+                 cost: CostModel, config: ConvertConfig):
+        super().__init__()
+        self.model = model
+        self.graph = graph
+        self.space = space
+        self.input_shape = input_shape
+        self.cost = cost
+        self.config = config
+        self.stored = {i: (space[g.name].max_width if g.name in space else g.width) for i, g in enumerate(graph.groups)}
+        self._group_index = {g.name: i for i, g in enumerate(graph.groups)}
+        self._active: Subnet = space.max()
+
+    # -- layers ------------------------------------------------------------------------------------------------
+    def layers(self) -> dict[str, DynamicMixin]:
+        return {name: self.model.get_submodule(name) for name in self.graph.layers}
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    # -- choosing a subnet -------------------------------------------------------------------------------------
+    @property
+    def active(self) -> Subnet:
+        return self._active
+
+    def set_subnet(self, subnet: Subnet) -> None:
+        """Make ``subnet`` the active one: every dynamic layer now computes with its channels only."""
+        subnet = self.space.validate(subnet)
+        device = next(self.model.parameters()).device
+        select: dict[int, Active] = {}
+        for name, width in subnet.widths.items():
+            gi = self._group_index[name]
+            if name in subnet.indices:
+                select[gi] = torch.tensor(subnet.indices[name], dtype=torch.long, device=device)
+            elif width != self.stored[gi]:
+                select[gi] = width
+        tensors: dict[int, torch.Tensor] = {}
+
+        def as_tensor(gi: int) -> Optional[torch.Tensor]:
+            sel = select.get(gi)
+            if sel is None or isinstance(sel, torch.Tensor):
+                return sel
+            if gi not in tensors:
+                tensors[gi] = torch.arange(sel, device=device)
+            return tensors[gi]
+
+        def active(layout: Optional[Layout]) -> Active:
+            if layout is None:
+                return None
+            if len(layout.segs) == 1 and layout.inner == 1:
+                return select.get(layout.segs[0].space)
+            if not any(seg.space in select for seg in layout.segs):
+                return None
+            idx = layout.index(self.stored, as_tensor)
+            return _prefix(idx.to(device)) if idx is not None else None
+
+        for name, spec in self.graph.layers.items():
+            layer = self.model.get_submodule(name)
+            layer.set_active(active(spec.in_layout), active(spec.out_layout))
+        self._active = subnet
+
+    @contextlib.contextmanager
+    def use(self, subnet: Subnet) -> Iterator["Supernet"]:
+        """Run a block with ``subnet`` active, then restore the previous one."""
+        previous = self._active
+        self.set_subnet(subnet)
+        try:
+            yield self
+        finally:
+            self.set_subnet(previous)
+
+    # -- cost --------------------------------------------------------------------------------------------------
+    def widths_matrix(self, subnets: Sequence[Subnet]) -> np.ndarray:
+        return self.cost.matrix([s.widths for s in subnets])
+
+    def flops(self, subnet: Optional[Subnet] = None) -> float:
+        """Multiply-accumulates of one forward pass of one image (thop's convention)."""
+        return float(self.cost.flops(self.widths_matrix([subnet or self._active]))[0])
+
+    def params(self, subnet: Optional[Subnet] = None) -> float:
+        return float(self.cost.params(self.widths_matrix([subnet or self._active]))[0])
+
+    def extra_repr(self) -> str:
+        n = len(self.space)
+        return f"{len(self.graph.groups)} channel groups, {n} searchable, {self.space.size():.3g} subnets"
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, attr, new)
+
+
+def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
+            config: Optional[ConvertConfig] = None, **space_options) -> Supernet:
+    """Turn ``model`` into a :class:`Supernet` (the model itself is left untouched).
+
+    ``input_shape`` is ``(C, H, W)`` or an image size. Search-space options (``ratios``, ``divisor``,
+    ``max_ratio``) may be passed as keywords or in ``config.space``. Groups whose channels the tracer cannot
+    follow are frozen and listed in ``supernet.graph.notes``.
+
+    >>> import torchvision, slimnas
+    >>> net = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), input_shape=32)
+    >>> net.set_subnet(net.space.uniform(0.5))
+    """
+    if not isinstance(model, nn.Module):
+        raise SlimnasError(f"convert() needs a torch.nn.Module, got {type(model).__name__}; see slimnas.load_model")
+    config = config or ConvertConfig()
+    if space_options:
+        fields = {k: v for k, v in space_options.items() if v is not None}
+        if "ratios" in fields:
+            fields["ratios"] = tuple(float(r) for r in fields["ratios"])
+        try:
+            space_config = SpaceConfig(**{**config.space.__dict__, **fields})
+        except TypeError as exc:
+            raise SlimnasError(f"unknown search-space option ({exc})") from None
+        config = ConvertConfig(space_config, config.reorder, config.freeze)
+    example = _input_example(input_shape)
+    model = copy.deepcopy(model)
+    gm, notes = trace(model, example)
+    graph = analyse(gm, notes)
+    for name in config.freeze:
+        try:
+            graph.group(name).frozen = graph.group(name).frozen or "frozen by request"
+        except KeyError:
+            raise SlimnasError(f"cannot freeze {name!r}: no such channel group (see `slimnas inspect`)") from None
+
+    originals = dict(model.named_modules())
+    layers: dict[str, DynamicMixin] = {}
+    for name in graph.layers:
+        module = originals[name]
+        dyn = DYNAMIC.get(type(module))
+        if dyn is None:  # pragma: no cover - the analysis only creates layer specs for registered types
+            raise SlimnasError(f"no dynamic layer for {type(module).__name__} ({name})")
+        layers[name] = dyn.wrap(module)
+        _replace(model, name, layers[name])
+
+    if config.reorder:
+        order = importance_order(channel_importance(graph, layers))
+        sizes = {i: g.width for i, g in enumerate(graph.groups)}
+        for name, spec in graph.layers.items():
+            perm = lambda layout: layout.index(sizes, order.get) if layout is not None else None  # noqa: E731
+            layers[name].permute(perm(spec.in_layout) if spec.kind != "bn" else None, perm(spec.out_layout))
+
+    choices = []
+    for g in graph.groups:
+        if g.searchable:
+            choices.append(GroupChoices(g.name, g.width, candidate_widths(g.width, config.space)))
+    space = SearchSpace(choices)
+
+    # Broadening: make room for channels beyond the checkpoint's width (function-preserving at the start).
+    stored = {i: (space[g.name].max_width if g.searchable else g.width) for i, g in enumerate(graph.groups)}
+    grown = {i for i, g in enumerate(graph.groups) if stored[i] > g.width}
+    if grown:
+        keep = {i: torch.arange(g.width) for i, g in enumerate(graph.groups) if i in grown}
+        for name, spec in graph.layers.items():
+            def where(layout: Optional[Layout]) -> tuple[Optional[torch.Tensor], int]:
+                if layout is None:
+                    return None, 0
+                return layout.index(stored, keep.get), layout.width(stored)
+            in_pos, in_size = where(spec.in_layout)
+            out_pos, out_size = where(spec.out_layout)
+            layers[name].grow(in_pos, out_pos, in_size, out_size)
+
+    cost = CostModel(graph, originals)
+    shape = tuple(example.shape[1:])
+    net = Supernet(model, graph, space, shape, cost, config)
+    net.set_subnet(space.max())
+    return net

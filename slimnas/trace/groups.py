@@ -1,0 +1,477 @@
+"""Channel groups: which channel dimensions of a traced network must keep one width.
+
+Every tensor's channel dimension is described by a :class:`Layout` over *channel spaces*. Walking the fx
+graph once, each op either passes its input's layout on (BatchNorm, activations, pooling, depthwise conv),
+creates a new space (a conv or linear output), strings spaces together (``cat``), repeats them (``flatten``),
+or ties two spaces into one (``add``/``mul`` of two feature maps: residuals and squeeze-and-excitation).
+Spaces tied together form a channel group. Anything the rules do not understand *freezes* the spaces it
+touches (they keep their original width) and is reported by module name; it never stops the conversion.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .layout import Layout, Seg, concat, single
+
+# Parameter-free modules that keep the channel layout of their (first) input.
+_PRESERVING_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU,
+    nn.LeakyReLU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.Identity, nn.PReLU,
+    nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d,
+    nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, nn.ZeroPad2d, nn.ReflectionPad2d,
+    nn.ReplicationPad2d, nn.ConstantPad2d,
+)
+# Functions and tensor methods (by name, in-place "_" suffix stripped) that keep their first input's layout.
+_UNARY = {
+    "relu", "relu6", "hardswish", "hardsigmoid", "silu", "sigmoid", "tanh", "gelu", "elu", "leaky_relu",
+    "mish", "softplus", "hardtanh", "dropout", "dropout2d", "alpha_dropout", "feature_alpha_dropout",
+    "stochastic_depth", "clamp", "clip", "contiguous", "clone", "float", "to", "type_as", "detach", "neg",
+    "abs", "exp", "sqrt", "rsqrt", "square", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d",
+    "max_pool2d", "interpolate", "upsample", "identity", "sin", "cos", "erf",
+}
+_BINARY = {"add", "sub", "mul", "truediv", "div", "maximum", "minimum", "iadd", "isub", "imul", "itruediv"}
+_REDUCE = {"mean", "sum", "amax", "amin"}
+_RESHAPE = {"view", "reshape"}
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A parameterised layer whose weights the supernet slices.
+
+    ``kind`` is ``conv``, ``dwconv`` (depthwise: input and output are the same group), ``bn`` or ``linear``.
+    Layouts name group indices (see :class:`ChannelGraph`). ``in_layout`` is ``None`` for BatchNorm.
+    """
+
+    name: str
+    kind: str
+    in_layout: Optional[Layout]
+    out_layout: Layout
+
+
+@dataclass(frozen=True)
+class ModuleCall:
+    """One call of a leaf module, with the shapes it saw: what the analytic cost model is built from."""
+
+    name: str
+    module_type: str
+    in_layout: Optional[Layout]
+    out_layout: Optional[Layout]
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+
+@dataclass
+class ChannelGroup:
+    """Tensor dimensions that must share one width. ``frozen`` says why the width is fixed, if it is."""
+
+    name: str
+    width: int
+    members: list[tuple[str, str]] = field(default_factory=list)  # (layer name, role: out|in|dw|bn)
+    frozen: Optional[str] = None
+
+    @property
+    def searchable(self) -> bool:
+        return self.frozen is None
+
+
+@dataclass
+class ChannelGraph:
+    """The result of the analysis: groups, the layers each group slices, and what was frozen and why."""
+
+    groups: list[ChannelGroup]
+    layers: dict[str, LayerSpec]
+    calls: list[ModuleCall]
+    notes: list[str]
+
+    def group(self, name: str) -> ChannelGroup:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+
+class _Spaces:
+    """Union-find over channel spaces, with a 'frozen because…' mark per root."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.size: list[int] = []
+        self.frozen: dict[int, str] = {}
+
+    def new(self, size: int, frozen: Optional[str] = None) -> int:
+        self.parent.append(len(self.parent))
+        self.size.append(size)
+        sid = len(self.parent) - 1
+        if frozen:
+            self.frozen[sid] = frozen
+        return sid
+
+    def find(self, s: int) -> int:
+        while self.parent[s] != s:
+            self.parent[s] = self.parent[self.parent[s]]
+            s = self.parent[s]
+        return s
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if rb < ra:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        if rb in self.frozen and ra not in self.frozen:
+            self.frozen[ra] = self.frozen.pop(rb)
+        else:
+            self.frozen.pop(rb, None)
+
+    def freeze(self, s: int, why: str) -> None:
+        self.frozen.setdefault(self.find(s), why)
+
+    def frozen_reason(self, s: int) -> Optional[str]:
+        return self.frozen.get(self.find(s))
+
+
+def _shape(node: Any) -> Optional[tuple[int, ...]]:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    if meta is None or not hasattr(meta, "shape"):
+        return None
+    return tuple(int(d) for d in meta.shape)
+
+
+def _op_name(node: fx.Node) -> str:
+    target = node.target
+    name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+    if name.endswith("_") and not name.startswith("_"):
+        name = name[:-1]
+    return name
+
+
+def _where(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        qualname = list(stack.values())[-1][0]
+        if qualname:
+            return f"{qualname} ({node.name})"
+    return node.name
+
+
+def _nodes_in(arg: Any) -> Iterable[fx.Node]:
+    if isinstance(arg, fx.Node):
+        yield arg
+    elif isinstance(arg, (list, tuple)):
+        for a in arg:
+            yield from _nodes_in(a)
+    elif isinstance(arg, dict):
+        for a in arg.values():
+            yield from _nodes_in(a)
+
+
+class _Analysis:
+    def __init__(self, gm: fx.GraphModule, notes: list[str]):
+        self.gm = gm
+        self.sp = _Spaces()
+        self.layout: dict[fx.Node, Any] = {}
+        self.notes = list(notes)
+        self.layers: dict[str, LayerSpec] = {}
+        self.calls: list[ModuleCall] = []
+        self.out_space: dict[str, int] = {}  # layer name -> the space its output creates (reused on re-calls)
+        self.producers: list[tuple[int, str]] = []  # (space, layer) in graph order, for naming groups
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def freeze(self, layout: Optional[Layout], why: str) -> None:
+        if layout is not None:
+            for s in layout.segs:
+                self.sp.freeze(s.space, why)
+
+    def frozen_new(self, node: fx.Node, why: str) -> Optional[Layout]:
+        shape = _shape(node)
+        if shape is None or len(shape) < 2:
+            return None
+        return single(self.sp.new(shape[1], why), shape[1])
+
+    def unsupported(self, node: fx.Node, what: str) -> Optional[Layout]:
+        why = f"{what} at {_where(node)}"
+        for arg in _nodes_in((node.args, node.kwargs)):
+            self.freeze(self.layout.get(arg), why)
+        self.notes.append(f"{why}: channels it touches are frozen")
+        return self.frozen_new(node, why)
+
+    def tie(self, a: Layout, b: Layout, node: fx.Node) -> Layout:
+        if a.inner == b.inner and len(a.segs) == len(b.segs) and all(
+            x.size == y.size for x, y in zip(a.segs, b.segs)
+        ):
+            for x, y in zip(a.segs, b.segs):
+                self.sp.union(x.space, y.space)
+            return a
+        why = f"{_op_name(node)} of differently composed channels at {_where(node)}"
+        self.freeze(a, why)
+        self.freeze(b, why)
+        self.notes.append(f"{why}: channels frozen")
+        return a
+
+    # -- per-op rules -----------------------------------------------------------------------------------
+    def run(self) -> None:
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                self.layout[node] = self.frozen_new(node, "model input")
+            elif node.op == "get_attr":
+                self.layout[node] = None
+            elif node.op == "call_module":
+                self.layout[node] = self.call_module(node)
+            elif node.op in ("call_function", "call_method"):
+                self.layout[node] = self.call_op(node)
+            elif node.op == "output":
+                for arg in _nodes_in(node.args):
+                    self.freeze(self.layout.get(arg), "model output")
+
+    def record(self, node: fx.Node, module: nn.Module, lin: Optional[Layout], lout: Optional[Layout]) -> None:
+        x = node.args[0] if node.args else None
+        in_shape = _shape(x) or ()
+        out_shape = _shape(node) or ()
+        self.calls.append(ModuleCall(node.target, type(module).__name__, lin, lout, in_shape, out_shape))
+
+    def add_layer(self, spec: LayerSpec, node: fx.Node) -> LayerSpec:
+        prev = self.layers.get(spec.name)
+        if prev is not None:  # a module called more than once: every call must agree
+            if prev.in_layout is not None and spec.in_layout is not None:
+                self.tie(prev.in_layout, spec.in_layout, node)
+            self.tie(prev.out_layout, spec.out_layout, node)
+            return prev
+        self.layers[spec.name] = spec
+        return spec
+
+    def new_output(self, name: str, size: int) -> Layout:
+        if name not in self.out_space:
+            self.out_space[name] = self.sp.new(size)
+            self.producers.append((self.out_space[name], name))
+        return single(self.out_space[name], size)
+
+    def call_module(self, node: fx.Node) -> Optional[Layout]:
+        m = self.gm.get_submodule(node.target)
+        x = node.args[0] if node.args else None
+        lin = self.layout.get(x) if isinstance(x, fx.Node) else None
+        out = self._module_rule(node, m, lin)
+        self.record(node, m, lin, out)
+        return out
+
+    def _module_rule(self, node: fx.Node, m: nn.Module, lin: Optional[Layout]) -> Optional[Layout]:
+        name = node.target
+        in_shape = _shape(node.args[0]) if node.args else None
+        if isinstance(m, nn.Conv2d) and type(m) is nn.Conv2d:
+            if lin is None or len(node.args) != 1 or node.kwargs:
+                return self.unsupported(node, f"conv {name} on an untracked input")
+            if m.groups == 1:
+                out = self.new_output(name, m.out_channels)
+                return self.add_layer(LayerSpec(name, "conv", lin, out), node).out_layout
+            if m.groups == m.in_channels == m.out_channels and len(lin.segs) == 1 and lin.inner == 1:
+                return self.add_layer(LayerSpec(name, "dwconv", lin, lin), node).out_layout
+            return self.unsupported(node, f"grouped conv {name} (groups={m.groups})")
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and type(m) in (nn.BatchNorm2d, nn.BatchNorm1d):
+            if lin is None or in_shape is None or len(in_shape) not in (2, 4) or not m.affine:
+                return self.unsupported(node, f"batchnorm {name}")
+            return self.add_layer(LayerSpec(name, "bn", None, lin), node).out_layout
+        if type(m) is nn.Linear:
+            if lin is None or in_shape is None or len(in_shape) != 2:
+                return self.unsupported(node, f"linear {name} on a tensor of rank {len(in_shape or ())}")
+            out = self.new_output(name, m.out_features)
+            return self.add_layer(LayerSpec(name, "linear", lin, out), node).out_layout
+        if isinstance(m, _PRESERVING_MODULES) and all(p.numel() <= 1 for p in m.parameters()):
+            return lin if lin is not None else self.frozen_new(node, f"{name} on an untracked input")
+        if isinstance(m, nn.Flatten):
+            return self._flatten(node, lin, m.start_dim, m.end_dim)
+        return self.unsupported(node, f"module {name} ({type(m).__name__}) is not understood")
+
+    def _flatten(self, node: fx.Node, lin: Optional[Layout], start: int, end: int) -> Optional[Layout]:
+        shape = _shape(node.args[0])
+        if lin is None or shape is None:
+            return self.unsupported(node, "flatten of an untracked tensor")
+        rank = len(shape)
+        start = start % rank
+        end = end % rank
+        if start >= 2 or start == end:
+            return lin
+        if start == 1 and end == rank - 1:
+            return Layout(lin.segs, lin.inner * math.prod(shape[2:]))
+        return self.unsupported(node, "flatten across the batch dimension")
+
+    def call_op(self, node: fx.Node) -> Any:
+        name = _op_name(node)
+        tensors = [a for a in _nodes_in((node.args, node.kwargs)) if _shape(a) is not None]
+        out_shape = _shape(node)
+        if node.target is operator.getitem:
+            return self._getitem(node)
+        if out_shape is None:
+            if isinstance(node.meta.get("tensor_meta"), (tuple, list)) and tensors:
+                self.unsupported(node, f"op '{name}' with several outputs")
+            return None
+        if not tensors:
+            return self.frozen_new(node, f"{name} at {_where(node)}") if out_shape is not None else None
+        first = node.args[0] if node.args else tensors[0]
+        lin = self.layout.get(first) if isinstance(first, fx.Node) else None
+        if name in _UNARY:
+            return lin if lin is not None else self.unsupported(node, f"{name} of an untracked tensor")
+        if name in _BINARY:
+            return self._binary(node, tensors)
+        if name == "flatten":
+            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+            end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+            return self._flatten(node, lin, start, end)
+        if name in _REDUCE:
+            return self._reduce(node, lin)
+        if name in _RESHAPE:
+            return self._reshape(node, lin)
+        if name in ("cat", "concat"):
+            return self._cat(node)
+        return self.unsupported(node, f"op '{name}'")
+
+    def _getitem(self, node: fx.Node) -> Any:
+        src = node.args[0]
+        got = self.layout.get(src)
+        if isinstance(got, tuple):
+            return got[node.args[1]]
+        if _shape(node) is None:
+            return None
+        if isinstance(got, Layout):
+            return self.unsupported(node, "indexing a tensor")
+        return self.frozen_new(node, f"output of {_where(src)}")
+
+    def _binary(self, node: fx.Node, tensors: list[fx.Node]) -> Optional[Layout]:
+        out_shape = _shape(node)
+        full = [t for t in tensors if (_shape(t) or ())[1:2] == out_shape[1:2] and len(_shape(t)) == len(out_shape)]
+        # Operands that broadcast along channels (channel size 1, or a lower rank) do not constrain widths,
+        # unless they carry a tensor of parameters shaped like the channels.
+        others = [t for t in tensors if t not in full]
+        for t in others:
+            s = _shape(t)
+            if len(s) == len(out_shape) and s[1] != 1 and len(out_shape) >= 2:
+                return self.unsupported(node, f"{_op_name(node)} with a broadcast channel operand")
+            if len(s) < len(out_shape) and len(s) >= len(out_shape) - 1 and s and s[0] == out_shape[1] and s[0] > 1:
+                return self.unsupported(node, f"{_op_name(node)} with a per-channel constant")
+        layouts = [self.layout.get(t) for t in full]
+        if any(l is None for l in layouts):
+            return self.unsupported(node, f"{_op_name(node)} with an untracked operand")
+        if not layouts:
+            return self.frozen_new(node, f"{_op_name(node)} at {_where(node)}")
+        out = layouts[0]
+        for other in layouts[1:]:
+            out = self.tie(out, other, node)
+        return out
+
+    def _reduce(self, node: fx.Node, lin: Optional[Layout]) -> Optional[Layout]:
+        shape = _shape(node.args[0])
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        if lin is None or shape is None or dims is None:
+            return self.unsupported(node, f"{_op_name(node)} over all dimensions")
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        dims = [d % len(shape) for d in dims]
+        if 0 in dims or 1 in dims or len(_shape(node) or ()) < 2:
+            return self.unsupported(node, f"{_op_name(node)} over the channel dimension")
+        return lin
+
+    def _reshape(self, node: fx.Node, lin: Optional[Layout]) -> Optional[Layout]:
+        shape_in = _shape(node.args[0])
+        shape_out = _shape(node)
+        literal = [a for a in node.args[1:] if isinstance(a, int)]
+        literal += [a for a in node.args[1:] if isinstance(a, (tuple, list)) for a in a if isinstance(a, int)]
+        if lin is None or shape_in is None or shape_out is None or any(a != -1 for a in literal):
+            return self.unsupported(node, f"{_op_name(node)} to a fixed shape")
+        if shape_out[0] != shape_in[0] or len(shape_out) < 2:
+            return self.unsupported(node, f"{_op_name(node)} across the batch dimension")
+        if len(shape_out) == 2:
+            return Layout(lin.segs, lin.inner * math.prod(shape_in[2:]))
+        if shape_out[:2] == shape_in[:2]:
+            return lin
+        return self.unsupported(node, f"{_op_name(node)} across the channel dimension")
+
+    def _cat(self, node: fx.Node) -> Optional[Layout]:
+        parts = node.args[0]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        layouts = [self.layout.get(p) for p in parts]
+        shape = _shape(node)
+        if any(l is None for l in layouts) or shape is None:
+            return self.unsupported(node, "cat of untracked tensors")
+        dim = dim % len(shape)
+        if dim == 1:
+            out = concat(layouts)
+            return out if out is not None else self.unsupported(node, "cat of flattened tensors")
+        out = layouts[0]
+        for other in layouts[1:]:
+            out = self.tie(out, other, node)
+        return out
+
+    # -- result -----------------------------------------------------------------------------------------
+    def result(self) -> ChannelGraph:
+        sp = self.sp
+        used_roots: list[int] = []
+
+        def note_root(s: int) -> None:
+            r = sp.find(s)
+            if r not in used_roots:
+                used_roots.append(r)
+
+        for spec in self.layers.values():
+            for layout in (spec.in_layout, spec.out_layout):
+                if layout is not None:
+                    for seg in layout.segs:
+                        note_root(seg.space)
+        # Name each group after the first layer producing it; groups nobody produces are named by role.
+        name_of: dict[int, str] = {}
+        for space, layer in self.producers:
+            name_of.setdefault(sp.find(space), layer)
+        index: dict[int, int] = {}
+        groups: list[ChannelGroup] = []
+        for r in sorted(used_roots, key=lambda r: (r not in name_of, list(name_of).index(r) if r in name_of else r)):
+            name = name_of.get(r, f"fixed.{r}")
+            index[r] = len(groups)
+            groups.append(ChannelGroup(name, sp.size[r], frozen=sp.frozen_reason(r)))
+
+        def remap(layout: Optional[Layout]) -> Optional[Layout]:
+            if layout is None:
+                return None
+            return Layout(tuple(Seg(index[sp.find(s.space)], s.size) for s in layout.segs), layout.inner)
+
+        layers: dict[str, LayerSpec] = {}
+        for spec in self.layers.values():
+            new = LayerSpec(spec.name, spec.kind, remap(spec.in_layout), remap(spec.out_layout))
+            layers[spec.name] = new
+            if new.kind in ("conv", "linear"):
+                for seg in new.in_layout.segs:
+                    groups[seg.space].members.append((spec.name, "in"))
+                groups[new.out_layout.segs[0].space].members.append((spec.name, "out"))
+            else:
+                role = "dw" if new.kind == "dwconv" else "bn"
+                for seg in new.out_layout.segs:
+                    groups[seg.space].members.append((spec.name, role))
+        for g in groups:
+            if g.searchable and not any(role in ("out", "dw") for _, role in g.members):
+                g.frozen = "no layer produces these channels"
+
+        def remap_known(layout: Any) -> Optional[Layout]:
+            if not isinstance(layout, Layout):
+                return None
+            if any(sp.find(s.space) not in index for s in layout.segs):
+                return None
+            return remap(layout)
+
+        calls = [
+            ModuleCall(c.name, c.module_type, remap_known(c.in_layout), remap_known(c.out_layout), c.in_shape, c.out_shape)
+            for c in self.calls
+        ]
+        return ChannelGraph(groups, layers, calls, self.notes)
+
+
+def analyse(gm: fx.GraphModule, notes: Optional[list[str]] = None) -> ChannelGraph:
+    """Find the channel groups of a traced, shape-annotated graph module (see :func:`slimnas.trace.trace`)."""
+    analysis = _Analysis(gm, notes or [])
+    analysis.run()
+    return analysis.result()
