@@ -155,3 +155,27 @@ class CostModel:
 
     def params(self, w: np.ndarray) -> np.ndarray:
         return self._eval(self._params, np.atleast_2d(w))
+
+
+def flops_attribution(cost: CostModel, w: np.ndarray, searchable: Sequence[bool]) -> np.ndarray:
+    """Share of FLOPs owed to each group at widths ``w`` (last entry: the part no searchable group changes).
+
+    A term ``coef·w[i]·w[j]`` of two searchable groups is split half and half, so shares add up to one.
+    """
+    coef, i, j = cost._flops
+    ext = np.concatenate([np.asarray(w, dtype=np.float64), [1.0]])
+    values = coef * ext[i] * ext[j]
+    free = np.concatenate([np.asarray(searchable, dtype=bool), [False]])
+    out = np.zeros(len(ext))
+    for v, a, b in zip(values, i, j):
+        fa, fb = free[a], free[b]
+        if fa and fb and a != b:
+            out[a] += v / 2
+            out[b] += v / 2
+        elif fa:
+            out[a] += v
+        elif fb:
+            out[b] += v
+        else:
+            out[-1] += v
+    return out / max(values.sum(), 1e-12)

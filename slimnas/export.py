@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -158,7 +159,8 @@ def export_onnx(model: nn.Module, path: Union[str, Path], input_shape: tuple[int
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.onnx")
     os.close(fd)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(model, (example,), tmp, input_names=["input"], output_names=["output"],
                               opset_version=opset, dynamo=False)
         if check:

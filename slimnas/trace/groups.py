@@ -431,7 +431,7 @@ class _Analysis:
         index: dict[int, int] = {}
         groups: list[ChannelGroup] = []
         for r in sorted(used_roots, key=lambda r: (r not in name_of, list(name_of).index(r) if r in name_of else r)):
-            name = name_of.get(r, f"fixed.{r}")
+            name = name_of.get(r) or ("input" if sp.frozen_reason(r) == "model input" else f"fixed.{r}")
             index[r] = len(groups)
             groups.append(ChannelGroup(name, sp.size[r], frozen=sp.frozen_reason(r)))
 

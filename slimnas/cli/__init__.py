@@ -1,0 +1,70 @@
+"""The ``slimnas`` command line: a thin shell over the library's verbs.
+
+Each verb is a module in this package that registers itself with :func:`command`; adding one is one file plus
+one decorator. A :class:`~slimnas.errors.SlimnasError` becomes one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from ..errors import SlimnasError
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    examples: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], Optional[int]]
+
+
+COMMANDS: dict[str, Command] = {}
+_VERBS = ("inspect",)
+
+
+def command(name: str, help: str, examples: str):
+    """Decorator for ``run(args)``; the decorated function gets ``.arguments`` to declare its options."""
+
+    def deco(run):
+        def arguments(add):
+            COMMANDS[name] = Command(name, help, examples, add, run)
+            return add
+
+        run.arguments = arguments
+        return run
+
+    return deco
+
+
+def build_parser() -> argparse.ArgumentParser:
+    for verb in _VERBS:
+        importlib.import_module(f".{verb}", __name__)
+    parser = argparse.ArgumentParser(
+        prog="slimnas",
+        description="Slim a trained CNN to a latency budget on a specific device.",
+        epilog="Run `slimnas COMMAND --help` for a command's options and examples.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help,
+                           epilog="examples:\n" + cmd.examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd.add_arguments(p)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args) or 0
+    except SlimnasError as exc:
+        print(f"slimnas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"slimnas {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,42 @@
+"""Options several verbs share: which model, which input size, which search space."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import SlimnasError
+from ..models import load_model
+from ..space import DEFAULT_RATIOS, SpaceConfig
+from ..supernet import ConvertConfig, Supernet, convert
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="torchvision name (mobilenet_v2), package.module:factory, or a saved slimnas model")
+    p.add_argument("--weights", help="state_dict file to load (read with weights_only=True)")
+    p.add_argument("--num-classes", type=int, help="classifier outputs (default: the architecture's default)")
+    p.add_argument("--input-size", type=int, default=224, help="square input image size (default: 224)")
+
+
+def add_space_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ratios", default=",".join(f"{r:g}" for r in DEFAULT_RATIOS),
+                   help="candidate width ratios, comma-separated (default: %(default)s)")
+    p.add_argument("--divisor", type=int, default=8, help="round candidate widths to multiples of this (default: 8)")
+    p.add_argument("--max-ratio", type=float, default=1.0,
+                   help="broaden up to this multiple of the checkpoint's widths (BS-NAS; default: 1.0)")
+
+
+def parse_ratios(text: str) -> tuple[float, ...]:
+    try:
+        ratios = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise SlimnasError(f"--ratios must be comma-separated numbers such as 0.5,0.75,1.0, got {text!r}") from None
+    if not ratios:
+        raise SlimnasError("--ratios lists no ratio; give e.g. 0.5,0.75,1.0")
+    return ratios
+
+
+def supernet_from_args(args: argparse.Namespace) -> Supernet:
+    if args.input_size < 1:
+        raise SlimnasError(f"--input-size must be positive, got {args.input_size}")
+    model = load_model(args.model, num_classes=args.num_classes, weights=args.weights)
+    space = SpaceConfig(ratios=parse_ratios(args.ratios), divisor=args.divisor, max_ratio=args.max_ratio)
+    return convert(model, args.input_size, ConvertConfig(space=space))
