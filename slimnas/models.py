@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -75,16 +74,22 @@ def read_checkpoint(path: Union[str, Path]) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
             raise SlimnasError(
                 f"checkpoint {path} contains pickled Python objects, which slimnas does not load "
                 "(weights_only=True); save model.state_dict() instead"
             ) from None
-        raise SlimnasError(f"{path} is not a PyTorch checkpoint ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SlimnasError(f"{path} is not a readable PyTorch checkpoint ({first})") from None
+        detail = next((l.strip() for l in str(exc).splitlines() if l.startswith(("Unsupported operand", "invalid load key"))),
+                      "not a zip archive or pickle that torch.load accepts")
+        raise SlimnasError(f"{path} is not a PyTorch checkpoint ({detail[:120]})") from None
+    except Exception as exc:  # the unpickler fails on garbage with many exception types
+        raise SlimnasError(f"{path} is not a readable PyTorch checkpoint ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    lines = [l for l in str(exc).strip().splitlines() if l.strip()]
+    tail = lines[-1].strip() if lines else ""
+    return f"{type(exc).__name__}: {tail[:120]}" if tail else type(exc).__name__
 
 
 def _state_dict_of(data: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,54 @@
+"""Exported models: save/load without the supernet, loadable with weights_only=True; ONNX checked."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torchvision
+
+import slimnas
+from tests.conftest import CHECKPOINT, calibrate
+
+
+@torch.no_grad()
+def test_save_load_round_trip_rebuilds_the_original_class(tmp_path):
+    torch.manual_seed(0)
+    net = slimnas.convert(calibrate(torchvision.models.mobilenet_v3_small(num_classes=10), (3, 32, 32)), 32).eval()
+    subnet = net.space.sample(random.Random(0))
+    plain = slimnas.export_subnet(net, subnet).eval()
+    path = slimnas.save_exported(plain, tmp_path / "model.pt", subnet, arch="mobilenet_v3_small", num_classes=10)
+    raw = torch.load(path, weights_only=True)  # no pickled classes inside
+    assert raw["slimnas"]["subnet"] == subnet.to_dict()
+    loaded = slimnas.load_exported(path)
+    x = torch.randn(2, 3, 32, 32)
+    assert type(loaded) is torchvision.models.MobileNetV3
+    assert torch.equal(loaded(x), plain(x))
+    # load_model recognises the file too
+    assert torch.equal(slimnas.load_model(str(path))(x), plain(x))
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_failed_onnx_check_leaves_no_file(tmp_path):
+    model = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    with pytest.raises(slimnas.SlimnasError, match="differs from PyTorch"):
+        slimnas.export_onnx(model, tmp_path / "m.onnx", (3, 32, 32), atol=-1.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not CHECKPOINT.is_file(), reason="shared checkpoint not present")
+@torch.no_grad()
+def test_existing_checkpoint_on_real_images(cifar_images, tmp_path):
+    """The shared CIFAR-10 MobileNetV2 keeps its predictions through convert, export and ONNX."""
+    model = slimnas.load_model("mobilenet_v2", num_classes=10, weights=str(CHECKPOINT))
+    want = model(cifar_images)
+    net = slimnas.convert(model, 32).eval()
+    assert float((net(cifar_images) - want).abs().max()) <= 1e-5
+    full = slimnas.export_subnet(net, net.space.original()).eval()
+    assert torch.equal(full(cifar_images).argmax(1), want.argmax(1))
+    onnx_path = slimnas.export_onnx(full, tmp_path / "full.onnx", (3, 32, 32))
+    assert slimnas.export.onnx_max_abs_diff(full, onnx_path, cifar_images[:1]) <= 1e-4
+    # half the width: a real, smaller model that still runs on real images
+    half = slimnas.export_subnet(net, net.space.uniform(0.5)).eval()
+    assert half(cifar_images).shape == (32, 10)
+    assert sum(p.numel() for p in half.parameters()) < 0.5 * sum(p.numel() for p in full.parameters())
