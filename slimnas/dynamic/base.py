@@ -61,17 +61,42 @@ class DynamicMixin:
     def export(self) -> nn.Module:  # pragma: no cover - each layer defines it
         raise NotImplementedError
 
+    depthwise = False  # a depthwise conv slices its input and output by the same group
+
+    @staticmethod
+    def init_new_rows(t: torch.Tensor) -> None:
+        """Initialise the incoming weights of broadened channels."""
+        nn.init.kaiming_normal_(t, mode="fan_out")
+
+    def resized(self, in_size: Optional[int], out_size: Optional[int]) -> None:
+        """Update the layer's size attributes after :meth:`grow` (None: that side is unchanged)."""
+        raise NotImplementedError  # pragma: no cover
+
     def grow(self, in_pos: Optional[torch.Tensor], out_pos: Optional[torch.Tensor], in_size: int, out_size: int) -> None:
         """Widen to ``in_size``/``out_size`` channels; ``*_pos`` are where the stored channels go (None: unchanged).
 
         New channels get fresh incoming weights and zero outgoing weights, so the wider layer computes the
-        same function as before.
+        same function as before. This is the weight-matrix version (conv, linear); BatchNorm overrides it.
         """
-        raise NotImplementedError  # pragma: no cover
+        w = self.weight.data
+        if out_pos is not None:
+            w = grown(w, 0, out_size, out_pos, self.init_new_rows)
+            if self.bias is not None:
+                self.bias = nn.Parameter(grown(self.bias.data, 0, out_size, out_pos, nn.init.zeros_))
+        if in_pos is not None and not self.depthwise:
+            w = grown(w, 1, in_size, in_pos, nn.init.zeros_)  # outgoing weights of the new channels: zero
+        self.weight = nn.Parameter(w)
+        self.resized(in_size if in_pos is not None else None, out_size if out_pos is not None else None)
 
+    @torch.no_grad()
     def permute(self, in_perm: Optional[torch.Tensor], out_perm: Optional[torch.Tensor]) -> None:
         """Reorder stored channels in place (the same permutation every layer of a group applies)."""
-        raise NotImplementedError  # pragma: no cover
+        if out_perm is not None:
+            self.weight.copy_(self.weight[out_perm])
+            if self.bias is not None:
+                self.bias.copy_(self.bias[out_perm])
+        if in_perm is not None and not self.depthwise:
+            self.weight.copy_(self.weight[:, in_perm])
 
 
 def grown(t: torch.Tensor, dim: int, size: int, pos: torch.Tensor, fill: Callable[[torch.Tensor], None]) -> torch.Tensor:

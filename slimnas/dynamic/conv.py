@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from .base import DynamicMixin, count, grown, register, take
+from .base import DynamicMixin, count, register, take
 
 
 @register(nn.Conv2d)
@@ -52,25 +52,10 @@ class DynamicConv2d(DynamicMixin, nn.Conv2d):
                 conv.bias.copy_(take(self.bias, 0, self.active_out))
         return conv
 
-    def grow(self, in_pos: Optional[torch.Tensor], out_pos: Optional[torch.Tensor], in_size: int, out_size: int) -> None:
-        w = self.weight.data
-        if out_pos is not None:
-            w = grown(w, 0, out_size, out_pos, lambda t: nn.init.kaiming_normal_(t, mode="fan_out"))
-            if self.bias is not None:
-                self.bias = nn.Parameter(grown(self.bias.data, 0, out_size, out_pos, nn.init.zeros_))
+    def resized(self, in_size: Optional[int], out_size: Optional[int]) -> None:
+        if out_size is not None:
             self.out_channels = out_size
         if self.depthwise:
             self.in_channels = self.groups = self.out_channels
-        elif in_pos is not None:
-            w = grown(w, 1, in_size, in_pos, nn.init.zeros_)  # outgoing weights of new channels: zero
+        elif in_size is not None:
             self.in_channels = in_size
-        self.weight = nn.Parameter(w)
-
-    @torch.no_grad()
-    def permute(self, in_perm: Optional[torch.Tensor], out_perm: Optional[torch.Tensor]) -> None:
-        if out_perm is not None:
-            self.weight.copy_(self.weight[out_perm])
-            if self.bias is not None:
-                self.bias.copy_(self.bias[out_perm])
-        if in_perm is not None and not self.depthwise:
-            self.weight.copy_(self.weight[:, in_perm])

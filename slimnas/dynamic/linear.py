@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import DynamicMixin, count, grown, register, take
+from .base import DynamicMixin, count, register, take
 
 
 @register(nn.Linear)
@@ -35,23 +35,12 @@ class DynamicLinear(DynamicMixin, nn.Linear):
                 lin.bias.copy_(take(self.bias, 0, self.active_out))
         return lin
 
-    def grow(self, in_pos: Optional[torch.Tensor], out_pos: Optional[torch.Tensor], in_size: int, out_size: int) -> None:
-        w = self.weight.data
-        if out_pos is not None:
-            w = grown(w, 0, out_size, out_pos, lambda t: nn.init.normal_(t, 0.0, 0.01))
-            if self.bias is not None:
-                self.bias = nn.Parameter(grown(self.bias.data, 0, out_size, out_pos, nn.init.zeros_))
-            self.out_features = out_size
-        if in_pos is not None:
-            w = grown(w, 1, in_size, in_pos, nn.init.zeros_)
-            self.in_features = in_size
-        self.weight = nn.Parameter(w)
+    @staticmethod
+    def init_new_rows(t: torch.Tensor) -> None:
+        nn.init.normal_(t, 0.0, 0.01)
 
-    @torch.no_grad()
-    def permute(self, in_perm: Optional[torch.Tensor], out_perm: Optional[torch.Tensor]) -> None:
-        if out_perm is not None:
-            self.weight.copy_(self.weight[out_perm])
-            if self.bias is not None:
-                self.bias.copy_(self.bias[out_perm])
-        if in_perm is not None:
-            self.weight.copy_(self.weight[:, in_perm])
+    def resized(self, in_size: Optional[int], out_size: Optional[int]) -> None:
+        if out_size is not None:
+            self.out_features = out_size
+        if in_size is not None:
+            self.in_features = in_size
