@@ -37,7 +37,12 @@ def test_units_cover_every_searchable_conv():
     stem = units[0]
     assert stem.sig.bn and stem.sig.act == "relu" and stem.absorbed == ("stem.1", "stem.2")
     pairs = candidate_pairs(stem, net)
-    assert {b for _, b in pairs} == set(net.space[net.graph.groups[stem.out_layout.segs[0].space].name].choices) and {a for a, _ in pairs} == {3}
+    group = net.graph.groups[stem.out_layout.segs[0].space]
+    want = set(net.space[group.name].choices) if group.name in net.space else {group.width}
+    assert {b for _, b in pairs} == want and {a for a, _ in pairs} == {3}
+    searchable = [u for u in units if net.graph.groups[u.out_layout.segs[0].space].name in net.space]
+    u = searchable[0]
+    assert {b for _, b in candidate_pairs(u, net)} == set(net.space[net.graph.groups[u.out_layout.segs[0].space].name].choices)
 
 
 def test_table_has_every_pair_marked_and_fingerprinted(table_dir):
