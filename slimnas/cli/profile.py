@@ -1,0 +1,47 @@
+"""``slimnas profile``: build (or resume) a latency table for a model's width space on one backend."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..latency import BackendConfig, ProfileConfig, TimingConfig, backend_names, create_backend, profile
+from . import command
+from .common import add_model_arguments, add_space_arguments, parse_ratios, supernet_from_args
+
+
+def default_table_dir(args: argparse.Namespace) -> Path:
+    name = Path(str(args.model)).stem.replace(":", "_").replace(".", "_")
+    return Path("latency_tables") / (f"{name}_{args.input_size}_{args.backend}_{args.device}_t{args.threads}"
+                                     f"_b{args.batch}_{args.dtype}")
+
+
+@command("profile", "Measure a latency table for a model's width space on this device (resumable).", """\
+  slimnas profile mobilenet_v2 --num-classes 10 --input-size 32 --backend onnxruntime --threads 1
+  slimnas profile mobilenet_v2 --input-size 224 --out latency_tables/mbv2_224   # rerun to resume
+  slimnas profile efficientnet_b0 --backend torch --device cuda --dtype fp16""")
+def run(args: argparse.Namespace) -> int:
+    backend = create_backend(args.backend, BackendConfig(args.device, args.threads, args.batch, args.dtype))
+    net = supernet_from_args(args)
+    out = Path(args.out) if args.out else default_table_dir(args)
+    config = ProfileConfig(timing=TimingConfig(samples=args.samples), grid_step=args.grid_step,
+                           refine_tol=args.refine_tol, calibration_subnets=args.calibration_subnets)
+    model_args = {"model": args.model, "num_classes": args.num_classes, "weights": args.weights,
+                  "ratios": list(parse_ratios(args.ratios)), "divisor": args.divisor, "max_ratio": args.max_ratio}
+    profile(net, backend, out, model=str(args.model), config=config, model_args=model_args)
+    return 0
+
+
+@run.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    add_space_arguments(p)
+    p.add_argument("--backend", default="onnxruntime", choices=backend_names(), help="runtime to time (default: onnxruntime)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads, fixed and recorded (default: 1)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16"))
+    p.add_argument("--samples", type=int, default=30, help="timed samples per entry (at least 30; default: 30)")
+    p.add_argument("--grid-step", type=int, default=2, help="coarse grid: every k-th candidate width (default: 2)")
+    p.add_argument("--refine-tol", type=float, default=0.05, help="refine cells missing interpolation by more (default: 0.05)")
+    p.add_argument("--calibration-subnets", type=int, default=10, help="whole subnets timed for calibration (default: 10)")
+    p.add_argument("--out", help="table directory (default: latency_tables/<model>_<size>_<backend>_...)")

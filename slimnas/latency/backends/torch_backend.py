@@ -1,0 +1,64 @@
+"""torch: eager PyTorch on the CPU (threads fixed) or CUDA (timed with CUDA events after synchronising)."""
+from __future__ import annotations
+
+import platform
+import time
+from typing import Callable
+
+from ...errors import SlimnasError
+from .base import Backend, BackendConfig, Workload, register
+
+
+@register
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, config: BackendConfig):
+        super().__init__(config)
+        import torch
+
+        self.torch = torch
+        if config.device == "cuda" and not torch.cuda.is_available():
+            raise SlimnasError("--device cuda: torch sees no CUDA device here; use --device cpu")
+        if config.dtype == "fp16" and config.device != "cuda":
+            raise SlimnasError("--dtype fp16 is timed on CUDA only; use --dtype fp32 on the CPU")
+        torch.set_num_threads(config.threads)
+
+    def version(self) -> str:
+        return self.torch.__version__
+
+    def device_name(self) -> str:
+        if self.config.device == "cuda":
+            return self.torch.cuda.get_device_name(0)
+        return super().device_name()
+
+    def loader(self, workload: Workload) -> Callable[[int], float]:
+        if workload.torch is None:
+            raise SlimnasError("the torch backend needs a torch form of the workload")
+        torch = self.torch
+        dev = torch.device(self.config.device)
+        dtype = torch.float16 if self.config.dtype == "fp16" else torch.float32
+        model = workload.torch().eval().to(dev, dtype)
+        x = torch.randn(workload.input_shape, device=dev, dtype=dtype)
+
+        if dev.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+            def call(k: int) -> float:
+                with torch.inference_mode():
+                    torch.cuda.synchronize()
+                    start.record()
+                    for _ in range(k):
+                        model(x)
+                    end.record()
+                    torch.cuda.synchronize()
+                return float(start.elapsed_time(end))
+        else:
+            def call(k: int) -> float:
+                with torch.inference_mode():
+                    t0 = time.perf_counter_ns()
+                    for _ in range(k):
+                        model(x)
+                    return (time.perf_counter_ns() - t0) / 1e6
+
+        return call

@@ -1,0 +1,217 @@
+"""Latency units: the kernels a backend really runs, found in a traced network.
+
+A unit is one searchable conv (or linear) layer together with the BatchNorm and activation that follow it:
+exported together, a runtime fuses them into one kernel. Its cost depends on the layer's fixed signature
+(kind, kernel, stride, input size, activation) and on the (in width, out width) pair a subnet gives it. Units of
+different layers with the same signature share table entries. Everything a unit does not cover (residual adds,
+pooling, frozen layers, the session call itself) is the network's *fixed part*.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from ..errors import SlimnasError
+from ..trace import Layout
+
+# Activation modules a unit absorbs, and the ONNX ops torch exports for them.
+ACTIVATIONS = {
+    "ReLU": "relu", "ReLU6": "relu6", "Hardswish": "hardswish", "SiLU": "silu", "Sigmoid": "sigmoid",
+    "Hardsigmoid": "hardsigmoid", "Hardtanh": "relu6",
+}
+MAX_PAIRS = 4096  # a layer whose (in, out) candidate set is larger than this is refused (concat explosions)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What fixes a unit's cost apart from its widths; ``key`` names it in the table."""
+
+    kind: str  # conv | dwconv | linear
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    bias: bool
+    bn: bool
+    act: str  # "" when none
+    hw: tuple[int, int]  # input spatial size (1, 1 for linear)
+
+    @property
+    def key(self) -> str:
+        k, s, p, d = (f"{a}x{b}" for a, b in (self.kernel, self.stride, self.padding, self.dilation))
+        return (f"{self.kind}-k{k}-s{s}-p{p}-d{d}-{'b' if self.bias else 'nb'}-{'bn' if self.bn else 'nobn'}"
+                f"-{self.act or 'id'}-{self.hw[0]}x{self.hw[1]}")
+
+    def out_hw(self) -> tuple[int, int]:
+        return tuple(  # type: ignore[return-value]
+            (h + 2 * p - d * (k - 1) - 1) // s + 1
+            for h, k, s, p, d in zip(self.hw, self.kernel, self.stride, self.padding, self.dilation)
+        )
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One layer of the network as a latency unit: its signature and how its widths follow the groups."""
+
+    layer: str
+    sig: Signature
+    in_layout: Layout
+    out_layout: Layout
+    absorbed: tuple[str, ...]  # module calls fused into it (BN, activation)
+
+    def widths(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(in width, out width) per row of a width matrix ``w`` [n, n_groups]."""
+        return _layout_width(self.in_layout, w), _layout_width(self.out_layout, w)
+
+
+def _layout_width(layout: Layout, w: np.ndarray) -> np.ndarray:
+    return sum(w[:, s.space] for s in layout.segs) * layout.inner
+
+
+def units_of(supernet) -> list[Unit]:
+    """The latency units of a supernet in execution order (each layer once), with each conv's kernel/stride/padding read from its module."""
+    graph = supernet.graph
+    calls = graph.calls
+    units: list[Unit] = []
+    seen: set[str] = set()
+    for i, call in enumerate(calls):
+        spec = graph.layers.get(call.name)
+        if spec is None or spec.kind not in ("conv", "dwconv", "linear") or call.name in seen:
+            continue
+        seen.add(call.name)
+        absorbed, bn, act = [], False, ""
+        j = i + 1
+        if j < len(calls) and calls[j].module_type in ("BatchNorm2d", "BatchNorm1d") and calls[j].in_shape == call.out_shape:
+            bn = True
+            absorbed.append(calls[j].name)
+            j += 1
+        if j < len(calls) and calls[j].module_type in ACTIVATIONS and calls[j].in_shape == call.out_shape:
+            act = ACTIVATIONS[calls[j].module_type]
+            absorbed.append(calls[j].name)
+        module = supernet.model.get_submodule(call.name)
+        bias = getattr(module, "bias", None) is not None
+        if spec.kind == "linear":
+            if len(call.in_shape) != 2:
+                raise SlimnasError(f"linear layer {call.name} sees a rank-{len(call.in_shape)} input; only 2-D is profiled")
+            sig = Signature("linear", (1, 1), (1, 1), (0, 0), (1, 1), bias, bn, act, (1, 1))
+        else:
+            pad = module.padding
+            if isinstance(pad, str) or module.padding_mode != "zeros":
+                raise SlimnasError(f"conv {call.name} uses padding={pad!r}/{module.padding_mode}; only zero padding is profiled")
+            sig = Signature(spec.kind, tuple(module.kernel_size), tuple(module.stride), tuple(pad),
+                            tuple(module.dilation), bias, bn, act, tuple(call.in_shape[2:4]))
+        units.append(Unit(call.name, sig, spec.in_layout, spec.out_layout, tuple(absorbed)))
+    return units
+
+
+def candidate_pairs(unit: Unit, supernet) -> list[tuple[int, int]]:
+    """Every (in width, out width) the search space can give ``unit``."""
+    choices = {}
+    for gi, g in enumerate(supernet.graph.groups):
+        choices[gi] = supernet.space[g.name].choices if g.name in supernet.space else (g.width,)
+
+    def widths(layout: Layout) -> list[int]:
+        spaces = sorted({s.space for s in layout.segs})
+        combos = math.prod(len(choices[s]) for s in spaces)
+        if combos > MAX_PAIRS:
+            raise SlimnasError(f"layer {unit.layer}: {combos} width combinations; freeze some of its groups to profile it")
+        out = set()
+        for pick in itertools.product(*(choices[s] for s in spaces)):
+            m = dict(zip(spaces, pick))
+            out.add(sum(m[s.space] for s in layout.segs) * layout.inner)
+        return sorted(out)
+
+    if unit.sig.kind == "dwconv":
+        return [(c, c) for c in widths(unit.out_layout)]
+    ins, outs = widths(unit.in_layout), widths(unit.out_layout)
+    if len(ins) * len(outs) > MAX_PAIRS:
+        raise SlimnasError(f"layer {unit.layer}: {len(ins) * len(outs)} (in, out) pairs; freeze some groups to profile it")
+    return [(a, b) for a in ins for b in outs]
+
+
+# -- small graphs ------------------------------------------------------------------------------------------------
+def _act_nodes(act: str, x: str, y: str, inits: list) -> list:
+    if not act:
+        return [helper.make_node("Identity", [x], [y])]
+    if act == "relu":
+        return [helper.make_node("Relu", [x], [y])]
+    if act == "relu6":
+        inits += [numpy_helper.from_array(np.array(0, np.float32), "c_lo"), numpy_helper.from_array(np.array(6, np.float32), "c_hi")]
+        return [helper.make_node("Clip", [x, "c_lo", "c_hi"], [y])]
+    if act == "hardswish":
+        return [helper.make_node("HardSwish", [x], [y])]
+    if act == "hardsigmoid":
+        return [helper.make_node("HardSigmoid", [x], [y], alpha=1 / 6, beta=0.5)]
+    if act == "sigmoid":
+        return [helper.make_node("Sigmoid", [x], [y])]
+    if act == "silu":
+        return [helper.make_node("Sigmoid", [x], ["sig"]), helper.make_node("Mul", [x, "sig"], [y])]
+    raise SlimnasError(f"no ONNX form for activation {act!r}")
+
+
+def input_shape(sig: Signature, cin: int, batch: int = 1) -> tuple[int, ...]:
+    return (batch, cin) if sig.kind == "linear" else (batch, cin) + tuple(sig.hw)
+
+
+def output_shape(sig: Signature, cout: int, batch: int = 1) -> tuple[int, ...]:
+    return (batch, cout) if sig.kind == "linear" else (batch, cout) + tuple(sig.out_hw())
+
+
+def unit_onnx(sig: Signature, cin: int, cout: int, batch: int = 1, seed: int = 0) -> bytes:
+    """The unit as the small ONNX graph torch would export for conv → BN → activation (opset 17)."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+    x_shape, y_shape = input_shape(sig, cin, batch), output_shape(sig, cout, batch)
+    if sig.kind == "linear":
+        inits.append(numpy_helper.from_array((rng.standard_normal((cout, cin)) * 0.05).astype(np.float32), "W"))
+        inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), "B"))
+        nodes.append(helper.make_node("Gemm", ["x", "W", "B"], ["z"], transB=1))
+    else:
+        groups = cin if sig.kind == "dwconv" else 1
+        w = (rng.standard_normal((cout, cin // groups) + tuple(sig.kernel)) * 0.05).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, "W"))
+        ins = ["x", "W"]
+        if sig.bias:
+            inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), "B"))
+            ins.append("B")
+        nodes.append(helper.make_node("Conv", ins, ["c"], kernel_shape=list(sig.kernel), strides=list(sig.stride),
+                                      pads=list(sig.padding) * 2, dilations=list(sig.dilation), group=groups))
+        if sig.bn:
+            for name, value in (("g", 1.0), ("b", 0.0), ("m", 0.0), ("v", 1.0)):
+                inits.append(numpy_helper.from_array(np.full(cout, value, np.float32) + rng.random(cout, np.float32) * 0.1, f"bn_{name}"))
+            nodes.append(helper.make_node("BatchNormalization", ["c", "bn_g", "bn_b", "bn_m", "bn_v"], ["z"], epsilon=1e-5))
+        else:
+            nodes.append(helper.make_node("Identity", ["c"], ["z"]))
+    nodes += _act_nodes(sig.act, "z", "y", inits)
+    graph = helper.make_graph(nodes, "unit", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="slimnas")
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def unit_torch(sig: Signature, cin: int, cout: int) -> nn.Module:
+    """The same unit as a torch module (for the torch backend)."""
+    if sig.kind == "linear":
+        layers: list[nn.Module] = [nn.Linear(cin, cout, bias=sig.bias)]
+    else:
+        groups = cin if sig.kind == "dwconv" else 1
+        layers = [nn.Conv2d(cin, cout, sig.kernel, sig.stride, sig.padding, sig.dilation, groups, bias=sig.bias)]
+    if sig.bn:
+        layers.append(nn.BatchNorm2d(cout) if sig.kind != "linear" else nn.BatchNorm1d(cout))
+    act = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid,
+           "sigmoid": nn.Sigmoid, "silu": nn.SiLU}.get(sig.act)
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers).eval()
+
+
+def onnx_model_check(data: bytes) -> None:  # pragma: no cover - debugging aid
+    onnx.checker.check_model(onnx.load_from_string(data))

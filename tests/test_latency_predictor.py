@@ -1,0 +1,69 @@
+"""The predictor: vectorised lookups, calibration, and refusal of tables made for something else."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from slimnas import SlimnasError
+from slimnas.latency import LatencyPredictor, LatencyTable, create_backend, profile
+from slimnas.latency.predictor import fit_calibration
+from slimnas.latency.validate import device_of, kendall_tau, metrics
+
+from .latency_helpers import FAST, MODEL_ARGS, tiny_supernet
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    out = tmp_path_factory.mktemp("table")
+    return profile(tiny_supernet(), create_backend("onnxruntime"), out, "tiny", FAST, model_args=MODEL_ARGS, log=lambda s: None)
+
+
+def test_vectorised_prediction_equals_one_by_one(table):
+    net = tiny_supernet()
+    pred = LatencyPredictor(table, net, device=device_of(create_backend("onnxruntime")))
+    rng = random.Random(0)
+    subnets = [net.space.sample(rng) for _ in range(64)]
+    batch = pred.predict(subnets)
+    assert batch.shape == (64,) and np.isfinite(batch).all() and (batch > 0).all()
+    one = np.array([pred.predict([s])[0] for s in subnets])
+    np.testing.assert_allclose(batch, one)
+    np.testing.assert_allclose(pred.predict(net.widths_matrix(subnets)), batch)
+    assert pred.predict([net.space.max()])[0] > 0
+
+
+def test_calibration_and_rescale(table):
+    net = tiny_supernet()
+    pred = LatencyPredictor(table, net)
+    s = [net.space.min(), net.space.max(), net.space.uniform(0.75)]
+    raw = pred.raw(s)
+    cal = pred.calibrate(s, 2 * raw + 0.01, probe_ms=0.5)
+    assert cal["a"] == pytest.approx(2.0) and cal["b"] == pytest.approx(0.01, abs=1e-9)
+    np.testing.assert_allclose(pred.predict(s), 2 * raw + 0.01)
+    pred.rescale(1.0)
+    np.testing.assert_allclose(pred.predict(s), 2 * (2 * raw + 0.01))
+    assert fit_calibration(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.0]))[0] == pytest.approx(2.0)
+
+
+def test_mismatch_is_refused_naming_it(table):
+    with pytest.raises(SlimnasError, match="input_shape"):
+        LatencyPredictor(table, tiny_supernet(size=20))
+    device = device_of(create_backend("onnxruntime"))
+    with pytest.raises(SlimnasError, match="threads"):
+        LatencyPredictor(table, tiny_supernet(), device={**device, "threads": 4})
+    with pytest.raises(SlimnasError, match="cpu_model"):
+        LatencyPredictor(table, tiny_supernet(), device={**device, "cpu_model": "Some Other CPU"})
+    import slimnas
+
+    other = slimnas.convert(tiny_supernet().model, 16, ratios=(0.25, 1.0))
+    with pytest.raises(SlimnasError, match="space_hash"):
+        LatencyPredictor(table, other)
+    with pytest.raises(SlimnasError, match="not a latency table"):
+        LatencyTable.load(table.path / "nothing-here")
+
+
+def test_metrics():
+    m = metrics(np.array([1.0, 2.1, 2.9]), np.array([1.0, 2.0, 3.0]))
+    assert m["within_10pct"] == 1.0 and m["kendall_tau"] == 1.0
+    assert kendall_tau(np.array([1, 2, 3]), np.array([3, 2, 1])) == -1.0

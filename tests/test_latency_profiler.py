@@ -1,0 +1,149 @@
+"""The profiler on real onnxruntime sessions: grid, table on disk, resume after kill -9."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from slimnas import SlimnasError
+from slimnas.latency import LatencyTable, create_backend, profile
+from slimnas.latency.grid import adaptive
+from slimnas.latency.units import candidate_pairs, units_of
+
+from .latency_helpers import FAST, MODEL_ARGS, tiny_supernet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def table_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("table")
+    profile(tiny_supernet(), create_backend("onnxruntime"), out, "tiny", FAST, model_args=MODEL_ARGS, log=lambda s: None)
+    return out
+
+
+def test_units_cover_every_searchable_conv():
+    net = tiny_supernet()
+    units = units_of(net)
+    convs = [n for n, s in net.graph.layers.items() if s.kind in ("conv", "dwconv", "linear")]
+    assert [u.layer for u in units] == [c.name for c in net.graph.calls if c.name in convs]
+    stem = units[0]
+    assert stem.sig.bn and stem.sig.act == "relu" and stem.absorbed == ("stem.1", "stem.2")
+    pairs = candidate_pairs(stem, net)
+    group = net.graph.groups[stem.out_layout.segs[0].space]
+    want = set(net.space[group.name].choices) if group.name in net.space else {group.width}
+    assert {b for _, b in pairs} == want and {a for a, _ in pairs} == {3}
+    searchable = [u for u in units if net.graph.groups[u.out_layout.segs[0].space].name in net.space]
+    u = searchable[0]
+    assert {b for _, b in candidate_pairs(u, net)} == set(net.space[net.graph.groups[u.out_layout.segs[0].space].name].choices)
+
+
+def test_table_has_every_pair_marked_and_fingerprinted(table_dir):
+    table = LatencyTable.load(table_dir)
+    net = tiny_supernet()
+    units = table.units()
+    assert set(units["source"]) <= {"measured", "interpolated"}
+    have = set(zip(units["signature"], units["cin"].astype(int), units["cout"].astype(int)))
+    for u in units_of(net):
+        assert {(u.sig.key, a, b) for a, b in candidate_pairs(u, net)} <= have
+    m = table.units("measured")
+    assert (m["n"].astype(int) >= 30).all() and (m["p10_ms"] <= m["median_ms"]).all() and (m["median_ms"] <= m["p90_ms"]).all()
+    fp = table.fingerprint
+    for key in ("cpu_model", "cores", "os", "backend", "backend_version", "threads", "dtype", "batch", "input_shape",
+                "created", "model", "space_hash", "probe_ms"):
+        assert key in fp, key
+    assert len(table.of_kind("probe")) >= 1 and len(table.of_kind("model")) == 3
+    assert table.calibration()["n"] == 3
+    assert not list(Path(table_dir).glob("*.pkl"))
+
+
+def test_grid_interpolates_smooth_and_refines_steps():
+    axes = [[8, 16, 24, 32, 40], [8, 16, 24, 32, 40]]
+    smooth = lambda p: 1.0 + axes[0][p[0]] * axes[1][p[1]]  # noqa: E731  (bilinear: interpolation is exact)
+    calls = []
+    got = adaptive(axes, lambda p: (calls.append(p), smooth(p))[1])
+    assert len(got) == 25 and any(s == "interpolated" for _, s in got.values())
+    assert all(abs(v - smooth(p)) < 1e-9 for p, (v, _) in got.items())
+    assert len(calls) == len(set(calls)) < 25
+    step = lambda p: smooth(p) * (2.0 if axes[1][p[1]] == 32 else 1.0)  # noqa: E731  (a cliff at out width 32)
+    got = adaptive(axes, step)
+    assert all(got[(i, 3)][1] == "measured" for i in range(5))
+    assert all(abs(v - step(p)) < 1e-9 for p, (v, s) in got.items() if s == "measured")
+
+
+def test_truncated_last_line_is_dropped(table_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "t"
+    shutil.copytree(table_dir, copy)
+    entries = copy / "entries.csv"
+    n = len(pd.read_csv(entries))
+    with open(entries, "a") as f:
+        f.write("unit,conv-half-written,8,")
+    assert len(LatencyTable.load(copy).rows) == n
+    assert entries.read_text().endswith("\n")
+
+
+def test_resume_refuses_a_table_for_something_else(table_dir):
+    net = tiny_supernet(size=20)
+    with pytest.raises(SlimnasError, match="input_shape"):
+        profile(net, create_backend("onnxruntime"), table_dir, "tiny", FAST, log=lambda s: None)
+
+
+SCRIPT = """
+import sys
+from pathlib import Path
+from slimnas.latency import ProfileConfig, TimingConfig, create_backend, profile
+from tests.latency_helpers import tiny_supernet, MODEL_ARGS
+slow = ProfileConfig(timing=TimingConfig(warmup_ms=2.0, samples=30, min_sample_ms={ms}), calibration_subnets=2, e2e_rounds=1)
+profile(tiny_supernet(), create_backend("onnxruntime"), Path(sys.argv[1]), "tiny", slow, model_args=MODEL_ARGS, log=lambda s: None)
+"""
+
+
+def _run(out: Path, ms: float) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-c", SCRIPT.format(ms=ms), str(out)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _measured_units(out: Path) -> pd.DataFrame:
+    rows = LatencyTable.load(out).units("measured")
+    return rows.set_index(["signature", "cin", "cout"]).sort_index()
+
+
+def test_kill_9_then_rerun_does_not_measure_finished_entries_again(tmp_path):
+    out = tmp_path / "table"
+    proc = _run(out, ms=1.0)
+    entries = out / "entries.csv"
+    deadline = time.time() + 40
+    while time.time() < deadline:
+        if entries.is_file() and entries.read_text().count("\nunit,") >= 4:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"profiler ended before it could be killed: {proc.stderr.read().decode()[-500:]}")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before = _measured_units(out)
+    assert len(before) >= 4
+    assert not LatencyTable.load(out).fingerprint.get("entries_measured")  # it did not finish
+
+    proc = _run(out, ms=0.02)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-800:]
+    table = LatencyTable.load(out)
+    after = _measured_units(out)
+    assert not after.index.duplicated().any()  # no entry was measured twice
+    kept = after.loc[before.index]
+    pd.testing.assert_frame_equal(kept, before, check_dtype=False)  # finished entries are the very same rows (same times, values)
+    last = table.fingerprint["last_run"]
+    assert last["measured"] == len(after) - len(before)
+    assert last["reused"] >= len(before)
