@@ -13,20 +13,10 @@ import platform
 from typing import Mapping
 
 from ..errors import SlimnasError
+from ..machine import cpu_model
 
 DEVICE_KEYS = ("device_name", "cpu_model", "cores", "os", "backend", "backend_version", "device", "threads", "dtype", "batch")
 MODEL_KEYS = ("model", "input_shape", "space_hash")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict:
