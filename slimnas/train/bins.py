@@ -5,7 +5,8 @@ cost exceeds the last pick's by at most ``step`` (at least one candidate further
 cost with this group at that width and every other group at a reference subnet. With FLOPs, one step of any
 group then changes model FLOPs by about ``step``. With a latency function that is a staircase (kernels change
 speed at certain channel counts), "the widest candidate within the step" lands at the right end of a plateau:
-the bins snap to the widths just before the device's speed steps up.
+the bins snap to the widths just before the device's speed steps up (the narrowest pick too: the widest
+width that costs no more than the narrowest candidate).
 
 The latency interface is a plain callable ``latency_ms(group, width) -> float`` (for instance built from the
 profiler's latency table); it only has to be monotone enough to be meaningful.
@@ -42,9 +43,11 @@ def flops_cost(net, reference: Optional[Subnet] = None) -> CostFn:
 
 def group_bins(widths: tuple[int, ...], costs: list[float], step: float) -> tuple[int, ...]:
     """Greedy picks from ascending ``widths`` so consecutive picks differ by at most about ``step`` in cost."""
-    sel = [0]
-    i = 0
     n = len(widths)
+    i = 0
+    while i + 1 < n and costs[i + 1] <= costs[0]:  # a plateau at the bottom: its widest width costs the same
+        i += 1
+    sel = [i]
     while i < n - 1:
         j = i + 1
         while j + 1 < n and costs[j + 1] - costs[i] <= step * (1 + 1e-9):
