@@ -50,7 +50,7 @@ def group_bins(widths: tuple[int, ...], costs: list[float], step: float) -> tupl
     sel = [i]
     while i < n - 1:
         j = i + 1
-        while j + 1 < n and costs[j + 1] - costs[i] <= step * (1 + 1e-9):
+        while j + 1 < n and (costs[j + 1] - costs[i] <= step * (1 + 1e-9) or costs[j + 1] <= costs[j]):
             j += 1
         sel.append(j)
         i = j
