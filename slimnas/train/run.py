@@ -77,6 +77,7 @@ def build(spec: RunSpec) -> tuple[Supernet, Strategy, Datasets]:
     """The data, the supernet converted from the base checkpoint, and the strategy (with bins applied)."""
     data = load_data(replace(spec.data, image_size=spec.input_size))
     num_classes = spec.num_classes or data.num_classes
+    torch.manual_seed(spec.train.seed)  # layers the checkpoint does not cover (or a model without one) start the same
     model = load_model(spec.model, num_classes=num_classes, weights=spec.weights)
     net = convert(model, spec.input_size, ConvertConfig(space=spec.space))
     strategy = make_strategy(spec.strategy, net, space=_apply_bins(spec, net), **spec.strategy_options)
