@@ -199,6 +199,15 @@ class Trainer:
         self.optimizer.load_state_dict(ck["optimizer"])
         self.epoch, self.step = int(ck["epoch"]), int(ck["step"])
 
+    @torch.no_grad()
+    def _sync_buffers(self) -> None:
+        """Average BatchNorm running statistics over processes (each rank's last forwards saw its own shard)."""
+        if not self.dist.enabled:
+            return
+        for buf in self.model.buffers():
+            if buf.is_floating_point():
+                buf.copy_(mean_across(buf, self.dist))
+
     # -- the loop --------------------------------------------------------------------------------------------
     def _report(self) -> dict[str, float]:
         out = {}
@@ -262,6 +271,7 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}", lr=f"{lr:.3g}")
             self.epoch += 1
+            self._sync_buffers()
             row = {"epoch": self.epoch, "step": self.step, "lr": self.lr(max(0, self.step - 1)),
                    "train_loss": sum(losses) / max(1, len(losses))}
             if self.is_main and c.eval_images != 0:
