@@ -1,0 +1,128 @@
+"""Supernet training benchmark: each strategy from the shared CIFAR-10 MobileNetV2 checkpoint.
+
+Reports, per strategy, the base checkpoint's accuracy, the widest and narrowest (0.35x) subnets' accuracy
+after supernet training (test subset, BN recalibrated), and Kendall tau over K subnets between the
+supernet's estimate (validation split) and a short stand-alone fine-tune. Also writes the BS-NAS shrinking
+log and the CafeNet FLOPs-bin layout. ``--quick`` (default) is sized for a 2-core CPU (< 30 min);
+``--full`` is for a GPU machine.
+
+    flock /tmp/slimnas-cpu.lock python benchmarks/train_quick.py --out benchmarks/results/train_quick
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from slimnas.data import DataConfig
+from slimnas.evaluate import Evaluator
+from slimnas.rank import rank, sample_subnets
+from slimnas.space import SpaceConfig
+from slimnas.train import TrainConfig
+from slimnas.train.bins import bin_table, flops_cost
+from slimnas.train.run import RunSpec, train
+
+ROOT = Path(__file__).resolve().parents[1]
+CKPT = ROOT.parent / "shared" / "checkpoints" / "cifar10_mobilenet_v2.pth"
+RATIOS = (0.35, 0.5, 0.625, 0.75, 0.875, 1.0)
+
+PROFILES = {
+    "quick": dict(train_subset=5000, val_subset=1000, test_subset=2000, epochs=2, steps=40, batch=64,
+                  rank_subnets=20, finetune_steps=10, calib=256, lr=0.01),
+    "full": dict(train_subset=None, val_subset=None, test_subset=None, epochs=30, steps=None, batch=256,
+                 rank_subnets=20, finetune_steps=400, calib=2048, lr=0.05),
+}
+STRATEGIES = {
+    "sandwich": dict(strategy_options={"n_random": 2}),
+    "cafenet": dict(strategy_options={"n_random": 2, "k": 2, "free_ratio": 0.1}, bins="flops:4"),
+    "bsnas": dict(strategy_options={"n_random": 2, "floor": 2, "min_samples": 2}, max_ratio=1.5),
+}
+
+
+def fingerprint() -> dict:
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "host": platform.node()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="benchmarks/results/train_quick")
+    p.add_argument("--full", action="store_true")
+    p.add_argument("--strategies", default="sandwich,cafenet,bsnas")
+    args = p.parse_args()
+    prof = PROFILES["full" if args.full else "quick"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    rows = []
+    for name in args.strategies.split(","):
+        extra = STRATEGIES[name]
+        total = prof["epochs"] * (prof["steps"] or (prof["train_subset"] or 45000) // prof["batch"])
+        opts = dict(extra["strategy_options"])
+        if name == "bsnas":
+            opts["shrink_every"] = max(1, total // 6)
+        spec = RunSpec(model="mobilenet_v2", weights=str(CKPT), num_classes=10, input_size=32,
+                       space=SpaceConfig(ratios=RATIOS, max_ratio=extra.get("max_ratio", 1.0)),
+                       data=DataConfig("cifar10", train_subset=prof["train_subset"], val_subset=prof["val_subset"],
+                                       test_subset=prof["test_subset"], cache_dir=str(Path.home() / ".cache/slimnas/data")),
+                       strategy=name, strategy_options=opts, bins=extra.get("bins"),
+                       train=TrainConfig(epochs=prof["epochs"], steps_per_epoch=prof["steps"], batch_size=prof["batch"],
+                                         lr=prof["lr"], warmup_fraction=0.1, eval_images=0, progress=False,
+                                         num_workers=0 if not args.full else 8))
+        run_dir = out / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        t0 = time.time()
+        trainer = train(spec, run_dir)
+        t_train = time.time() - t0
+        net, st, data = trainer.model, trainer.strategy, trainer.data
+        dev = trainer.device
+        test_ev = Evaluator(data.calib, data.test, calib_images=prof["calib"], device=dev)
+        val_ev = Evaluator(data.calib, data.val, calib_images=prof["calib"], device=dev)
+        base = torch.load(CKPT, weights_only=True)
+        import torchvision
+
+        base_model = torchvision.models.mobilenet_v2(num_classes=10)
+        base_model.load_state_dict(base)
+        base_top1 = test_ev.evaluate_model(base_model.to(dev), recalibrate=False).top1
+        widest = test_ev.evaluate(net, st.finalize(st.space.max())).top1
+        original = test_ev.evaluate(net, st.finalize(net.space.original())).top1 if name == "bsnas" else widest
+        narrowest_sub = st.finalize(st.space.min())
+        narrowest = test_ev.evaluate(net, narrowest_sub).top1
+        t1 = time.time()
+        subnets = sample_subnets(st.space, prof["rank_subnets"], seed=0)
+        ft = TrainConfig(epochs=1, steps_per_epoch=prof["finetune_steps"], batch_size=prof["batch"], lr=prof["lr"],
+                         warmup_fraction=0.0, progress=False, eval_images=0)
+        df, tau = rank(net, st, data, subnets, ft, val_ev, arrangements=getattr(st.options, "k", 1), device=dev)
+        df.to_csv(run_dir / "rank.csv", index=False)
+        rows.append({"strategy": name, "base_top1": base_top1, "widest_top1": widest, "original_width_top1": original,
+                     "widest_minus_base": widest - base_top1,
+                     "narrowest_top1": narrowest, "narrowest_mflops": net.flops(narrowest_sub) / 1e6,
+                     "widest_mflops": net.flops(st.space.max()) / 1e6, "kendall_tau": tau, "rank_subnets": len(df),
+                     "space_size_end": st.space.size(), "train_s": t_train, "rank_s": time.time() - t1})
+        if name == "cafenet":
+            pd.DataFrame(bin_table(st.space, flops_cost(net))).to_csv(out / "cafenet_flops_bins.csv", index=False)
+        if name == "bsnas" and (run_dir / "shrink.csv").is_file():
+            shutil.copy(run_dir / "shrink.csv", out / "bsnas_shrink_log.csv")
+        for f in ("checkpoint.pt",):
+            (run_dir / f).unlink(missing_ok=True)  # weights are not committed
+        pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
+        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
+    meta = {"command": " ".join([sys.executable.split("/")[-1]] + sys.argv), "profile": "full" if args.full else "quick",
+            "settings": prof, "strategies": {k: STRATEGIES[k] for k in args.strategies.split(",")},
+            "fingerprint": fingerprint(), "seconds": time.time() - t_start,
+            "notes": "base/widest/narrowest on a seeded, class-balanced subset of CIFAR-10 test/; "
+                     "tau on the validation split carved from train/"}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The strategy contract and its registry: one file plus one ``@strategy`` decorator per training method.
+
+A strategy decides, for each step, which subnets run forward and backward and with which targets; the
+:class:`~slimnas.train.Trainer` owns the optimiser, schedule, precision, checkpoints and processes. Options
+are a frozen dataclass per strategy, validated by :func:`make_strategy` (the edge) from keyword arguments.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import SlimnasError
+from ...space import SearchSpace
+from ...subnet import Subnet
+
+STRATEGIES: dict[str, type["Strategy"]] = {}
+
+
+def strategy(name: str):
+    """Class decorator: register a :class:`Strategy` subclass under ``name``."""
+
+    def deco(cls):
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+
+    return deco
+
+
+@dataclass
+class StepContext:
+    """What a strategy may use during one step (built by the trainer)."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the (possibly DDP-wrapped) model's forward
+    backward: Callable[[torch.Tensor], None]  # loss.backward(), under the trainer's precision policy
+    autocast: Callable[[], contextlib.AbstractContextManager]  # mixed-precision context for forwards
+    reduce: Callable[[torch.Tensor], torch.Tensor]  # mean over processes (identity when alone)
+    rng: random.Random  # subnet sampling; identical on every process
+    label_smoothing: float = 0.0
+    step: int = 0  # global step (0-based) being taken
+
+    def ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+
+
+def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets (in-place distillation)."""
+    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+class Strategy:
+    """Base class. ``net`` is the model being trained (a :class:`~slimnas.Supernet` for width strategies)."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    needs_supernet: ClassVar[bool] = True
+
+    def __init__(self, net: nn.Module, options: Any = None, space: Optional[SearchSpace] = None):
+        self.net = net
+        self.options = options if options is not None else self.Options()
+        if self.needs_supernet and not hasattr(net, "set_subnet"):
+            raise SlimnasError(f"strategy {self.name!r} trains a supernet: convert the model with slimnas.convert first")
+        self.space: Optional[SearchSpace] = space if space is not None else getattr(net, "space", None)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def step(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
+        """Forward and backward the step's subnets (gradients accumulate); return metrics to log."""
+        raise NotImplementedError
+
+    def after_step(self, ctx: StepContext) -> None:
+        """Called after the optimiser step (shrinking happens here)."""
+
+    def report_subnets(self) -> dict[str, Subnet]:
+        """Subnets whose validation accuracy is reported at each epoch end."""
+        if self.space is None:
+            return {}
+        return {"widest": self.space.max(), "narrowest": self.space.min()}
+
+    def finalize(self, subnet: Subnet) -> Subnet:
+        """The subnet as search should record it and export keep it (CafeNet adds its channel choices)."""
+        return subnet
+
+    def candidates(self, subnet: Subnet, k: int, rng: random.Random) -> list[Subnet]:
+        """Arrangements to try when scoring ``subnet`` (the best score wins); just ``subnet`` by default."""
+        return [self.finalize(subnet)]
+
+    # -- state -----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Plain data (lists, numbers, strings) saved in every checkpoint."""
+        out: dict = {}
+        if self.space is not None:
+            out["space"] = {g.name: list(g.choices) for g in self.space.groups}
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        if "space" in state and self.space is not None:
+            self.space = self.space.restricted(state["space"])
+
+    def logs(self) -> dict[str, list[dict]]:
+        """Tables (name → rows) the trainer writes to ``<run>/<name>.csv``."""
+        return {}
+
+
+def make_strategy(name: str, net: nn.Module, space: Optional[SearchSpace] = None, **options) -> Strategy:
+    """Build a registered strategy by name, checking its options."""
+    from . import bsnas, cafenet, plain, sandwich  # noqa: F401  (register)
+
+    if name not in STRATEGIES:
+        raise SlimnasError(f"unknown training strategy {name!r}: choose one of {', '.join(sorted(STRATEGIES))}")
+    cls = STRATEGIES[name]
+    known = {f.name: f for f in dataclasses.fields(cls.Options)}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise SlimnasError(f"strategy {name!r} has no option {', '.join(unknown)}; its options: {', '.join(known) or 'none'}")
+    try:
+        opts = cls.Options(**options)
+    except (TypeError, ValueError) as exc:
+        raise SlimnasError(f"bad options for strategy {name!r}: {exc}") from None
+    return cls(net, opts, space)
