@@ -36,7 +36,7 @@ RATIOS = (0.35, 0.5, 0.625, 0.75, 0.875, 1.0)
 
 PROFILES = {
     "quick": dict(train_subset=5000, val_subset=1000, test_subset=2000, epochs=2, steps=40, batch=64,
-                  rank_subnets=20, finetune_steps=10, calib=256, lr=0.01),
+                  rank_subnets=20, finetune_steps=10, calib=2048, lr=0.002),
     "full": dict(train_subset=None, val_subset=None, test_subset=None, epochs=30, steps=None, batch=256,
                  rank_subnets=20, finetune_steps=400, calib=2048, lr=0.05),
 }
