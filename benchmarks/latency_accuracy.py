@@ -45,7 +45,6 @@ def throughput(pred: LatencyPredictor, net, n: int = 10000) -> dict:
 
 def uniform_sweep(size: int, num_classes: int, threads: int, out: Path, pred: LatencyPredictor, net) -> dict:
     """torchvision mobilenet_v2(width_mult=r) end to end for r in 0.25..1.0, plus the table's predictions."""
-    import torch
     import torchvision
 
     ratios = [round(r, 3) for r in np.arange(0.25, 1.0001, 0.05)]
@@ -66,7 +65,6 @@ def uniform_sweep(size: int, num_classes: int, threads: int, out: Path, pred: La
     p10 = [m["p10_ms"] for m in res["models"]]
     p90 = [m["p90_ms"] for m in res["models"]]
     pred.rescale(float(np.median(res["probe_ms"])))
-    space_ratios = sorted({round(c / g.width, 3) for g in net.space.groups for c in g.choices})
     cand = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
     pred_ms = [float(pred.predict([net.space.uniform(r)])[0]) for r in cand]
     nonmono = [(ratios[i], ratios[i + 1]) for i in range(len(ratios) - 1) if meas[i + 1] < meas[i] * 0.98]

@@ -32,7 +32,7 @@ for d in sorted(p for p in R.iterdir() if p.is_dir()):
                 f"- Repeat error of the measurements themselves: median spread between the 3 rounds' medians of one subnet "
                 f"{v['median_repeat_spread_pct']:.2f}%; probe per round {', '.join(f'{x:.4f}' for x in v['probe_rounds_ms'])} ms "
                 f"(table's probe {v['probe_table_ms']:.4f} ms, rescale ×{v['speed_factor']:.3f}). Validation wall time {v['wall_s']} s.",
-                f"- Files: `validate.csv` (per subnet: predicted, measured median, p10, p90, n, round spread, MFLOPs), `validate.json`, `validate.png`."]
+                "- Files: `validate.csv` (per subnet: predicted, measured median, p10, p90, n, round spread, MFLOPs), `validate.json`, `validate.png`."]
     if "uniform_sweep" in s:
         u = s["uniform_sweep"]
         pts = ", ".join(f"{r}: {m:.3f}±{sp:.1f}%" for r, m, sp in zip(u["ratios"], u["measured_ms"], u["round_spread_pct"]))

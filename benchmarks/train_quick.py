@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import time
@@ -24,6 +22,7 @@ import torch
 
 from slimnas.data import DataConfig
 from slimnas.evaluate import Evaluator
+from slimnas.machine import fingerprint
 from slimnas.rank import rank, sample_subnets
 from slimnas.space import SpaceConfig
 from slimnas.train import TrainConfig
@@ -45,12 +44,6 @@ STRATEGIES = {
     "cafenet": dict(strategy_options={"n_random": 2, "k": 2, "free_ratio": 0.1}, bins="flops:4"),
     "bsnas": dict(strategy_options={"n_random": 2, "floor": 2, "min_samples": 2}, max_ratio=1.5),
 }
-
-
-def fingerprint() -> dict:
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "host": platform.node()}
 
 
 def main() -> None:
@@ -118,7 +111,7 @@ def main() -> None:
         print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
     meta = {"command": " ".join([sys.executable.split("/")[-1]] + sys.argv), "profile": "full" if args.full else "quick",
             "settings": prof, "strategies": {k: STRATEGIES[k] for k in args.strategies.split(",")},
-            "fingerprint": fingerprint(), "seconds": time.time() - t_start,
+            "fingerprint": fingerprint(torch.get_num_threads()), "seconds": time.time() - t_start,
             "notes": "base/widest/narrowest on a seeded, class-balanced subset of CIFAR-10 test/; "
                      "tau on the validation split carved from train/"}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))

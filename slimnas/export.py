@@ -9,8 +9,6 @@ onnxruntime before returning.
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -21,6 +19,7 @@ from torch import nn
 
 from .dynamic import DynamicMixin
 from .errors import SlimnasError
+from .fileio import atomic_path, atomic_torch_save
 from .subnet import Subnet
 
 FORMAT = "slimnas.exported/1"
@@ -58,19 +57,6 @@ def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
     return out
 
 
-def _atomic_save(obj: Any, path: Union[str, Path]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_exported(model: nn.Module, path: Union[str, Path], subnet: Optional[Subnet] = None,
                   arch: Optional[str] = None, num_classes: Optional[int] = None) -> Path:
     """Save an exported model as ``{state_dict, slimnas metadata}``; readable with ``weights_only=True``.
@@ -86,7 +72,7 @@ def save_exported(model: nn.Module, path: Union[str, Path], subnet: Optional[Sub
         "layers": layer_shapes(model),
         "subnet": subnet.to_dict() if subnet is not None else None,
     }
-    _atomic_save({"state_dict": model.state_dict(), "slimnas": meta}, path)
+    atomic_torch_save({"state_dict": model.state_dict(), "slimnas": meta}, path)
     return Path(path)
 
 
@@ -153,24 +139,17 @@ def export_onnx(model: nn.Module, path: Union[str, Path], input_shape: tuple[int
     The file appears only once the check has passed: a failed export leaves nothing behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     example = torch.randn((batch,) + tuple(input_shape))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.onnx")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.onnx") as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(model, (example,), tmp, input_names=["input"], output_names=["output"],
+            torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["output"],
                               opset_version=opset, dynamo=False)
         if check:
             diff = onnx_max_abs_diff(model, tmp, example)
             if not diff <= atol:
                 raise SlimnasError(f"ONNX export of {type(model).__name__} differs from PyTorch by {diff:.3g} (> {atol:g})")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -6,26 +6,13 @@ import random
 from dataclasses import replace
 from typing import Optional, Sequence
 
-import numpy as np
 import pandas as pd
 
 from .data import Datasets
 from .evaluate import Evaluator
 from .export import export_subnet
+from .stats import kendall_tau
 from .subnet import Subnet
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-b (ties counted as in scipy.stats.kendalltau)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError("kendall_tau needs two sequences of the same length >= 2")
-    i, j = np.triu_indices(len(a), 1)
-    da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-    n0 = len(i)
-    n1, n2 = np.sum(da == 0), np.sum(db == 0)
-    denom = np.sqrt((n0 - n1) * (n0 - n2))
-    return float(np.sum(da * db) / denom) if denom > 0 else float("nan")
 
 
 def sample_subnets(space, k: int, seed: int = 0, include_ends: bool = True) -> list[Subnet]:

@@ -70,7 +70,7 @@ class Supernet(nn.Module):
         self.input_shape = input_shape
         self.cost = cost
         self.config = config
-        self.stored = {i: (space[g.name].max_width if g.name in space else g.width) for i, g in enumerate(graph.groups)}
+        self.stored = stored_widths(graph, space)  # channels each group's layers hold (broadened ones included)
         self._group_index = {g.name: i for i, g in enumerate(graph.groups)}
         self._active: Subnet = space.max()
 
@@ -148,6 +148,11 @@ class Supernet(nn.Module):
         return f"{len(self.graph.groups)} channel groups, {n} searchable, {self.space.size():.3g} subnets"
 
 
+def stored_widths(graph: ChannelGraph, space: SearchSpace) -> dict[int, int]:
+    """Channels stored per group: the widest candidate of a searchable group, else the checkpoint width."""
+    return {i: (space[g.name].max_width if g.name in space else g.width) for i, g in enumerate(graph.groups)}
+
+
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, attr = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
@@ -212,7 +217,7 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
     space = SearchSpace(choices)
 
     # Broadening: make room for channels beyond the checkpoint's width (function-preserving at the start).
-    stored = {i: (space[g.name].max_width if g.searchable else g.width) for i, g in enumerate(graph.groups)}
+    stored = stored_widths(graph, space)
     grown = {i for i, g in enumerate(graph.groups) if stored[i] > g.width}
     if grown:
         keep = {i: torch.arange(g.width) for i, g in enumerate(graph.groups) if i in grown}

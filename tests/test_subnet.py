@@ -1,7 +1,6 @@
 """Subnets as data, the search-space operators, and running a group on explicit channel indices."""
 from __future__ import annotations
 
-import json
 import random
 
 import pytest

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import DynamicMixin, count, register, take
+from .base import DynamicMixin, register, take
 
 
 @register(nn.Linear)

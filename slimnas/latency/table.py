@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Mapping, Optional, Union
@@ -18,6 +17,7 @@ from typing import Mapping, Optional, Union
 import pandas as pd
 
 from ..errors import SlimnasError
+from ..fileio import atomic_write_text
 from .fingerprint import DEVICE_KEYS, MODEL_KEYS, mismatches
 
 COLUMNS = ["kind", "signature", "cin", "cout", "median_ms", "p10_ms", "p90_ms", "n", "inner", "spread_pct",
@@ -25,20 +25,6 @@ COLUMNS = ["kind", "signature", "cin", "cout", "median_ms", "p10_ms", "p90_ms", 
 ENTRIES = "entries.csv"
 FINGERPRINT = "fingerprint.json"
 CALIBRATION = "calibration.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _read_rows(path: Path) -> pd.DataFrame:

@@ -44,16 +44,22 @@ class Timing:
         return cls(med, float(np.percentile(s, 10)), float(np.percentile(s, 90)), len(s), inner, spread)
 
 
-def time_calls(call: Callable[[int], float], config: TimingConfig) -> Timing:
-    """Time ``call(k)``, which runs the workload ``k`` times and returns the elapsed milliseconds."""
+def sample_calls(call: Callable[[int], float], config: TimingConfig) -> tuple[np.ndarray, int]:
+    """Warm up, then ``config.samples`` per-call times in ms of ``call(k)`` (which runs the workload ``k``
+    times and returns the elapsed milliseconds), batching ``k`` calls per sample so each lasts at least
+    ``min_sample_ms``. Returns the samples and that ``k``."""
     elapsed, calls = 0.0, 0
     while elapsed < config.warmup_ms or calls < 3:
         elapsed += call(1)
         calls += 1
     per_call = max(elapsed / calls, 1e-6)
     inner = int(min(config.max_inner, max(1, np.ceil(config.min_sample_ms / per_call))))
-    samples = np.array([call(inner) / inner for _ in range(config.samples)])
-    return Timing.of(samples, inner)
+    return np.array([call(inner) / inner for _ in range(config.samples)]), inner
+
+
+def time_calls(call: Callable[[int], float], config: TimingConfig) -> Timing:
+    """Median, p10/p90 and spread of :func:`sample_calls`."""
+    return Timing.of(*sample_calls(call, config))
 
 
 def wall_clock(run: Callable[[], object]) -> Callable[[int], float]:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..errors import SlimnasError
 from ..models import load_model
+from ..stats import kendall_tau
 from ..space import SpaceConfig
 from ..supernet import ConvertConfig, convert
 from .backends import BackendConfig, create_backend
@@ -28,19 +29,11 @@ from .table import LatencyTable
 from .timing import TimingConfig
 
 
-def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
-    x, y = np.asarray(x), np.asarray(y)
-    dx = np.sign(x[:, None] - x[None, :])
-    dy = np.sign(y[:, None] - y[None, :])
-    iu = np.triu_indices(len(x), 1)
-    return float((dx[iu] * dy[iu]).sum() / max(len(iu[0]), 1))
-
-
 def metrics(pred: np.ndarray, meas: np.ndarray) -> dict:
     rel = (pred - meas) / meas
     return {"n": int(len(meas)), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
             "rmspe_pct": float(np.sqrt(np.mean(rel ** 2)) * 100), "mean_error_pct": float(np.mean(rel) * 100),
-            "max_abs_error_pct": float(np.max(np.abs(rel)) * 100), "kendall_tau": kendall_tau(pred, meas)}
+            "max_abs_error_pct": float(np.max(np.abs(rel)) * 100), "kendall_tau": kendall_tau(pred, meas) if len(meas) >= 2 else float("nan")}
 
 
 def supernet_for(table: LatencyTable):
@@ -76,9 +69,7 @@ def validate(table_path, samples: int = 50, seed: int = 0, out: Optional[Path] =
         res = time_onnx_files(paths, backend.name, backend.config, timing, rounds=rounds)
     probe_now = float(np.median(res["probe_ms"]))
     speed = predictor.rescale(probe_now)
-    t1 = time.perf_counter()
     pred = predictor.predict(subnets)
-    predict_s = time.perf_counter() - t1
     meas = np.array([m["median_ms"] for m in res["models"]])
     result = {"table": str(table.path), "samples": samples, "seed": seed, "rounds": rounds,
               "probe_table_ms": predictor.reference_probe_ms, "probe_now_ms": probe_now, "speed_factor": speed,

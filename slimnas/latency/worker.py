@@ -15,7 +15,7 @@ import numpy as np
 def main(job_file: str, out_file: str) -> int:
     from .backends import BackendConfig, Workload, create_backend
     from .probe import time_probe
-    from .timing import Timing, TimingConfig
+    from .timing import Timing, TimingConfig, sample_calls
 
     job = json.loads(Path(job_file).read_text())
     backend = create_backend(job["backend"], BackendConfig(**job["config"]))
@@ -41,7 +41,7 @@ def main(job_file: str, out_file: str) -> int:
         probes.append(time_probe(backend, round_timing).median_ms)
         order = range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))
         for i in order:
-            t = _samples(calls[i], round_timing)
+            t = sample_calls(calls[i], round_timing)[0].tolist()
             samples[i].extend(t)
             round_medians[i].append(float(np.median(t)))
     probes.append(time_probe(backend, round_timing).median_ms)
@@ -53,16 +53,6 @@ def main(job_file: str, out_file: str) -> int:
                        "spread_pct": (max(rm) - min(rm)) / t.median_ms * 100 if t.median_ms else 0.0})
     Path(out_file).write_text(json.dumps({"models": models, "probe_ms": probes, "backend": backend.describe()}))
     return 0
-
-
-def _samples(call, timing) -> list[float]:
-    elapsed, n = 0.0, 0
-    while elapsed < timing.warmup_ms or n < 3:
-        elapsed += call(1)
-        n += 1
-    per = max(elapsed / n, 1e-6)
-    inner = int(min(timing.max_inner, max(1, np.ceil(timing.min_sample_ms / per))))
-    return [call(inner) / inner for _ in range(timing.samples)]
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-import torch
 import torch.fx as fx
 from torch import nn
 

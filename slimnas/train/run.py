@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import pandas as pd
 import torch
@@ -21,7 +21,8 @@ from ..supernet import ConvertConfig, Supernet, convert
 from .bins import flops_bins, latency_bins, table_latency
 from .config import TrainConfig
 from .strategies import Strategy, make_strategy
-from .trainer import CHECKPOINT, Trainer, atomic_write_text
+from ..fileio import atomic_write_text
+from .trainer import CHECKPOINT, Trainer
 
 
 @dataclass(frozen=True)
@@ -97,15 +98,18 @@ def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False) -> Tra
     if trainer.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not (run_dir / CHECKPOINT).is_file() or not cfg.is_file():
-            atomic_write_text(json.dumps(spec.to_dict(), indent=1, default=list), cfg)
+            atomic_write_text(cfg, json.dumps(spec.to_dict(), indent=1, default=list))
         if strategy.space is not None:
-            atomic_write_text(json.dumps({g.name: list(g.choices) for g in strategy.space.groups}, indent=1),
-                              run_dir / "space_start.json")
+            _write_space(strategy.space, run_dir / "space_start.json")
     trainer.fit(resume=resume)
     if trainer.is_main and strategy.space is not None:
-        atomic_write_text(json.dumps({g.name: list(g.choices) for g in strategy.space.groups}, indent=1),
-                          run_dir / "space_final.json")
+        _write_space(strategy.space, run_dir / "space_final.json")
     return trainer
+
+
+def _write_space(space, path: Path) -> None:
+    """The candidate widths still switched on, per group (BS-NAS shrinks them during training)."""
+    atomic_write_text(path, json.dumps({g.name: list(g.choices) for g in space.groups}, indent=1))
 
 
 def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> tuple[RunSpec, Supernet, Strategy, Datasets]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
-import os
 import random
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from torch import nn
 from ..data import Datasets, make_loader
 from ..errors import SlimnasError
 from ..evaluate import Evaluator
+from ..fileio import atomic_path, atomic_torch_save
 from .config import TrainConfig, lr_at
 from .distributed import DistInfo, barrier, init_distributed, mean_across
 from .strategies import StepContext, Strategy
@@ -31,22 +30,6 @@ CHECKPOINT = "checkpoint.pt"
 FORMAT = "slimnas.train/1"
 _RESUME_KEYS = ("epochs", "steps_per_epoch", "batch_size", "optimizer", "lr", "weight_decay", "warmup_fraction",
                 "min_lr_ratio", "seed")
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write ``obj`` to ``path`` so that a crash leaves either the old file or the new one, never a torn one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -79,12 +62,10 @@ class _CsvLog:
             rows = list(csv.DictReader(f))
         fields = list(rows[0].keys()) if rows else self.fields
         keep = [r for r in rows if r.get(key) not in (None, "") and int(float(r[key])) <= limit]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(keep)
-        os.replace(tmp, self.path)
         self.fields = fields
 
     def write(self, row: dict) -> None:
@@ -102,12 +83,10 @@ def write_table(rows: list[dict], path: Path) -> None:
     if not rows:
         return
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 class Trainer:

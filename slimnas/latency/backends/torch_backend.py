@@ -1,7 +1,6 @@
 """torch: eager PyTorch on the CPU (threads fixed) or CUDA (timed with CUDA events after synchronising)."""
 from __future__ import annotations
 
-import platform
 import time
 from typing import Callable
 
