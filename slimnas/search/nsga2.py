@@ -36,8 +36,24 @@ def non_dominated_sort(points: np.ndarray) -> np.ndarray:
 
 
 def pareto_mask(points: np.ndarray) -> np.ndarray:
-    """Rows no other row dominates."""
-    return ~dominates(points).any(axis=0)
+    """Rows no other row dominates (two objectives: one sort and a sweep, so long histories stay cheap)."""
+    p = np.asarray(points, dtype=float)
+    if p.ndim != 2 or p.shape[1] != 2:
+        return ~dominates(p).any(axis=0)
+    order = np.lexsort((p[:, 1], p[:, 0]))
+    mask = np.zeros(len(p), dtype=bool)
+    best_before = np.inf  # smallest second objective among rows with a strictly smaller first one
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and p[order[j], 0] == p[order[i], 0]:
+            j += 1
+        group = order[i:j]
+        lowest = p[group[0], 1]
+        mask[group] = ~((best_before <= p[group, 1]) | (lowest < p[group, 1]))
+        best_before = min(best_before, lowest)
+        i = j
+    return mask
 
 
 def crowding_distance(points: np.ndarray) -> np.ndarray:
