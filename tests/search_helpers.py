@@ -19,12 +19,6 @@ def tiny_supernet(size: int = SIZE):
     return slimnas.convert(TinyNet().eval(), size)
 
 
-def analytic_costs(net) -> dict:
-    """Real, vectorised FLOPs and parameter counts of the supernet's subnets."""
-    return {"flops": lambda subs: net.cost.flops(net.widths_matrix(subs)),
-            "params": lambda subs: net.cost.params(net.widths_matrix(subs))}
-
-
 class SmoothAccuracy:
     """``accuracy(subnet)`` in (0, 1); counts its calls and can sleep to stand in for an expensive evaluation."""
 

@@ -13,9 +13,9 @@ import os
 import signal
 from pathlib import Path
 
-from slimnas.search import SearchConfig, evolve, evolution, parse_constraint
+from slimnas.search import SearchConfig, evolution, evolve, parse_constraint, supernet_costs
 
-from .search_helpers import SmoothAccuracy, analytic_costs, tiny_supernet
+from .search_helpers import SmoothAccuracy, tiny_supernet
 
 CONFIG = SearchConfig(population=10, generations=6, seed=5)
 
@@ -26,7 +26,7 @@ def problem():
     orig = net.space.original()
     constraints = [parse_constraint("flops<=0.6x").resolve(net.flops(orig)),
                    parse_constraint("params<=0.5x").resolve(net.params(orig))]
-    return net, analytic_costs(net), constraints
+    return net, supernet_costs(net), constraints
 
 
 def run(state: Path, accuracy, progress: bool = False, log=lambda msg: None):

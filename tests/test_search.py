@@ -11,12 +11,13 @@ import torchvision
 import slimnas
 from slimnas import SlimnasError
 from slimnas.search import (Constraint, SearchConfig, crowding_distance, evolve, non_dominated_sort, parse_constraint,
-                            parse_constraints, pareto_mask)
+                            parse_constraints, pareto_mask, resolve_constraints,
+                            supernet_costs)
 from slimnas.search.costs import CostTable
 from slimnas.search.nsga2 import dominates, select_survivors
 from slimnas.search.population import repair
 
-from .search_helpers import SmoothAccuracy, analytic_costs, tiny_supernet
+from .search_helpers import SmoothAccuracy, tiny_supernet
 
 QUIET = {"progress": False, "log": lambda msg: None}
 
@@ -50,6 +51,7 @@ def test_parse_constraint_forms(text, metric, limit, relative):
     ("latency<=fast", "cannot read the value"),
     ("latency>=5ms", "must be an upper bound"),
     ("latency<=0ms", "must be positive"),
+    ("flops<=-2M", "must be positive"),
     ("params<=0x", "must be positive"),
     ("latency<=5M", "unknown unit 'M' for latency"),
     ("flops<=5ms", "unknown unit 'ms' for FLOPs"),
@@ -77,6 +79,10 @@ def test_resolve_and_ok():
     assert "0.5x of 300M" in ab.describe()
     fixed = parse_constraint("latency<=2ms")
     assert fixed.resolve(99.0) is fixed
+    both = resolve_constraints([rel, fixed], {"flops": 300e6})
+    assert both == [ab, fixed]
+    with pytest.raises(SlimnasError, match="no reference flops"):
+        resolve_constraints([rel], {"latency_ms": 1.0})
     with pytest.raises(SlimnasError, match="reference"):
         rel.resolve(0.0)
 
@@ -125,7 +131,7 @@ def test_crowding_distance_by_hand():
 @pytest.fixture(scope="module")
 def tiny():
     net = tiny_supernet()
-    return net, analytic_costs(net)
+    return net, supernet_costs(net)
 
 
 def budgets(net, flops=0.55, params=0.45):
@@ -219,6 +225,36 @@ def test_input_checks(tiny):
         evolve(net.space, lambda s: float("nan"), costs, [], SearchConfig(population=4, generations=1), objective="flops", **QUIET)
 
 
+def test_space_smaller_than_the_population(tiny):
+    net, costs = tiny
+    a, b = net.space.groups[:2]
+    small = net.space.restricted({g.name: g.choices[-1:] for g in net.space.groups[2:]})
+    small = small.restricted({a.name: a.choices[:2], b.name: b.choices[:2]})
+    assert small.size() == 4
+    acc = SmoothAccuracy(small)
+    res = evolve(small, acc, costs, [], SearchConfig(population=10, generations=3), objective="flops", **QUIET)
+    assert sorted(acc.calls) == sorted(res.history["hash"]) and len(acc.calls) == 4  # all of it, each once
+    assert res.stopped == "generations" and res.best() == small.max()
+
+
+def test_an_error_in_the_accuracy_keeps_what_was_scored(tiny, tmp_path):
+    net, costs = tiny
+    state, cfg = tmp_path / "state.json", SearchConfig(population=8, generations=2)
+    score = SmoothAccuracy(net.space)
+
+    def failing(subnet):
+        if len(score.calls) == 11:
+            raise KeyboardInterrupt
+        return score(subnet)
+
+    with pytest.raises(KeyboardInterrupt):
+        evolve(net.space, failing, costs, budgets(net), cfg, objective="flops", state_path=state, **QUIET)
+    assert json.loads(state.read_text())["evaluations"] == 11
+    rest = SmoothAccuracy(net.space)
+    res = evolve(net.space, rest, costs, budgets(net), cfg, objective="flops", state_path=state, **QUIET)
+    assert not set(rest.calls) & set(score.calls) and len(rest.calls) + 11 == res.evaluations
+
+
 def test_stops_on_evaluation_budget_and_time_limit(tiny, tmp_path):
     net, costs = tiny
     cfg = SearchConfig(population=10, generations=5, max_evaluations=23)
@@ -274,7 +310,7 @@ def test_resume_refuses_other_settings_and_unreadable_state(tiny, tmp_path):
 @pytest.fixture(scope="module")
 def mbv2():
     net = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), 32)
-    return net, analytic_costs(net)
+    return net, supernet_costs(net)
 
 
 def test_tight_budget_just_above_min_finishes_quickly(mbv2):
@@ -335,8 +371,33 @@ def test_search_with_a_real_evaluator():
         return -r.loss  # finer-grained than top-1 on an untrained net
 
     cfg = SearchConfig(population=4, generations=1, seed=3)
-    res = evolve(net.space, accuracy, analytic_costs(net), budgets(net), cfg, objective="params", **QUIET)
+    res = evolve(net.space, accuracy, supernet_costs(net), budgets(net), cfg, objective="params", **QUIET)
     assert scored == res.history["hash"].tolist() and len(scored) > 4
     assert len(res.pareto) >= 1 and res.pareto["params"].is_monotonic_increasing
     again = ev.evaluate(net, res.best())
     assert -again.loss == pytest.approx(res.history["accuracy"].max())
+
+
+# -- the default objective: latency from a real predictor (the shipped MobileNetV2 table) ------------------------
+def test_latency_objective_with_the_shipped_table(mbv2):
+    from slimnas.latency import LatencyPredictor
+
+    from .conftest import ROOT
+
+    table = ROOT / "latency_tables" / "mobilenet_v2_32_onnxruntime_cpu_t1_b1_fp32"
+    if not table.is_dir():
+        pytest.skip(f"{table} not present")
+    net, _ = mbv2
+    pred = LatencyPredictor(str(table), net)
+    costs = supernet_costs(net, pred)
+    orig = net.space.original()
+    reference = {"latency_ms": float(pred.predict([orig])[0]), "params": net.params(orig)}
+    cons = resolve_constraints(parse_constraints(["latency<=0.6x", "params<=0.5x"]), reference)
+    res = evolve(net.space, SmoothAccuracy(net.space), costs, cons, SearchConfig(population=16, generations=4), **QUIET)
+    h = res.history
+    subs = [slimnas.Subnet.from_json(t) for t in h["subnet"]]
+    np.testing.assert_allclose(h["latency_ms"], [pred.predict([s])[0] for s in subs])
+    assert (h["latency_ms"] <= cons[0].limit).all() and (h["params"] <= cons[1].limit).all()
+    assert res.pareto["latency_ms"].is_monotonic_increasing and len(res.pareto) >= 3
+    # the budget binds: the most accurate subnet found sits close under it
+    assert res.history.loc[res.history["accuracy"].idxmax(), "latency_ms"] > 0.8 * cons[0].limit

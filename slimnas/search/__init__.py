@@ -30,12 +30,14 @@ Everything random comes from one ``random.Random(seed)``: the same seed and accu
 history and Pareto set.
 """
 from .config import SearchConfig
-from .constraints import Constraint, format_value, parse_constraint, parse_constraints
+from .constraints import Constraint, format_value, parse_constraint, parse_constraints, resolve_constraints
+from .costs import supernet_costs
 from .evolution import evolve
 from .nsga2 import crowding_distance, non_dominated_sort, pareto_mask
 from .result import SearchResult
 
 __all__ = [
     "Constraint", "SearchConfig", "SearchResult", "crowding_distance", "evolve", "format_value",
-    "non_dominated_sort", "parse_constraint", "parse_constraints", "pareto_mask",
+    "non_dominated_sort", "parse_constraint", "parse_constraints", "pareto_mask", "resolve_constraints",
+    "supernet_costs",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
@@ -26,7 +26,7 @@ UNITS = {
 EXAMPLES = "e.g. latency<=5ms, flops<=0.5x, params<=2M"
 
 _FORM = re.compile(r"^\s*([A-Za-z_]+)\s*(<=|=<|<|≤)\s*(.*?)\s*$")
-_VALUE = re.compile(r"^([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)$")
+_VALUE = re.compile(r"^([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)$")
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,16 @@ def parse_constraints(texts: Iterable[str]) -> list[Constraint]:
         if twin is not None:
             raise SlimnasError(f"two constraints on {LABELS[c.metric]} ({twin.text!r} and {c.text!r}): keep one")
         out.append(c)
+    return out
+
+
+def resolve_constraints(constraints: Iterable[Constraint], reference: Mapping[str, float]) -> list[Constraint]:
+    """Every relative constraint resolved against ``reference[metric]`` (the original model's costs)."""
+    out = []
+    for c in constraints:
+        if c.relative and c.metric not in reference:
+            raise SlimnasError(f"constraint {c.text or c.describe()!r} is relative but no reference {c.metric} was given")
+        out.append(c.resolve(reference[c.metric]) if c.relative else c)
     return out
 
 

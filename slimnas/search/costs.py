@@ -11,6 +11,18 @@ from .constraints import Constraint
 CostFn = Callable[[Sequence[Subnet]], np.ndarray]
 
 
+def supernet_costs(supernet, predictor=None) -> dict[str, CostFn]:
+    """The search's cost functions for a supernet: analytic ``flops`` and ``params``, and ``latency_ms`` from a
+    :class:`~slimnas.latency.LatencyPredictor` when one is given. All are vectorised over a list of subnets."""
+    out: dict[str, CostFn] = {
+        "flops": lambda subnets: supernet.cost.flops(supernet.widths_matrix(subnets)),
+        "params": lambda subnets: supernet.cost.params(supernet.widths_matrix(subnets)),
+    }
+    if predictor is not None:
+        out["latency_ms"] = predictor.predict
+    return out
+
+
 class CostTable:
     """Costs of subnets by metric; the values of scored subnets are kept by hash (cost functions are pure)."""
 

@@ -144,6 +144,9 @@ class _Evolution:
             reason = "generations"
         except _Stop as stop:
             reason = stop.reason
+        except BaseException:  # an error or Ctrl-C in the accuracy function: keep what was scored
+            self.save()
+            raise
         finally:
             self.bar.close()
         if reason != "time_limit":  # a time-limited search continues when called again

@@ -22,7 +22,7 @@ class SearchResult:
     stopped: str  # "generations" | "max_evaluations" | "time_limit"
     objective: str = "latency_ms"  # the cost minimised beside accuracy
     generations: int = 0  # generations completed after the initial population
-    _by_hash: dict = field(default_factory=dict, repr=False)
+    _by_hash: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def subnet(self, hash: str) -> Subnet:
         if not self._by_hash:
