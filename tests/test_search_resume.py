@@ -30,7 +30,7 @@ def test_kill_9_twice_then_rerun_matches_uninterrupted(tmp_path):
 
     state = tmp_path / "killed.json"
     # 1. killed from outside at whatever moment it has reached once generation 2 is saved
-    proc = worker(state, "--sleep", "0.03")
+    proc = worker(state, "--sleep", "0.05")
     deadline = time.time() + 60
     while saved(state)["generation"] < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
