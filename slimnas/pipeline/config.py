@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Union
 
 from ..data import DataConfig
 from ..errors import SlimnasError
+from ..latency import ProfileConfig
 from ..search import SearchConfig
 from ..space import SpaceConfig
 from ..train import TrainConfig
@@ -46,6 +47,7 @@ class LatencyConfig:
     dtype: str = "fp32"  # fp32 | fp16
     rounds: int = 3  # interleaved rounds of every end-to-end timing (the repeat spread is over them)
     samples: int = 60  # timed samples per model in an end-to-end timing (over all rounds)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)  # how a table is built when none fits
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

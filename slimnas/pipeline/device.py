@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -97,9 +97,30 @@ def summary(record: dict) -> dict:
             "round_medians_ms": [float(v) for v in record.get("round_medians_ms", [])], "n": int(record["n"])}
 
 
-def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig) -> tuple[list[dict], float, list[float]]:
-    """Time ONNX files end to end in one fresh process, interleaved: per-model summaries, probe median, probes."""
-    res = time_onnx_files(list(paths), backend.name, backend.config, TimingConfig(samples=config.samples),
-                          rounds=config.rounds)
-    probes = [float(p) for p in res["probe_ms"]]
-    return [summary(m) for m in res["models"]], float(np.median(probes)), probes
+STABLE_SPREAD_PCT = 10.0  # a timing whose rounds' medians disagree by more than this is repeated
+ATTEMPTS = 3  # timings of the same files at most; the steadiest is kept
+
+
+def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig,
+                log: Optional[Callable[[str], None]] = None) -> tuple[list[dict], float, list[float]]:
+    """Time ONNX files end to end in one fresh process, interleaved: per-model summaries, probe median, probes.
+
+    A shared machine is sometimes busy for a few seconds: when some model's rounds disagree by more than
+    ``STABLE_SPREAD_PCT``, the whole timing is repeated (``ATTEMPTS`` in all) and the steadiest one is kept.
+    """
+    best = None
+    for attempt in range(1, ATTEMPTS + 1):
+        res = time_onnx_files(list(paths), backend.name, backend.config, TimingConfig(samples=config.samples),
+                              rounds=config.rounds)
+        models = [summary(m) for m in res["models"]]
+        probes = [float(p) for p in res["probe_ms"]]
+        worst = max(m["spread_pct"] for m in models)
+        for m in models:
+            m["attempt"] = attempt
+        if best is None or worst < best[0]:
+            best = (worst, models, float(np.median(probes)), probes)
+        if worst <= STABLE_SPREAD_PCT or config.rounds < 2:
+            break
+        if log is not None and attempt < ATTEMPTS:
+            log(f"the timing was unsteady (rounds disagree by {worst:.0f}%): timing again")
+    return best[1], best[2], best[3]

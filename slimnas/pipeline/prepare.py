@@ -39,6 +39,7 @@ from .schema import to_plain
 CONFIG = "config.yaml"
 REFERENCE = "latency/reference.json"
 PROFILED_TABLE = "latency/table"
+CALIBRATED = "calibration.json"  # written last by the profiler: a table profiled into the run is complete
 IGNORED_ON_RESUME = ("out", "search.time_limit_s")
 
 
@@ -46,7 +47,7 @@ IGNORED_ON_RESUME = ("out", "search.time_limit_s")
 class Plan:
     """A validated run: every input loaded and checked, the original model measured; nothing written yet."""
 
-    config: SlimConfig  # resolved: seeded, a reused run's model/data/space copied in, the table's path filled in
+    config: SlimConfig  # resolved: seeded, a reused run's model/data/space copied in, a found table's path filled in
     out: Path
     constraints: list[Constraint]  # as the user wrote them (relative ones unresolved)
     budget: list[Constraint]  # absolute, relative ones resolved against the original model
@@ -62,7 +63,9 @@ class Plan:
 
     @property
     def table_path(self) -> Path:
-        return Path(self.config.latency.table)
+        """The table in use: the config's, or the one profiled into the run folder."""
+        t = self.config.latency.table
+        return Path(t) if t is not None else self.out / PROFILED_TABLE
 
     @property
     def profile_table(self) -> bool:
@@ -166,6 +169,7 @@ def _costs(net: Supernet, subnet: Subnet, predictor: Optional[LatencyPredictor],
 
 def check_budget(constraints: list[Constraint], reference: dict, smallest: dict) -> list[Constraint]:
     """Resolve relative budgets against ``reference`` and refuse any the ``smallest`` subnet cannot meet."""
+    reference = {k: v for k, v in reference.items() if v is not None}
     usable = [c for c in constraints if c.metric in smallest and (not c.relative or c.metric in reference)]
     budget = resolve_constraints(usable, reference)
     check_reachable(budget, smallest)
@@ -181,7 +185,7 @@ def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg:
     orig = export_model_onnx(original, folder / "original.onnx", net.input_shape, cfg.batch)
     (small,) = export_subnets_kept_threads(net, [smallest], folder, cfg.batch)
     small = small.rename(folder / "smallest.onnx")
-    (o, s), probe, probes = time_models([orig, small], backend, cfg)
+    (o, s), probe, probes = time_models([orig, small], backend, cfg, log)
     return {"original": o, "smallest": s, "smallest_subnet": smallest.to_dict(), "probe_ms": probe,
             "probe_rounds_ms": probes, "backend": backend.describe(),
             "original_flops": net.flops(net.space.original()), "original_params": net.params(net.space.original())}
@@ -215,13 +219,17 @@ def prepare(config: SlimConfig, out: Optional[Path] = None, log: Callable[[str],
         table = Path(config.latency.table).expanduser()
         if not (table / "fingerprint.json").is_file():
             raise SlimnasError(f"latency table {table} does not exist (no fingerprint.json); build one with `slimnas profile`")
-    else:
+        config = replace(config, latency=replace(config.latency, table=str(table.resolve())))
+    else:  # a shipped table that fits; else (table stays None in the config) one profiled into the run folder
         table = find_table(net, backend)
-        if table is None:
-            log(f"no shipped latency table matches this device and model: one will be profiled into {out / PROFILED_TABLE}")
+        if table is not None:
+            config = replace(config, latency=replace(config.latency, table=str(table.resolve())))
+        else:
             table = out / PROFILED_TABLE
-    config = replace(config, latency=replace(config.latency, table=str(table.resolve())))
-    predictor = open_predictor(table, net, backend) if (table / "fingerprint.json").is_file() else None
+            if not (table / CALIBRATED).is_file():  # not there, or a profile killed half-way (it resumes)
+                log(f"no shipped latency table fits this device and model: one will be profiled into {table}")
+    usable = (table / CALIBRATED).is_file() if table == out / PROFILED_TABLE else True
+    predictor = open_predictor(table, net, backend) if usable else None
     resumed = _check_folder(out, config)
 
     # A quick check on predictions before timing anything (relative budgets need no probe).

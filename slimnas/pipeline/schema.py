@@ -45,6 +45,9 @@ def parse_yaml(text: str, source: str) -> tuple[dict, Lines]:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{source} line {mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        ctx, ctx_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if ctx and ctx_mark is not None and mark is not None and ctx_mark.line != mark.line:
+            problem = f"{ctx} started on line {ctx_mark.line + 1}: {problem}"
         raise SlimnasError(f"{where}: broken YAML ({problem}); fix the syntax there") from None
     if data is None:
         return {}, {}

@@ -80,7 +80,9 @@ class SearchJob:
 
 def search(job: SearchJob, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Search a `slimnas train` run under budgets; writes pareto.csv, pareto.png, subnet.json and search_state.json
-    into ``job.out``. Relative latency budgets are resolved against the original model measured end to end."""
+    into ``job.out``. With a latency budget the original model is measured end to end first (fresh process, with
+    the reference probe): relative budgets are resolved against it and predictions rescaled by the probe;
+    without one, latency (when a table fits) is predicted at the table's own calibration."""
     import tempfile
 
     from ..models import load_model
@@ -100,23 +102,26 @@ def search(job: SearchJob, progress: bool = True, log: Callable[[str], None] = p
     if table is None and needs_latency:
         raise SlimnasError("no latency table matches this device and model: pass --table (build one with `slimnas profile`)")
     predictor = open_predictor(table, net, backend) if table is not None else None
-    original = load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights)
-    with tempfile.TemporaryDirectory(prefix="slimnas-search-") as tmp:
-        ref = measure_reference(original, net, backend, job.latency, Path(tmp), log)
-    if predictor is not None:
+    original_widths = net.space.original()
+    ref = {"original_flops": net.flops(original_widths), "original_params": net.params(original_widths)}
+    if needs_latency:  # the original measured end to end with the probe: relative budgets and the rescale
+        original = load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights)
+        with tempfile.TemporaryDirectory(prefix="slimnas-search-") as tmp:
+            ref = measure_reference(original, net, backend, job.latency, Path(tmp), log)
         predictor.rescale(ref["probe_ms"])
     smallest = net.space.min() if strategy.space is None else strategy.space.min()
-    small = {"flops": net.flops(smallest), "params": net.params(smallest),
-             "latency_ms": float(predictor.predict([smallest])[0]) if predictor is not None else ref["smallest"]["median_ms"]}
-    budget = check_budget(constraints, {"latency_ms": ref["original"]["median_ms"], "flops": ref["original_flops"],
-                                        "params": ref["original_params"]}, small)
+    small = {"flops": net.flops(smallest), "params": net.params(smallest)}
+    if predictor is not None:
+        small["latency_ms"] = float(predictor.predict([smallest])[0])
+    budget = check_budget(constraints, {"latency_ms": ref.get("original", {}).get("median_ms"),
+                                        "flops": ref["original_flops"], "params": ref["original_params"]}, small)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "reference.json", json.dumps(ref, indent=1))
     result, fitness = run_search(net, strategy, data, predictor, budget, job.search, job.fitness, out, job.search.seed,
                                  progress, log)
     best = fitness.arranged(result.best())
     atomic_write_text(out / "subnet.json", best.to_json(indent=1))
-    pareto_plot(out / "pareto.png", result.pareto, pd.read_csv(out / UNIFORM), original_ms=ref["original"]["median_ms"],
+    pareto_plot(out / "pareto.png", result.pareto, pd.read_csv(out / UNIFORM), original_ms=ref.get("original", {}).get("median_ms"),
                 original_accuracy=None, budget=budget, verified=None, chosen=None,
                 objective="latency_ms" if predictor is not None else "flops")
     log(f"searched {result.evaluations} subnets in {result.wall_s:.0f} s; best within budget: {best.hash} "

@@ -26,7 +26,7 @@ from typing import Callable, Optional, Union
 import pandas as pd
 
 from ..fileio import atomic_write_text
-from ..latency import ProfileConfig, profile
+from ..latency import profile
 from ..latency.validate import device_of
 from ..models import load_model
 from .config import SlimConfig
@@ -49,7 +49,7 @@ def _profile(plan: Plan, log: Callable[[str], None]):
     cfg = plan.config
     model_args = {"model": cfg.model.name, "num_classes": cfg.model.num_classes or plan.data.num_classes,
                   "ratios": list(cfg.space.ratios), "divisor": cfg.space.divisor, "max_ratio": cfg.space.max_ratio}
-    profile(plan.net, plan.backend, plan.table_path, model=cfg.model.name, config=ProfileConfig(), model_args=model_args,
+    profile(plan.net, plan.backend, plan.table_path, model=cfg.model.name, config=cfg.latency.profile, model_args=model_args,
             log=log)
     predictor = open_predictor(plan.table_path, plan.net, plan.backend)
     predictor.rescale(plan.reference["probe_ms"])
@@ -85,6 +85,7 @@ def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command:
     plan.create_folder(command or "slimnas.pipeline.slim(...)")
     out, cfg = plan.out, plan.config
     clock = StageClock(out, log)
+    clock.record("check", time.time() - t0)
     num_classes = cfg.model.num_classes or plan.data.num_classes
 
     with clock.stage("latency", done=not plan.profile_table,
@@ -168,7 +169,7 @@ def _summary(plan: Plan, predictor, result, verified, tuned: dict, original: dic
         "original": {**original, "base_val_top1": base_top1}, "chosen": chosen, "verify": verified.table,
         "search": {"evaluations": result.evaluations, "wall_s": result.wall_s, "stopped": result.stopped,
                    "generations": getattr(result, "generations", cfg.search.generations), "pareto": len(result.pareto)},
-        "stages": clock.times, "table": cfg.latency.table,
+        "stages": clock.times, "table": str(plan.table_path),
         "predictor": {"a": predictor.a, "b": predictor.b, "error_pct": predictor.error_pct, "speed": predictor.speed},
         "device": {**device_of(plan.backend)}, "files": files, "skipped": exports.get("skipped", []),
     }

@@ -70,7 +70,7 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
         subnets = [fitness.arranged(Subnet.from_json(t)) for t in picks["subnet"]]
         paths = export_subnets_kept_threads(net, subnets, folder, latency.batch)
         log(f"verify round {rnd}: timing {len(paths)} candidates and the original end to end (fresh process)")
-        timings, probe, _ = time_models([original_onnx] + paths, backend, latency)
+        timings, probe, _ = time_models([original_onnx] + paths, backend, latency, log)
         original = timings[0]
         limit = latency_limit(constraints, original["median_ms"])
         scale = probe / probe_at_search_ms if probe_at_search_ms else 1.0
