@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -14,6 +19,7 @@ import slimnas
 from slimnas.pipeline import load_config
 from tests.nets import TinyNet
 
+from .conftest import ROOT
 from .slim_helpers import slimnas as cli
 from .slim_helpers import write_config
 
@@ -23,12 +29,31 @@ OUTPUTS = ["pareto.csv", "pareto.png", "subnet.json", "model.pt", "model.onnx", 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    """The tiny config run through the command line, killed with SIGKILL once the search has started, then rerun."""
     root = tmp_path_factory.mktemp("slim")
     config = write_config(root)
     out = root / "run"
-    r = cli("slim", "--config", str(config), "--out", str(out), "--no-progress")
+    args = ["slim", "--config", str(config), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "slimnas", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 240
+    while not (out / "fitness.jsonl").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-3000:]
+    assert not (out / "subnet.json").exists(), "the run must be killed during the search"
+    r = cli(*args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out, r
+
+
+def test_killed_run_resumes_without_redoing_finished_stages(run):
+    out, r = run
+    for stage in ("base", "supernet"):
+        assert f"[{stage}]" in r.stdout and "finished before, skipped" in r.stdout.split(f"[{stage}]")[1].splitlines()[0]
+    assert "timing the original" not in r.stdout, "the reference measurement is reused"
+    assert "[search] evolutionary search\n" in r.stdout
 
 
 def test_slim_writes_every_output(run):
@@ -109,8 +134,10 @@ def test_search_and_export_verbs_on_the_supernet_run(run, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for name in ("pareto.csv", "pareto.png", "subnet.json", "search_state.json"):
         assert (tmp_path / "s" / name).is_file(), name
-    r = cli("export", str(out / "supernet"), "--subnet", str(tmp_path / "s" / "subnet.json"), "--out", str(tmp_path / "e"))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    from slimnas.cli import main
+
+    assert main(["export", str(out / "supernet"), "--subnet", str(tmp_path / "s" / "subnet.json"), "--out",
+                 str(tmp_path / "e")]) == 0
     model = slimnas.load_exported(tmp_path / "e" / "model.pt")
     assert type(model) is TinyNet and (tmp_path / "e" / "model.onnx").is_file()
 

@@ -37,7 +37,7 @@ from .plot import pareto_plot
 from .prepare import Plan, check_budget, prepare
 from .report import write_report
 from .searching import HISTORY, PARETO, UNIFORM, run_search
-from .stages import StageClock
+from .stages import RunLog, StageClock
 from .training import BASE_WEIGHTS, SUPERNET_DONE, base_accuracy, train_base, train_supernet
 from .verify import load_verified, verify
 
@@ -81,9 +81,11 @@ def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command:
     Returns the summary written to ``report.md`` (paths, budget, measured and predicted latency, accuracies).
     """
     t0 = time.time()
+    log = RunLog(log)
     plan = prepare(config, Path(out) if out is not None else None, log)
     plan.create_folder(command or "slimnas.pipeline.slim(...)")
     out, cfg = plan.out, plan.config
+    log.attach(out / "slim.log")
     clock = StageClock(out, log)
     clock.record("check", time.time() - t0)
     num_classes = cfg.model.num_classes or plan.data.num_classes
