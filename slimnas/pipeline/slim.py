@@ -141,9 +141,9 @@ def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command:
                       f"({cfg.latency.backend}, {cfg.latency.threads} thread(s), batch {cfg.latency.batch})")
     write_report(out / "report.md", summary)
     c = summary["chosen"]
-    log(f"chosen subnet {c['hash']}: {c['median_ms']:.3f} ms measured (budget {c['budget_ms']:.3f} ms, predicted "
-        f"{c['predicted_now_ms']:.3f} ms), validation top-1 {c['val_top1']:.4f} (original {original.get('val_top1', float('nan')):.4f})"
-        if c.get("budget_ms") is not None else f"chosen subnet {c['hash']}: validation top-1 {c['val_top1']:.4f}")
+    log(f"chosen subnet {c['hash']}: {c['median_ms']:.3f} ms measured, {c['ratio_to_original']:.3f}x of the original "
+        f"in the same run ({', '.join(cfg.constraints)}; predicted {c['predicted_now_ms']:.3f} ms), validation top-1 "
+        f"{c['val_top1']:.4f} (original {original.get('val_top1', float('nan')):.4f})")
     log(f"done in {time.time() - t0:.0f} s. Outputs in {out}: {', '.join(summary['files'])}")
     return {k: v for k, v in summary.items() if k != "verify"}
 
@@ -155,9 +155,10 @@ def _summary(plan: Plan, predictor, result, verified, tuned: dict, original: dic
     same_run = verified.table[(verified.table["round"] == row["round"]) & (verified.table["model"] == "original")]
     original_now = float(same_run["median_ms"].iloc[0]) if len(same_run) else float("nan")
     chosen = {**{k: row.get(k) for k in ("hash", "median_ms", "p10_ms", "p90_ms", "spread_pct", "predicted_ms",
-                                         "predicted_now_ms", "error_pct", "budget_ms", "flops", "params")},
+                                         "predicted_now_ms", "error_pct", "budget_ms", "ratio_to_original", "flops",
+                                         "params")},
               "supernet_top1": row.get("accuracy"), "original_now_ms": original_now,
-              "speedup": original_now / float(row["median_ms"]), "val_top1": tuned.get("val_top1"),
+              "speedup": 1.0 / float(row["ratio_to_original"]), "val_top1": tuned.get("val_top1"),
               "test_top1": tuned.get("test_top1"), "val_images": tuned.get("val_images"),
               "test_images": tuned.get("test_images"), "finetune_steps": tuned.get("steps"),
               "distilled": tuned.get("distilled")}
