@@ -65,7 +65,8 @@ def test_slim_writes_every_output(run):
     report = (out / "report.md").read_text()
     for fragment in ("latency budget", "measured latency, median (p10–p90)", "repeat spread", "predicted latency",
                      "FLOPs", "params", "validation top-1", "test top-1", "Wall time per stage", "cpu_model",
-                     "slimnas slim --config", "model.engine: TensorRT is not installed (pip install slimnas[trt])"):
+                     "slimnas slim --config", "to match the original's measured latency",
+                     "model.engine: TensorRT is not installed (pip install slimnas[trt])"):
         assert fragment in report, fragment
     assert load_config(out / "config.yaml").constraints == ("latency<=0.8x",)
 

@@ -42,7 +42,7 @@ def render(s: dict) -> str:
               f"| measured latency, median (p10–p90) ms | {_ms(o['median_ms'])} ({_ms(o['p10_ms'])}–{_ms(o['p90_ms'])}) | "
               f"**{_ms(c['median_ms'])}** ({_ms(c['p10_ms'])}–{_ms(c['p90_ms'])}) |",
               f"| repeat spread of the rounds' medians | {_pct(o['spread_pct'])} | {_pct(c['spread_pct'])} |",
-              f"| predicted latency ms (at this timing run's probe) | – | {_ms(c['predicted_now_ms'])} "
+              f"| predicted latency ms (anchored on the original in the same run) | – | {_ms(c['predicted_now_ms'])} "
               f"(error {_pct(c['error_pct'], True)} of measured) |",
               f"| latency relative to the original (measured, same run) | 1.000x | **{c['ratio_to_original']:.3f}x** "
               f"({c['speedup']:.2f}x faster) |",
@@ -54,9 +54,13 @@ def render(s: dict) -> str:
     if o.get("test_top1") is not None:
         lines.append(f"| test top-1 (reporting only; {c.get('test_images')} images) | {_acc(o.get('test_top1'))} | "
                      f"{_acc(c.get('test_top1'))} |")
+    p = s["predictor"]
     lines += ["", f"Chosen subnet: `{c['hash']}` (`subnet.json`). The original was first measured at "
-              f"{_ms(o['median_ms'])} ms (the relative budget was resolved against it); predictions are the "
-              f"latency table's, rescaled by the reference probe (x{s['predictor'].get('speed', 1.0):.3f} at search time).", ""]
+              f"{_ms(o['median_ms'])} ms (relative budgets were resolved against it for the search). Predictions are "
+              f"the latency table's, set to the speed of that timing: x{p.get('probe_factor', 1.0):.3f} by the reference "
+              f"probe, then x{p.get('anchor_factor', 1.0):.3f} to match the original's measured latency (the table "
+              f"predicted {_ms(p.get('original_predicted_by_probe_ms'))} ms for it); in verification, each round's "
+              "predictions follow that round's timing of the original.", ""]
     v: pd.DataFrame = s["verify"]
     if v is not None and len(v):
         lines += ["## On-device verification (`verify.csv`)", "",

@@ -34,7 +34,7 @@ from .device import open_predictor
 from .exports import arch_name, write_exports
 from .finetune import finetune, load_finetuned, original_accuracy
 from .plot import pareto_plot
-from .prepare import Plan, check_budget, prepare
+from .prepare import Plan, anchor, check_budget, prepare
 from .report import write_report
 from .searching import HISTORY, PARETO, UNIFORM, run_search
 from .stages import RunLog, StageClock
@@ -52,7 +52,7 @@ def _profile(plan: Plan, log: Callable[[str], None]):
     profile(plan.net, plan.backend, plan.table_path, model=cfg.model.name, config=cfg.latency.profile, model_args=model_args,
             log=log)
     predictor = open_predictor(plan.table_path, plan.net, plan.backend)
-    predictor.rescale(plan.reference["probe_ms"])
+    plan.speed = anchor(predictor, plan.net, plan.reference)
     ref = plan.reference
     smallest = plan.net.space.min()
     check_budget(plan.constraints, {"latency_ms": ref["original"]["median_ms"], "flops": ref["original_flops"],
@@ -114,7 +114,7 @@ def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command:
     with clock.stage("verify", done=verified is not None, what="timing the best candidates on the device"):
         if verified is None:
             verified = verify(net, fitness, result, plan.constraints, plan.backend, cfg.latency, cfg.verify,
-                              out / "latency" / "original.onnx", out / "verify", plan.reference["probe_ms"], log)
+                              out / "latency" / "original.onnx", out / "verify", plan.reference["original"]["median_ms"], log)
             atomic_write_text(out / "subnet.json", verified.chosen.to_json(indent=1))
 
     teacher = load_model(cfg.model.name, num_classes=num_classes, weights=weights)
@@ -173,6 +173,6 @@ def _summary(plan: Plan, predictor, result, verified, tuned: dict, original: dic
         "search": {"evaluations": result.evaluations, "wall_s": result.wall_s, "stopped": result.stopped,
                    "generations": getattr(result, "generations", cfg.search.generations), "pareto": len(result.pareto)},
         "stages": clock.times, "table": str(plan.table_path),
-        "predictor": {"a": predictor.a, "b": predictor.b, "error_pct": predictor.error_pct, "speed": predictor.speed},
+        "predictor": {"a": predictor.a, "b": predictor.b, "error_pct": predictor.error_pct, **plan.speed},
         "device": {**device_of(plan.backend)}, "files": files, "skipped": exports.get("skipped", []),
     }

@@ -51,12 +51,12 @@ def _candidates(pareto: pd.DataFrame, measured: set, k: int, predicted_limit: Op
 
 
 def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint], backend, latency: LatencyConfig,
-           config: VerifyConfig, original_onnx: Path, folder: Path, probe_at_search_ms: Optional[float],
+           config: VerifyConfig, original_onnx: Path, folder: Path, original_at_search_ms: Optional[float],
            log: Callable[[str], None] = print) -> Verified:
     """Measure candidates round by round until one meets every budget (see the module's description).
 
-    ``constraints`` are as the user wrote them (relative ones unresolved); ``probe_at_search_ms`` is the probe
-    the predictions were rescaled with, so each round's predictions can be rescaled to that round's probe.
+    ``constraints`` are as the user wrote them (relative ones unresolved); ``original_at_search_ms`` is the
+    original's timing the predictions were anchored on, so each round's predictions can follow that round's.
     """
     pareto = result.pareto.copy()
     if pareto.empty:
@@ -75,7 +75,7 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
         timings, probe, _ = time_models([original_onnx] + paths, backend, latency, log)
         original = timings[0]
         limit = latency_limit(constraints, original["median_ms"])
-        scale = probe / probe_at_search_ms if probe_at_search_ms else 1.0
+        scale = original["median_ms"] / original_at_search_ms if original_at_search_ms else 1.0
         rows.append({"round": rnd, "model": "original", "hash": "", "accuracy": np.nan, "predicted_ms": np.nan,
                      "predicted_now_ms": np.nan, **_timing(original), "ratio_to_original": 1.0, "budget_ms": limit,
                      "meets_budget": np.nan, "error_pct": np.nan, "probe_ms": probe, "flops": np.nan, "params": np.nan,
