@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import slimnas
-from slimnas.pipeline import load_config
+from slimnas.pipeline import load_config, prepare
 from tests.nets import TinyNet
 
 from .conftest import ROOT
@@ -154,6 +154,20 @@ def test_export_asked_for_tensorrt_without_it_is_one_line(run, tmp_path, capsys)
     assert main(["export", str(out), "--out", str(tmp_path / "f"), "--tensorrt"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install slimnas[trt]" in err
+
+
+def test_a_trained_supernet_run_is_reused_with_its_model_data_and_space(run, tmp_path):
+    out, _ = run
+    config = load_config(out / "config.yaml", [{"supernet": {"run": str(out / "supernet")}, "model": {"name": "resnet18"},
+                                               "constraints": ["latency<=0.9x"]}])
+    plan = prepare(config, tmp_path / "reuse", log=lambda m: None)
+    assert not (tmp_path / "reuse").exists(), "prepare writes nothing"
+    assert plan.config.model.name == "tests.nets:tiny_net" and plan.config.base is None
+    assert plan.config.supernet.strategy == "cafenet" and plan.config.space.ratios == (0.25, 0.5, 0.75, 1.0)
+    assert plan.run is not None and plan.net is plan.run[1]
+    assert plan.reference["original"]["median_ms"] > plan.reference["smallest"]["median_ms"] > 0
+    assert plan.budget[0].limit == pytest.approx(0.9 * plan.reference["original"]["median_ms"])
+    shutil.rmtree(plan.measured_in, ignore_errors=True)
 
 
 @pytest.mark.parametrize("verb", ["slim", "demo", "search", "export"])

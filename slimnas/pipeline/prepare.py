@@ -153,7 +153,7 @@ def _reuse_run(config: SlimConfig, device: Optional[str]) -> tuple[SlimConfig, t
     spec, net, strategy, data = load_run(config.supernet.run, device)
     config = replace(
         config, base=None, model=ModelConfig(spec.model, spec.weights, spec.num_classes, spec.input_size),
-        data=spec.data, space=spec.space,
+        data=replace(spec.data, image_size=spec.input_size), space=spec.space,
         supernet=replace(config.supernet, strategy=spec.strategy, options=dict(spec.strategy_options), bins=spec.bins,
                          train=spec.train, run=str(Path(config.supernet.run).resolve())))
     return config, (spec, net, strategy, data)
