@@ -6,6 +6,7 @@ The core verbs: ``load_model`` → ``convert`` (a width-searchable supernet foun
 from .errors import SlimnasError
 from .export import export_onnx, export_subnet, load_exported, save_exported
 from .models import build_model, load_model
+from .search import Constraint, SearchConfig, SearchResult, evolve, parse_constraint, parse_constraints
 from .space import SearchSpace, SpaceConfig
 from .subnet import Subnet
 from .supernet import ConvertConfig, Supernet, convert
@@ -13,6 +14,7 @@ from .supernet import ConvertConfig, Supernet, convert
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConvertConfig", "SearchSpace", "SlimnasError", "SpaceConfig", "Subnet", "Supernet", "build_model",
-    "convert", "export_onnx", "export_subnet", "load_exported", "load_model", "save_exported",
+    "Constraint", "ConvertConfig", "SearchConfig", "SearchResult", "SearchSpace", "SlimnasError", "SpaceConfig",
+    "Subnet", "Supernet", "build_model", "convert", "evolve", "export_onnx", "export_subnet", "load_exported",
+    "load_model", "parse_constraint", "parse_constraints", "save_exported",
 ]
