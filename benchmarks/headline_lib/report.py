@@ -52,6 +52,15 @@ def goal_lines(rows: list[dict], base_top1: float) -> list[str]:
     return lines
 
 
+def base_recipe(base: dict) -> str:
+    r = base.get("recipe") or {}
+    if r.get("command"):
+        return f"`{r['command']}` (test top-1 {r.get('test_top1')} in its own log)"
+    if r.get("recipe"):
+        return ", ".join(f"{k} {v}" for k, v in r["recipe"].items()) + f"; its own test top-1 {r.get('test_top1')}"
+    return "not recorded"
+
+
 def markdown(results: dict, rows: list[dict]) -> str:
     b = results["budgets"]
     ft = results["final_timing"]
@@ -68,6 +77,7 @@ def markdown(results: dict, rows: list[dict]) -> str:
              f"{' (trained by this run)' if base.get('trained_here') else ''}; test top-1 here {100 * base['test_top1']:.2f} "
              f"(BN re-estimated on {s['calib_images']} training images, as for every model); {base['mflops']:.2f} MFLOPs, "
              f"{base['params_m']:.3f} M params.",
+             f"Base recipe: {base_recipe(base)}.",
              f"Base latency when the budgets were set: {b['base']['median_ms']:.4f} ms (p10–p90 {b['base']['p10_ms']:.4f}–"
              f"{b['base']['p90_ms']:.4f}); in the closing run: {ft['base']['median_ms']:.4f} ms. Searches aimed "
              f"{100 * b['margin']:.0f}% below each budget.", "",

@@ -9,6 +9,7 @@ Heavy artefacts (ONNX files, checkpoints) go to the work folder; the committed r
 """
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -112,9 +113,11 @@ class Run:
         out = self.work / "base" / "cifar10_mobilenet_v2"
         if not out.with_suffix(".pth").is_file():
             cmd = [sys.executable, str(ROOT / "tools" / "train_base.py"), "--out", str(out), "--epochs", str(self.p.base_epochs),
-                   "--resume", "--workers", str(self.p.finetune.num_workers)]
+                   "--resume", "--workers", str(self.p.finetune.num_workers), "--no-progress"]
             if self.p.base_steps_per_epoch:
                 cmd += ["--steps-per-epoch", str(self.p.base_steps_per_epoch)]
+            if self.p.train_subset:
+                cmd += ["--train-subset", str(self.p.train_subset)]
             self.log("training the base model: " + " ".join(cmd[1:]))
             subprocess.run(cmd, check=True, cwd=ROOT)
         recipe = json.loads(out.with_suffix(".json").read_text())
@@ -215,7 +218,7 @@ class Run:
         out = {"backend": backend.describe()}
         models = [("base", self.base_model)] + [(f"{r['method']}@{r['budget']}", load_exported(r["final"])) for r in rows]
         for name, m in models:
-            t = backend.time(Workload((1,) + INPUT_SHAPE, (1, NUM_CLASSES), torch=lambda m=m: m), timing)
+            t = backend.time(Workload((1,) + INPUT_SHAPE, (1, NUM_CLASSES), torch=lambda m=m: copy.deepcopy(m)), timing)
             out[name] = {"median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms}
         return out
 
