@@ -132,3 +132,25 @@ def test_fastnas_adapter(tmp_path):
     model = m.build(0.4)
     check_plain(model, ctx.base)
     assert flops_params(model, SHAPE)[0] <= 0.45 * flops_params(ctx.base, SHAPE)[0]
+
+
+def headline_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("headline", Path(__file__).resolve().parents[1] / "benchmarks" / "headline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "uniform,bogus"], "unknown method 'bogus'"),
+    (["--methods", "uniform", "--weights", "missing.pth"], "base checkpoint missing.pth not found"),
+    (["--methods", "slimnas-cafenet"], "slimnas arms need the search pipeline"),
+])
+def test_bad_input_is_one_line_error_and_leaves_no_folder(tmp_path, capsys, args, message):
+    work, out = tmp_path / "work", tmp_path / "out"
+    assert headline_main()(["--smoke", *args, "--work", str(work), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("headline: error: ") and message in err[-1]
+    assert not work.exists() and not out.exists()

@@ -58,7 +58,6 @@ class Run:
         self.opts = opts
         self.p = opts.profile
         self.work = opts.work
-        self.work.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.t_start = time.time()
 
@@ -94,7 +93,11 @@ class Run:
             raise SlimnasError(f"{self.work} holds a run with other settings ({', '.join(changed)}): "
                                "pass another --work folder or delete that one")
 
-    def check_methods(self) -> None:
+    def check_inputs(self) -> None:
+        if not self.opts.train_base and not self.opts.weights.is_file():
+            raise SlimnasError(f"base checkpoint {self.opts.weights} not found: pass --weights PATH or --train-base")
+        if not self.opts.methods:
+            raise SlimnasError("no methods given: --methods uniform,torch-pruning,fastnas (for example)")
         for name in self.opts.methods:
             if name not in METHODS:
                 raise SlimnasError(f"unknown method {name!r}: choose from {', '.join(METHODS)}")
@@ -105,8 +108,6 @@ class Run:
     def base_checkpoint(self) -> tuple[Path, dict]:
         if not self.opts.train_base:
             w = self.opts.weights
-            if not w.is_file():
-                raise SlimnasError(f"base checkpoint {w} not found: pass --weights PATH or --train-base")
             recipe = w.with_suffix(".json")
             return w, {"checkpoint": str(w), "trained_here": False,
                        "recipe": json.loads(recipe.read_text()) if recipe.is_file() else None}
@@ -232,7 +233,8 @@ class Run:
 
     # -- the whole run -----------------------------------------------------------------------------------------
     def run(self) -> dict:
-        self.check_methods()
+        self.check_inputs()  # bad input leaves no work folder behind
+        self.work.mkdir(parents=True, exist_ok=True)
         self.check_settings()
         p = self.p
         weights, base_info = self.base_checkpoint()
