@@ -140,8 +140,8 @@ def plot(results: dict, rows: list[dict], path: Path) -> None:
         ax.axvline(frac, color="grey", ls="--", lw=0.8)
         ax.text(frac, ax.get_ylim()[0], f" {frac:g}x budget", color="grey", va="bottom", fontsize=8)
     backend = results["final_timing"]["backend"]
-    ax.set(xlabel=f"measured latency / base, same run (median and p10–p90 over rounds; {backend.get('backend')} CPU, "
-                  f"{backend.get('threads')} thread, batch 1)",
+    ax.set(xlabel=f"measured latency / base in the same run (median, p10–p90 over rounds)\n"
+                  f"{backend.get('backend')} {backend.get('backend_version')} CPU, {backend.get('threads')} thread, batch 1",
            ylabel="CIFAR-10 test top-1 (%)", title=f"MobileNetV2 CIFAR-10: accuracy vs measured latency ({results['profile']})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
