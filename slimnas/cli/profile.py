@@ -43,5 +43,5 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=30, help="timed samples per entry (at least 30; default: 30)")
     p.add_argument("--grid-step", type=int, default=2, help="coarse grid: every k-th candidate width (default: 2)")
     p.add_argument("--refine-tol", type=float, default=0.05, help="refine cells missing interpolation by more (default: 0.05)")
-    p.add_argument("--calibration-subnets", type=int, default=10, help="whole subnets timed for calibration (default: 10)")
+    p.add_argument("--calibration-subnets", type=int, default=30, help="whole subnets timed end to end for calibration (default: 30)")
     p.add_argument("--out", help="table directory (default: latency_tables/<model>_<size>_<backend>_...)")
