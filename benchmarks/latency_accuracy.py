@@ -28,7 +28,7 @@ from slimnas.fileio import atomic_write_text
 from slimnas.latency import BackendConfig, E2EConfig, LatencyPredictor, LatencyTable, create_backend, profile
 from slimnas.latency.e2e import time_onnx_files
 from slimnas.latency.fingerprint import machine
-from slimnas.latency.profiler import calibration_rows
+from slimnas.latency.profiler import calibrate_from_table, calibration_rows
 from slimnas.latency.timing import TimingConfig
 from slimnas.latency.validate import metrics, validate
 
@@ -100,7 +100,7 @@ def timed_interleaved(models: dict, size: int, threads: int, rounds: int) -> tup
     return res["models"], res["probe_ms"]
 
 
-def uniform_sweep(size: int, num_classes: int, threads: int, out: Path, pred: LatencyPredictor, net, rounds: int) -> dict:
+def uniform_sweep(size: int, num_classes: int, threads: int, pred: LatencyPredictor, net, rounds: int) -> dict:
     """torchvision mobilenet_v2(width_mult=r) end to end for r in 0.25..1.0, plus the table's predictions.
 
     A step to a wider ratio is flagged when it is not slower beyond the measurement's noise: its relative
@@ -126,30 +126,35 @@ def uniform_sweep(size: int, num_classes: int, threads: int, out: Path, pred: La
     pred.rescale(min(probes))
     cand = sorted({0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0})
     pred_ms = [float(pred.predict([net.space.uniform(r)])[0]) for r in cand]
+    return {"ratios": ratios, "best_round_ms": best, "median_ms": med, "p10_ms": [m["p10_ms"] for m in res],
+            "p90_ms": [m["p90_ms"] for m in res], "params": flops, "rounds": rounds, "repeat_error_pct": rep,
+            "threshold_pct": threshold, "steps": steps, "probe_ms": probes,
+            "predicted_uniform": dict(zip(map(str, cand), pred_ms))}
+
+
+def plot_uniform(u: dict, size: int, threads: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    ax.plot(ratios, best, "o-", ms=4, label="torchvision width_mult, measured (quietest round's median)")
-    ax.plot(ratios, med, ".:", color="grey", ms=3, lw=0.8, label="same, median of all rounds")
-    ax.plot(cand, pred_ms, "s--", label="slimnas space uniform(r), predicted from the table")
-    for s in steps:
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    ax.plot(u["ratios"], u["best_round_ms"], "o-", ms=4, label="torchvision width_mult, measured (quietest round's median)")
+    ax.plot(u["ratios"], u["median_ms"], ".:", color="grey", ms=3, lw=0.8, label="same, median of all rounds")
+    cand = [float(r) for r in u["predicted_uniform"]]
+    ax.plot(cand, list(u["predicted_uniform"].values()), "s--", label="slimnas space uniform(r), predicted from the table")
+    for s in u["steps"]:
         if s["kind"] != "slower":
             ax.axvspan(s["from"], s["to"], color="red" if s["kind"] == "faster" else "orange", alpha=0.2)
     ax.set(xlabel="uniform width ratio", ylabel="latency (ms)",
-           title=f"MobileNetV2 {size}x{size}, onnxruntime CPU, {threads} thread. Shaded: a wider step that is not slower "
-                 f"(orange: within ±{threshold:.1f}% noise; red: faster)")
-    ax.title.set_fontsize(7)
+           title=f"MobileNetV2 {size}x{size}, onnxruntime CPU, {threads} thread, {u['rounds']} interleaved rounds\n"
+                 f"shaded: a step to a wider ratio that is not slower beyond the noise "
+                 f"(orange: within +{u['threshold_pct']:.1f}%; red: faster)")
+    ax.title.set_fontsize(8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "uniform_width.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return {"ratios": ratios, "best_round_ms": best, "median_ms": med, "p10_ms": [m["p10_ms"] for m in res],
-            "p90_ms": [m["p90_ms"] for m in res], "params": flops, "rounds": rounds, "repeat_error_pct": rep,
-            "threshold_pct": threshold, "steps": steps, "probe_ms": probes,
-            "predicted_uniform": dict(zip(map(str, cand), pred_ms))}
 
 
 def torchvision_075_vs_1(size: int, threads: int, rounds: int) -> dict:
@@ -186,6 +191,7 @@ def main() -> int:
     ap.add_argument("--uniform-sweep", action="store_true", help="only the latency vs uniform width sweep (+ torchvision check)")
     ap.add_argument("--sweep-rounds", type=int, default=30)
     ap.add_argument("--skip-validate", action="store_true")
+    ap.add_argument("--recalibrate", action="store_true", help="fit the table's calibration again (no timing) first")
     args = ap.parse_args()
     name = f"{args.model}_{args.input_size}_onnxruntime_cpu_t{args.threads}_b1_fp32"
     table_dir = ROOT / "latency_tables" / name
@@ -208,11 +214,14 @@ def main() -> int:
         table = profile(net, create_backend("onnxruntime", BackendConfig(threads=args.threads)), table_dir, model=args.model,
                         model_args={"model": args.model, "num_classes": args.num_classes})
         summary["profile"] = profile_summary(table, round(time.time() - t, 1))
+    if args.recalibrate:
+        calibrate_from_table(table, net)
+    summary["profile"].update({k: v for k, v in profile_summary(table, 0).items() if k == "calibration"})
     pred = LatencyPredictor(table, net)
     summary["throughput"] = throughput(pred, net)
     save()
     if args.uniform_sweep:
-        summary["uniform_sweep"] = uniform_sweep(args.input_size, args.num_classes, args.threads, out, pred, net, args.sweep_rounds)
+        summary["uniform_sweep"] = uniform_sweep(args.input_size, args.num_classes, args.threads, pred, net, args.sweep_rounds)
         summary["torchvision_075_vs_1"] = torchvision_075_vs_1(args.input_size, args.threads, args.sweep_rounds)
     elif not args.skip_validate:
         v = validate(table_dir, samples=args.samples, seed=args.seed, out=out, rounds=args.rounds, chunk=args.chunk,
@@ -220,6 +229,8 @@ def main() -> int:
         if v["finished"]:
             summary["validate"] = v
             summary["ablation"] = ablation(table, net, pd.read_csv(out / "validate.csv", dtype={"subnet": str}), v)
+    if "uniform_sweep" in summary:
+        plot_uniform(summary["uniform_sweep"], args.input_size, args.threads, out / "uniform_width.png")
     save()
     print(json.dumps({k: summary.get(k) for k in ("profile", "throughput")}, indent=1))
     return 0

@@ -32,6 +32,10 @@ def _dis(d):
     return "n/a" if not d else f"median +{d['median']:.1f}%, p90 +{d['p90']:.1f}%, max +{d['max']:.1f}%"
 
 
+def _loo(d):
+    return ", ".join(f"{k} {v:.2f}%" for k, v in (d or {}).items()) or "n/a"
+
+
 def pct(x):
     return f"{100 * x:.1f}%"
 
@@ -51,7 +55,7 @@ def section(d: Path, s: dict) -> list:
             f"{p.get('passes', 1)} passes per entry, slowest over best pass: {_dis(p.get('pass_disagreement_pct'))}.",
             f"- Calibration on {c['n']} end-to-end subnets ({c.get('e2e_statistic', 'median')} statistic, drift correction "
             f"{'on' if c.get('drift_corrected') else 'off'}): slopes {slopes or c['a']}, b {c['b']:.4f} ms, ridge {c.get('ridge')} "
-            f"(chosen by leave-one-out among {c.get('loo_rmspe_pct_by_ridge')}); leave-one-out RMSPE **{c['loo_rmspe_pct']:.2f}%**.",
+            f"(chosen by leave-one-out; LOO RMSPE by ridge: {_loo(c.get('loo_rmspe_pct_by_ridge'))}); leave-one-out RMSPE **{c['loo_rmspe_pct']:.2f}%**.",
             f"- Prediction throughput: {s['throughput']['subnets_per_s_from_subnet_objects']:.0f} subnets/s from Subnet objects, "
             f"{s['throughput']['subnets_per_s_from_width_matrix']:.0f}/s from a width matrix (target >= 10,000); "
             f"vectorised == one-by-one: {s['throughput']['vectorised_equals_per_subnet']}."]

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
+from ..errors import SlimnasError
 from ..subnet import Subnet
 from .backends.base import Backend
 from .e2e import E2EConfig, export_subnets, time_onnx_files
@@ -228,6 +229,17 @@ def calibrate_from_table(table: LatencyTable, supernet, drift_corrected: bool = 
     cal["e2e_statistic"] = (table.fingerprint.get("e2e") or {}).get("statistic", "median")
     table.save_calibration(cal)
     return cal
+
+
+def recalibrate(table_path, drift_corrected: bool = True) -> dict:
+    """Fit ``calibration.json`` again from a table's own end-to-end rows (no timing): upgrades a table
+    calibrated by an older slimnas to per-kind slopes and drift correction."""
+    from .validate import supernet_for
+
+    table = LatencyTable.load(table_path)
+    if not len(table.of_kind("model")):
+        raise SlimnasError(f"{table.path} has no end-to-end rows to calibrate on; run `slimnas profile` on it again")
+    return calibrate_from_table(table, supernet_for(table), drift_corrected=drift_corrected)
 
 
 def _stats(t) -> dict:
