@@ -2,19 +2,35 @@
 
 The core verbs: ``load_model`` → ``convert`` (a width-searchable supernet found by tracing) → pick a
 ``Subnet`` → ``export_subnet`` (a plain model of the original class) → ``export_onnx``/``save_exported``.
+The whole pipeline: :func:`slimnas.pipeline.slim` (``slimnas slim``) and :func:`slimnas.pipeline.demo`.
 """
+import importlib
+
 from .errors import SlimnasError
-from .export import export_onnx, export_subnet, load_exported, save_exported
-from .models import build_model, load_model
-from .search import Constraint, SearchConfig, SearchResult, evolve, parse_constraint, parse_constraints
-from .space import SearchSpace, SpaceConfig
-from .subnet import Subnet
-from .supernet import ConvertConfig, Supernet, convert
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Constraint", "ConvertConfig", "SearchConfig", "SearchResult", "SearchSpace", "SlimnasError", "SpaceConfig",
-    "Subnet", "Supernet", "build_model", "convert", "evolve", "export_onnx", "export_subnet", "load_exported",
-    "load_model", "parse_constraint", "parse_constraints", "save_exported",
-]
+# Everything else is imported on first use, so a process that needs only a small part (the end-to-end timing
+# worker, ``python -m slimnas.latency.worker``) starts without importing torch.
+_LAZY = {
+    "export_onnx": ".export", "export_subnet": ".export", "load_exported": ".export", "save_exported": ".export",
+    "build_model": ".models", "load_model": ".models",
+    "Constraint": ".search", "SearchConfig": ".search", "SearchResult": ".search", "evolve": ".search",
+    "parse_constraint": ".search", "parse_constraints": ".search",
+    "SearchSpace": ".space", "SpaceConfig": ".space", "Subnet": ".subnet",
+    "ConvertConfig": ".supernet", "Supernet": ".supernet", "convert": ".supernet",
+}
+
+__all__ = ["SlimnasError", *sorted(_LAZY)]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +132,17 @@ class Evaluator:
             if recalibrate:
                 recalibrate_bn(model, self.calib)
             return accuracy(model, self.val)
+
+    def best_of(self, net, candidates: Sequence[Subnet]) -> tuple[EvalResult, Subnet]:
+        """Score each candidate (arrangements of one width choice); the best top-1 (then lowest loss) wins."""
+        best, best_sub = None, None
+        for cand in candidates:
+            r = self.evaluate(net, cand)
+            if best is None or r.top1 > best.top1 or (r.top1 == best.top1 and r.loss < best.loss):
+                best, best_sub = r, cand
+        if best is None:
+            raise SlimnasError("no candidate subnet to score")
+        return best, best_sub
 
     def evaluate(self, net, subnet: Optional[Subnet] = None, recalibrate: bool = True) -> EvalResult:
         """Recalibrate ``subnet`` of the supernet ``net`` (default: the active one), then score it."""

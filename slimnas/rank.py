@@ -49,11 +49,7 @@ def rank(net, strategy, data: Datasets, subnets: Sequence[Subnet], finetune, eva
 
         it = tqdm(subnets, desc="rank", unit="subnet")
     for sub in it:
-        best, best_sub = None, None
-        for cand in strategy.candidates(sub, arrangements, rng):
-            r = evaluator.evaluate(net, cand)
-            if best is None or r.top1 > best.top1 or (r.top1 == best.top1 and r.loss < best.loss):
-                best, best_sub = r, cand
+        best, best_sub = evaluator.best_of(net, strategy.candidates(sub, arrangements, rng))
         model = export_subnet(net, best_sub)
         trainer = Trainer(model, make_strategy("plain", model), data, replace(finetune, progress=False, eval_images=0),
                           run_dir=None, device=device)

@@ -5,13 +5,23 @@ units; ``LatencyPredictor(table, supernet).predict(subnets)`` sums them, calibra
 see :mod:`.calibration`); ``validate`` measures random subnets end to end and reports how well the
 predictions hold.
 """
+import importlib
+
 from .backends import BackendConfig, backend_names, create_backend
-from .calibration import Calibration
-from .e2e import E2EConfig
-from .predictor import LatencyPredictor
-from .profiler import ProfileConfig, profile
-from .table import LatencyTable
 from .timing import Timing, TimingConfig
 
-__all__ = ["BackendConfig", "Calibration", "E2EConfig", "LatencyPredictor", "LatencyTable", "ProfileConfig", "Timing",
-           "TimingConfig", "backend_names", "create_backend", "profile"]
+# Imported on first use: the timing worker (``python -m slimnas.latency.worker``) loads this package and
+# must start fast in a fresh process, without importing torch.
+_LAZY = {"Calibration": ".calibration", "E2EConfig": ".e2e", "LatencyPredictor": ".predictor", "LatencyTable": ".table", "ProfileConfig": ".profiler", "profile": ".profiler"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["BackendConfig", "Calibration", "E2EConfig", "LatencyPredictor", "LatencyTable", "ProfileConfig", "Timing", "TimingConfig",
+           "backend_names", "create_backend", "profile"]

@@ -67,8 +67,8 @@ class E2EConfig:
         return repeat_error_pct([m[STATISTICS[self.statistic][1]] for m in models])
 
 
-def export_subnets(supernet, subnets: Sequence[Subnet], folder: Path) -> list[Path]:
-    """Each subnet as a plain exported model in ONNX (``<hash>.onnx``; existing files are reused)."""
+def export_subnets(supernet, subnets: Sequence[Subnet], folder: Path, batch: int = 1) -> list[Path]:
+    """Each subnet as a plain exported model in ONNX (``<hash>.onnx``; existing files are reused), at ``batch``."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     torch.set_num_threads(1)
@@ -77,7 +77,8 @@ def export_subnets(supernet, subnets: Sequence[Subnet], folder: Path) -> list[Pa
         if not path.is_file():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                export_onnx(export_subnet(supernet, s).eval(), path, tuple(supernet.input_shape), check=False)
+                export_onnx(export_subnet(supernet, s).eval(), path, tuple(supernet.input_shape), batch=batch,
+                            check=False)
         paths.append(path)
     return paths
 

@@ -14,11 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from typing import TYPE_CHECKING
+
 from onnx import TensorProto, helper, numpy_helper
-from torch import nn
 
 from ..errors import SlimnasError
-from ..trace import Layout
+
+if TYPE_CHECKING:  # the timing worker imports this module and must not pay for importing torch
+    from torch import nn
+
+    from ..trace import Layout
 
 # Activation modules a unit absorbs, and the ONNX ops torch exports for them.
 ACTIVATIONS = {
@@ -198,6 +203,8 @@ def unit_onnx(sig: Signature, cin: int, cout: int, batch: int = 1, seed: int = 0
 
 def unit_torch(sig: Signature, cin: int, cout: int) -> nn.Module:
     """The same unit as a torch module (for the torch backend)."""
+    from torch import nn
+
     if sig.kind == "linear":
         layers: list[nn.Module] = [nn.Linear(cin, cout, bias=sig.bias)]
     else:

@@ -13,16 +13,40 @@ from .base import Backend, BackendConfig, Workload, register
 INSTALL_HINT = "TensorRT is not installed: pip install slimnas[trt] (needs an NVIDIA GPU), or use --backend onnxruntime"
 
 
+def import_tensorrt():
+    """The tensorrt module, or a one-line error naming the extra to install."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise SlimnasError(INSTALL_HINT) from None
+    return trt
+
+
+def build_engine(onnx: bytes, fp16: bool = False) -> bytes:  # pragma: no cover - needs TensorRT + GPU
+    """A serialized TensorRT engine of an ONNX graph, built for the GPU of this machine (FP16 if asked)."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx):
+        raise SlimnasError(f"TensorRT cannot parse the graph: {parser.get_error(0)}")
+    cfg = builder.create_builder_config()
+    if fp16:
+        cfg.set_flag(trt.BuilderFlag.FP16)
+    data = builder.build_serialized_network(network, cfg)
+    if data is None:
+        raise SlimnasError("TensorRT could not build an engine from the graph (see its log above)")
+    return bytes(data)
+
+
 @register
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, config: BackendConfig):
         super().__init__(config)
-        try:
-            import tensorrt as trt  # noqa: F401
-        except ImportError:
-            raise SlimnasError(INSTALL_HINT) from None
+        trt = import_tensorrt()
         import torch
 
         if config.device != "cuda" or not torch.cuda.is_available():
@@ -39,15 +63,7 @@ class TensorRTBackend(Backend):
     def loader(self, workload: Workload) -> Callable[[int], float]:  # pragma: no cover - needs TensorRT + GPU
         trt, torch = self.trt, self.torch
         logger = trt.Logger(trt.Logger.ERROR)
-        builder = trt.Builder(logger)
-        network = builder.create_network(0)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse(workload.onnx()):
-            raise SlimnasError(f"TensorRT cannot parse the graph: {parser.get_error(0)}")
-        cfg = builder.create_builder_config()
-        if self.config.dtype == "fp16":
-            cfg.set_flag(trt.BuilderFlag.FP16)
-        engine = trt.Runtime(logger).deserialize_cuda_engine(builder.build_serialized_network(network, cfg))
+        engine = trt.Runtime(logger).deserialize_cuda_engine(build_engine(workload.onnx(), self.config.dtype == "fp16"))
         context = engine.create_execution_context()
         x = torch.randn(workload.input_shape, device="cuda")
         y = torch.empty(workload.output_shape, device="cuda")

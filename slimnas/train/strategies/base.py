@@ -115,7 +115,7 @@ class Strategy:
 
 def make_strategy(name: str, net: nn.Module, space: Optional[SearchSpace] = None, **options) -> Strategy:
     """Build a registered strategy by name, checking its options."""
-    from . import bsnas, cafenet, plain, sandwich  # noqa: F401  (register)
+    from . import bsnas, cafenet, distill, plain, sandwich  # noqa: F401  (register)
 
     if name not in STRATEGIES:
         raise SlimnasError(f"unknown training strategy {name!r}: choose one of {', '.join(sorted(STRATEGIES))}")

@@ -1,0 +1,22 @@
+"""``slimnas demo``: the whole pipeline on the embedded default (digits, MobileNetV2, this CPU)."""
+from __future__ import annotations
+
+import argparse
+
+from ..pipeline import demo
+from ..pipeline.demo import DEMO_OUT
+from . import command
+
+
+@command("demo", "Run the whole pipeline on built-in data on this CPU (no download; under 10 minutes on 2 cores).", """\
+  slimnas demo                      # writes runs/demo: report.md, model.onnx, model.pt, pareto.png, ...
+  slimnas demo --out /tmp/demo1     # rerun the same command to resume after a kill""")
+def run(args: argparse.Namespace) -> int:
+    demo(args.out, progress=not args.no_progress)
+    return 0
+
+
+@run.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=DEMO_OUT, help=f"run folder (default: {DEMO_OUT})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")

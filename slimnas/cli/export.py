@@ -1,0 +1,32 @@
+"""``slimnas export``: model.pt, model.onnx (checked against onnxruntime) and model.engine (TensorRT)."""
+from __future__ import annotations
+
+import argparse
+
+from ..pipeline import ExportConfig, export
+from . import command
+
+
+@command("export", "Export a slimmed model: model.pt, model.onnx (checked) and, with TensorRT, model.engine.", """\
+  slimnas export runs/demo --out deploy/                       # the fine-tuned model of a `slimnas slim` run
+  slimnas export runs/cafe --subnet runs/cafe_search/subnet.json --out deploy/   # a subnet of a `slimnas train` run
+  slimnas export runs/demo --tensorrt --fp16 --out deploy/     # needs pip install slimnas[trt] and a GPU""")
+def run(args: argparse.Namespace) -> int:
+    config = ExportConfig(onnx=not args.no_onnx, tensorrt=args.tensorrt, fp16=args.fp16, opset=args.opset)
+    export(args.run, args.out, args.subnet, config, batch=args.batch, device=args.device)
+    return 0
+
+
+@run.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a `slimnas slim` run folder, or a `slimnas train` run folder with --subnet")
+    p.add_argument("--subnet", help="subnet JSON (e.g. from `slimnas search`) to export from a training run")
+    p.add_argument("--out", help="output folder (default: the run folder)")
+    trt = p.add_mutually_exclusive_group()
+    trt.add_argument("--tensorrt", action="store_true", default=None, help="build model.engine (error if TensorRT is missing)")
+    trt.add_argument("--no-tensorrt", dest="tensorrt", action="store_false", help="never build model.engine")
+    p.add_argument("--fp16", action="store_true", help="build the TensorRT engine in FP16")
+    p.add_argument("--no-onnx", action="store_true", help="write model.pt only")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the ONNX graph (default: 1)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--device", help="torch device to rebuild the supernet on (default: cpu/cuda)")

@@ -1,0 +1,85 @@
+"""``slimnas slim``: the whole pipeline from a YAML config and/or flags (flags override the file)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from ..pipeline import SlimConfig, dump_config, load_config, slim
+from ..pipeline.config import with_overrides
+from ..pipeline.schema import parse_assignment
+from . import command
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[dict]:
+    """The flags as nested config mappings, in the order they apply (``--set`` last)."""
+    out: list[dict] = []
+    simple = {"model": ("model", "name"), "weights": ("model", "weights"), "num_classes": ("model", "num_classes"),
+              "input_size": ("model", "input_size"), "data": ("data", "source"), "table": ("latency", "table"),
+              "backend": ("latency", "backend"), "threads": ("latency", "threads"), "batch": ("latency", "batch"),
+              "strategy": ("supernet", "strategy"), "supernet_run": ("supernet", "run"), "tensorrt": ("export", "tensorrt"),
+              "fp16": ("export", "fp16"), "seed": ("seed",), "out": ("out",)}
+    for attr, path in simple.items():
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        d = value
+        for key in reversed(path):
+            d = {key: d}
+        out.append(d)
+    if args.constraint:
+        out.append({"constraints": list(args.constraint)})
+    out += [parse_assignment(s) for s in args.set or []]
+    return out
+
+
+def config_from_args(args: argparse.Namespace) -> SlimConfig:
+    overrides = overrides_from_args(args)
+    if args.config:
+        return load_config(args.config, overrides)
+    return with_overrides(SlimConfig(), overrides)
+
+
+@command("slim", "Slim a model to a latency budget on this device: train, search, verify, fine-tune, export.", """\
+  slimnas slim --config slim.yaml                       # see `slimnas slim --print-config` for every key
+  slimnas slim --model mobilenet_v2 --weights c10.pth --num-classes 10 --input-size 32 --data cifar10 \\
+      --constraint 'latency<=0.5x' --out runs/mbv2_half
+  slimnas slim --config slim.yaml --constraint 'latency<=5ms' --constraint 'params<=1.5M' --set search.generations=40
+  slimnas slim --supernet-run runs/cafenet --constraint 'latency<=0.6x' --out runs/from_run
+  slimnas slim --config slim.yaml --out runs/a          # rerun after a kill: finished stages are skipped""")
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.print_config:
+        print(dump_config(config), end="")
+        return 0
+    cmd = "slimnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["slim"] else "slimnas slim"
+    slim(config, args.out, command=cmd, progress=not args.no_progress)
+    return 0
+
+
+@run.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (every key optional; flags below override it)")
+    p.add_argument("--out", help="run folder (default: the config's out, else runs/slim)")
+    p.add_argument("--model", help="torchvision name, package.module:factory, or a saved slimnas model")
+    p.add_argument("--weights", help="the model's trained state_dict file")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--data", help="digits, cifar10, cifar10:PATH or an ImageFolder root")
+    p.add_argument("--constraint", action="append", metavar="BUDGET",
+                   help="latency<=5ms, latency<=0.6x (of the original, measured), flops<=150M, params<=1.2M (repeatable)")
+    p.add_argument("--table", help="latency table folder (default: a matching shipped one, else one is profiled)")
+    p.add_argument("--backend", help="onnxruntime (default) or tensorrt")
+    p.add_argument("--threads", type=int, help="intra-op threads on the device (default: 1)")
+    p.add_argument("--batch", type=int, help="batch size on the device (default: 1)")
+    p.add_argument("--strategy", help="supernet training: sandwich, cafenet (default) or bsnas")
+    p.add_argument("--supernet-run", help="reuse a finished `slimnas train` run folder")
+    trt = p.add_mutually_exclusive_group()
+    trt.add_argument("--tensorrt", action="store_true", default=None, help="build model.engine (needs slimnas[trt] and a GPU)")
+    trt.add_argument("--no-tensorrt", dest="tensorrt", action="store_false", help="never build model.engine")
+    p.add_argument("--fp16", action="store_true", default=None, help="build the TensorRT engine in FP16")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="any config value, e.g. search.population=30 or finetune.train.epochs=5 (repeatable)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")

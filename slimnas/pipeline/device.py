@@ -1,0 +1,135 @@
+"""The target device: its backend, its latency table (found, given or profiled) and end-to-end timings.
+
+Whole models are timed as ONNX files in a fresh process, interleaved in rounds with the reference probe
+(:func:`slimnas.latency.e2e.time_onnx_files`); the probe's median rescales the predictor to the machine's
+speed of the moment.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import SlimnasError
+from ..export import export_onnx
+from ..latency import BackendConfig, LatencyPredictor, LatencyTable, TimingConfig, create_backend
+from ..latency.backends.base import Backend
+from ..latency.e2e import E2EConfig, time_onnx_files
+from ..latency.fingerprint import DEVICE_KEYS, mismatches, space_hash
+from ..latency.validate import device_of
+from .config import LatencyConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+E2E_BACKENDS = ("onnxruntime", "tensorrt")
+
+
+def table_dirs() -> list[Path]:
+    """Where shipped tables are looked for: ./latency_tables, then the one beside the slimnas package."""
+    out = []
+    for d in (Path.cwd() / "latency_tables", ROOT / "latency_tables"):
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def make_backend(config: LatencyConfig) -> Backend:
+    """The backend the model will run on (refused here, before any work, when it cannot run)."""
+    if config.backend not in E2E_BACKENDS:
+        raise SlimnasError(f"latency backend {config.backend!r} cannot time whole ONNX models for verification: "
+                           f"use {' or '.join(E2E_BACKENDS)}")
+    return create_backend(config.backend, BackendConfig(config.device, config.threads, config.batch, config.dtype))
+
+
+def find_table(net, backend: Backend, dirs: Optional[Sequence[Path]] = None) -> Optional[Path]:
+    """A table whose fingerprint matches this device, runtime, input shape and search space, if one exists."""
+    want = {**device_of(backend), "input_shape": list(net.input_shape), "space_hash": space_hash(net)}
+    keys = [k for k in DEVICE_KEYS if k in want] + ["input_shape", "space_hash"]
+    for d in dirs if dirs is not None else table_dirs():
+        for fp_file in sorted(Path(d).glob("*/fingerprint.json")):
+            try:
+                fp = json.loads(fp_file.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if not mismatches(want, fp, keys) and (fp_file.parent / "entries.csv").is_file():
+                return fp_file.parent
+    return None
+
+
+def open_predictor(table: Path, net, backend: Backend) -> LatencyPredictor:
+    """The table's predictor for ``net`` on this device; a table for anything else is a one-line error."""
+    t = LatencyTable.load(table)
+    fp = t.fingerprint
+    try:
+        return LatencyPredictor(t, net, device=device_of(backend))
+    except SlimnasError as exc:
+        raise SlimnasError(f"{table} (measured for {fp.get('model')} at input {fp.get('input_shape')} on "
+                           f"{fp.get('device_name')}, {fp.get('backend')} t{fp.get('threads')} b{fp.get('batch')}): {exc}") from None
+
+
+def export_model_onnx(model: torch.nn.Module, path: Path, input_shape: Sequence[int], batch: int) -> Path:
+    """A plain model as ONNX for timing (reused if present)."""
+    if not path.is_file():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_onnx(model.eval(), path, tuple(input_shape), batch=batch, check=False)
+    return path
+
+
+def export_subnets_kept_threads(net, subnets, folder: Path, batch: int) -> list[Path]:
+    """:func:`slimnas.latency.e2e.export_subnets`, restoring torch's thread count (it sets one thread)."""
+    from ..latency.e2e import export_subnets
+
+    threads = torch.get_num_threads()
+    try:
+        return export_subnets(net, subnets, folder, batch=batch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def e2e_config(config: LatencyConfig) -> E2EConfig:
+    """End-to-end timing as the latency tables are calibrated: latency = the quietest round's median."""
+    return E2EConfig(rounds=config.rounds, samples_per_round=max(3, -(-config.samples // config.rounds)),
+                     statistic="best_round")
+
+
+def summary(record: dict, e2e: E2EConfig) -> dict:
+    """One model's timing from the worker: its latency under ``e2e``'s statistic (``median_ms``: the quietest
+    round's median, the statistic the tables are calibrated on), the median over all samples, p10, p90,
+    repeat spread over rounds, round medians."""
+    return {"median_ms": e2e.latency_ms(record), "all_samples_median_ms": float(record["median_ms"]),
+            "p10_ms": float(record["p10_ms"]),
+            "p90_ms": float(record["p90_ms"]), "spread_pct": float(record["spread_pct"]),
+            "round_medians_ms": [float(v) for v in record.get("round_medians_ms", [])], "n": int(record["n"])}
+
+
+STABLE_SPREAD_PCT = 10.0  # a timing whose rounds' medians disagree by more than this is repeated
+ATTEMPTS = 3  # timings of the same files at most; the steadiest is kept
+
+
+def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig,
+                log: Optional[Callable[[str], None]] = None) -> tuple[list[dict], float, list[float]]:
+    """Time ONNX files end to end in one fresh process, interleaved: per-model summaries, probe median, probes.
+
+    A shared machine is sometimes busy for a few seconds: when some model's rounds disagree by more than
+    ``STABLE_SPREAD_PCT``, the whole timing is repeated (``ATTEMPTS`` in all) and the steadiest one is kept.
+    """
+    best = None
+    for attempt in range(1, ATTEMPTS + 1):
+        e2e = e2e_config(config)
+        res = time_onnx_files(list(paths), backend.name, backend.config, TimingConfig(samples=config.samples), e2e)
+        models = [summary(m, e2e) for m in res["models"]]
+        probes = [float(p) for p in res["probe_ms"]]
+        worst = max(m["spread_pct"] for m in models)
+        for m in models:
+            m["attempt"] = attempt
+        if best is None or worst < best[0]:
+            best = (worst, models, e2e.probe_ms(probes), probes)
+        if worst <= STABLE_SPREAD_PCT or config.rounds < 2:
+            break
+        if log is not None and attempt < ATTEMPTS:
+            log(f"the timing was unsteady (rounds disagree by {worst:.0f}%): timing again")
+    return best[1], best[2], best[3]

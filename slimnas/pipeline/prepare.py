@@ -1,0 +1,265 @@
+"""Check everything a user can get wrong BEFORE the run folder exists.
+
+:func:`prepare` loads the model, the data, the supernet run to reuse (if any), the latency table (checked
+against this device, model and input shape), parses the constraints, measures the original model end to end
+(a fresh process, with the reference probe, into a temporary folder) and checks that the smallest subnet can
+meet every budget. Any problem is one :class:`SlimnasError` line and nothing has been written; only then does
+:meth:`Plan.create_folder` make the run folder. On a rerun of the same config the folder's measurements
+are reused, so the budget (and with it the search) stays exactly what it was.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ..data import Datasets, load_data
+from ..errors import SlimnasError
+from ..fileio import atomic_write_text
+from ..latency import LatencyPredictor
+from ..latency.backends.base import Backend
+from ..latency.backends.tensorrt_backend import INSTALL_HINT
+from ..models import load_model
+from ..search import Constraint, parse_constraints
+from ..search.constraints import check_reachable, resolve_constraints
+from ..subnet import Subnet
+from ..supernet import ConvertConfig, Supernet, convert
+from .config import LatencyConfig, ModelConfig, SlimConfig, dump_config
+from .device import (export_model_onnx, export_subnets_kept_threads, find_table, make_backend, open_predictor,
+                     time_models)
+from .schema import to_plain
+
+CONFIG = "config.yaml"
+REFERENCE = "latency/reference.json"
+PROFILED_TABLE = "latency/table"
+CALIBRATED = "calibration.json"  # written last by the profiler: a table profiled into the run is complete
+IGNORED_ON_RESUME = ("out", "search.time_limit_s")
+
+
+@dataclass
+class Plan:
+    """A validated run: every input loaded and checked, the original model measured; nothing written yet."""
+
+    config: SlimConfig  # resolved: seeded, a reused run's model/data/space copied in, a found table's path filled in
+    out: Path
+    constraints: list[Constraint]  # as the user wrote them (relative ones unresolved)
+    budget: list[Constraint]  # absolute, relative ones resolved against the original model
+    backend: Backend
+    data: Datasets
+    original: nn.Module  # the model as given (untrained when the base stage trains it)
+    net: Supernet  # converted for the checks (a reused run's trained supernet)
+    run: Optional[tuple]  # (spec, net, strategy, data) of a reused `slimnas train` run
+    predictor: Optional[LatencyPredictor]  # None until a table is profiled into the run folder
+    reference: dict  # end-to-end timing of the original and the smallest subnet, probe, costs
+    resumed: bool
+    measured_in: Optional[Path] = None  # temporary folder of the reference timing (copied into the run)
+
+    @property
+    def table_path(self) -> Path:
+        """The table in use: the config's, or the one profiled into the run folder."""
+        t = self.config.latency.table
+        return Path(t) if t is not None else self.out / PROFILED_TABLE
+
+    @property
+    def profile_table(self) -> bool:
+        return self.predictor is None
+
+    def create_folder(self, command: str = "") -> None:
+        """Make the run folder and write the resolved config and the reference measurement into it."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "latency").mkdir(exist_ok=True)
+        if not (self.out / CONFIG).is_file():
+            atomic_write_text(self.out / CONFIG, dump_config(self.config))
+        if self.measured_in is not None:
+            for f in ("original.onnx", "smallest.onnx"):
+                if (self.measured_in / f).is_file() and not (self.out / "latency" / f).is_file():
+                    shutil.copy2(self.measured_in / f, self.out / "latency" / f)
+            atomic_write_text(self.out / REFERENCE, json.dumps(self.reference, indent=1))
+            shutil.rmtree(self.measured_in, ignore_errors=True)
+            self.measured_in = None
+        runs = json.loads((self.out / "run.json").read_text()) if (self.out / "run.json").is_file() else {"commands": []}
+        runs["commands"].append(command)
+        atomic_write_text(self.out / "run.json", json.dumps(runs, indent=1))
+
+
+def _check_folder(out: Path, config: SlimConfig) -> bool:
+    """True when ``out`` holds a run of the same config (a resume); refuse anything else that is there."""
+    if out.exists() and not out.is_dir():
+        raise SlimnasError(f"{out} is a file: give a folder for the run (--out)")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    if not (out / CONFIG).is_file():
+        raise SlimnasError(f"{out} is not empty and holds no slimnas run ({CONFIG}): choose a new or empty --out")
+    from .config import load_config
+
+    saved = _flat(to_plain(load_config(out / CONFIG)))
+    now = _flat(to_plain(config))
+    diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and k not in IGNORED_ON_RESUME]
+    if diff:
+        k = diff[0]
+        raise SlimnasError(f"{out} holds a run with another config ({k} is {saved.get(k)!r} there, {now.get(k)!r} now): "
+                           "rerun with its config to resume, or choose a new --out")
+    return True
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k != "options":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_tensorrt(config: SlimConfig) -> None:
+    if config.export.tensorrt is not True:
+        return
+    if importlib.util.find_spec("tensorrt") is None:
+        raise SlimnasError(f"export.tensorrt is true but {INSTALL_HINT}")
+    if not torch.cuda.is_available():
+        raise SlimnasError("export.tensorrt is true but there is no CUDA GPU here: TensorRT engines are built on the GPU they run on")
+
+
+def _check_batches(config: SlimConfig, data: Datasets) -> None:
+    n = len(data.train)
+    stages = [("supernet.train", config.supernet.train)] if config.supernet.run is None else []
+    stages += [("finetune.train", config.finetune.train)] + ([("base", config.base)] if config.base is not None else [])
+    for name, tc in stages:
+        if tc.batch_size > n:
+            raise SlimnasError(f"{name}.batch_size {tc.batch_size} is larger than the training split ({n} images): lower it")
+
+
+def _check_outputs(model: nn.Module, config: ModelConfig, data: Datasets) -> None:
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, 3, config.input_size, config.input_size))
+    if out.ndim != 2 or out.shape[1] < data.num_classes:
+        raise SlimnasError(f"model {config.name} gives {tuple(out.shape)} outputs but the data has {data.num_classes} "
+                           f"classes: set model.num_classes to {data.num_classes}")
+
+
+def _reuse_run(config: SlimConfig, device: Optional[str]) -> tuple[SlimConfig, tuple]:
+    """A reused `slimnas train` run: its model, data, space and training settings replace the config's."""
+    from ..train.run import load_run
+
+    spec, net, strategy, data = load_run(config.supernet.run, device)
+    config = replace(
+        config, base=None, model=ModelConfig(spec.model, spec.weights, spec.num_classes, spec.input_size),
+        data=spec.data, space=spec.space,
+        supernet=replace(config.supernet, strategy=spec.strategy, options=dict(spec.strategy_options), bins=spec.bins,
+                         train=spec.train, run=str(Path(config.supernet.run).resolve())))
+    return config, (spec, net, strategy, data)
+
+
+def _costs(net: Supernet, subnet: Subnet, predictor: Optional[LatencyPredictor], latency_ms: Optional[float]) -> dict:
+    out = {"flops": net.flops(subnet), "params": net.params(subnet)}
+    if predictor is not None:
+        out["latency_ms"] = float(predictor.predict([subnet])[0])
+    elif latency_ms is not None:
+        out["latency_ms"] = latency_ms
+    return out
+
+
+def check_budget(constraints: list[Constraint], reference: dict, smallest: dict) -> list[Constraint]:
+    """Resolve relative budgets against ``reference`` and refuse any the ``smallest`` subnet cannot meet."""
+    reference = {k: v for k, v in reference.items() if v is not None}
+    usable = [c for c in constraints if c.metric in smallest and (not c.relative or c.metric in reference)]
+    budget = resolve_constraints(usable, reference)
+    check_reachable(budget, smallest)
+    return budget
+
+
+def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg: LatencyConfig, folder: Path,
+                      log: Callable[[str], None] = print) -> dict:
+    """The original model and the smallest subnet, timed end to end in one fresh process with the probe."""
+    smallest = net.space.min()
+    log(f"timing the original model and the smallest subnet end to end on {backend.name} ({backend.config.device}, "
+        f"{cfg.threads} thread(s), batch {cfg.batch}; fresh process)")
+    orig = export_model_onnx(original, folder / "original.onnx", net.input_shape, cfg.batch)
+    (small,) = export_subnets_kept_threads(net, [smallest], folder, cfg.batch)
+    small = small.rename(folder / "smallest.onnx")
+    (o, s), probe, probes = time_models([orig, small], backend, cfg, log)
+    return {"original": o, "smallest": s, "smallest_subnet": smallest.to_dict(), "probe_ms": probe,
+            "probe_rounds_ms": probes, "backend": backend.describe(),
+            "original_flops": net.flops(net.space.original()), "original_params": net.params(net.space.original())}
+
+
+def prepare(config: SlimConfig, out: Optional[Path] = None, log: Callable[[str], None] = print) -> Plan:
+    """Validate ``config`` completely (see the module's description); nothing is written."""
+    out = Path(out or config.out or "runs/slim")
+    config = replace(config.seeded(), out=str(out))
+    constraints = parse_constraints(config.constraints)
+    if not constraints:
+        raise SlimnasError("no constraint given: add one, e.g. latency<=0.5x or flops<=150M")
+    _check_tensorrt(config)
+    backend = make_backend(config.latency)
+    run = None
+    if config.supernet.run is not None:
+        config, run = _reuse_run(config, config.device)
+        data, net = run[3], run[1]
+    else:
+        data = load_data(config.data)
+    num_classes = config.model.num_classes or data.num_classes
+    torch.manual_seed(config.seed)
+    original = load_model(config.model.name, num_classes=num_classes, weights=config.model.weights)
+    _check_outputs(original, config.model, data)
+    _check_batches(config, data)
+    if run is None:
+        net = convert(original, config.model.input_size, ConvertConfig(space=config.space))
+
+    # The latency table: given, found among the shipped ones, or profiled into the run folder later.
+    if config.latency.table is not None:
+        table = Path(config.latency.table).expanduser()
+        if not (table / "fingerprint.json").is_file():
+            raise SlimnasError(f"latency table {table} does not exist (no fingerprint.json); build one with `slimnas profile`")
+        config = replace(config, latency=replace(config.latency, table=str(table.resolve())))
+    else:  # a shipped table that fits; else (table stays None in the config) one profiled into the run folder
+        table = find_table(net, backend)
+        if table is not None:
+            config = replace(config, latency=replace(config.latency, table=str(table.resolve())))
+        else:
+            table = out / PROFILED_TABLE
+            if not (table / CALIBRATED).is_file():  # not there, or a profile killed half-way (it resumes)
+                log(f"no shipped latency table fits this device and model: one will be profiled into {table}")
+    usable = (table / CALIBRATED).is_file() if table == out / PROFILED_TABLE else True
+    predictor = open_predictor(table, net, backend) if usable else None
+    resumed = _check_folder(out, config)
+
+    # A quick check on predictions before timing anything (relative budgets need no probe).
+    smallest = net.space.min()
+    if predictor is not None:
+        check_budget(constraints, _costs(net, net.space.original(), predictor, None), _costs(net, smallest, predictor, None))
+    else:
+        check_budget([c for c in constraints if c.metric != "latency_ms"], _costs(net, net.space.original(), None, None),
+                     _costs(net, smallest, None, None))
+
+    measured_in = None
+    if resumed and (out / REFERENCE).is_file():
+        reference = json.loads((out / REFERENCE).read_text())
+    else:
+        measured_in = Path(tempfile.mkdtemp(prefix="slimnas-reference-"))
+        try:
+            reference = measure_reference(original, net, backend, config.latency, measured_in, log)
+        except BaseException:
+            shutil.rmtree(measured_in, ignore_errors=True)
+            raise
+    try:
+        if predictor is not None:
+            predictor.rescale(reference["probe_ms"])
+        ref_costs = {"latency_ms": reference["original"]["median_ms"], "flops": reference["original_flops"],
+                     "params": reference["original_params"]}
+        budget = check_budget(constraints, ref_costs, _costs(net, smallest, predictor, reference["smallest"]["median_ms"]))
+    except BaseException:
+        if measured_in is not None:
+            shutil.rmtree(measured_in, ignore_errors=True)
+        raise
+    return Plan(config, out, constraints, budget, backend, data, original, net, run, predictor, reference, resumed,
+                measured_in)
+

@@ -1,0 +1,130 @@
+"""The search stage: evolutionary search of a trained supernet under the budgets, and ``slimnas search``.
+
+Fitness is the supernet's accuracy on the validation split after BN recalibration (best arrangement wins,
+see :mod:`.fitness`); costs are the latency predictor's (rescaled by the reference probe) and the analytic
+FLOPs and params. ``search_state.json`` makes the search resumable; ``pareto.csv`` marks it finished.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import pandas as pd
+
+from ..errors import SlimnasError
+from ..fileio import atomic_write_text
+from ..search import Constraint, SearchConfig, SearchResult, evolve, parse_constraints
+from ..search.costs import supernet_costs
+from .config import FitnessConfig, LatencyConfig
+from .fitness import SupernetFitness
+
+STATE = "search_state.json"
+PARETO = "pareto.csv"
+HISTORY = "search_history.csv"
+UNIFORM = "uniform.csv"
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    atomic_write_text(path, df.to_csv(index=False))
+
+
+def run_search(net, strategy, data, predictor, budget: Sequence[Constraint], search: SearchConfig,
+               fitness_config: FitnessConfig, out: Path, seed: int = 0, progress: bool = True,
+               log: Callable[[str], None] = print) -> tuple[SearchResult, SupernetFitness]:
+    """Search ``strategy.space`` (shrunk or binned during training) into ``out``; resumable."""
+    fitness = SupernetFitness(net, strategy, data, fitness_config, out / "fitness.jsonl", seed=seed)
+    costs = supernet_costs(net, predictor)
+    objective = "latency_ms" if predictor is not None else "flops"
+    space = strategy.space if strategy.space is not None else net.space
+    result = evolve(space, fitness, costs, list(budget), search, objective=objective, state_path=out / STATE,
+                    progress=progress, log=log)
+    write_csv(result.history, out / HISTORY)
+    write_csv(uniform_points(net, strategy, fitness, costs, budget), out / UNIFORM)
+    write_csv(result.pareto, out / PARETO)
+    return result, fitness
+
+
+def uniform_points(net, strategy, fitness: SupernetFitness, costs, budget: Sequence[Constraint]) -> pd.DataFrame:
+    """The uniform width ratios of the space (every group at the same ratio), scored like the search's subnets."""
+    space = strategy.space if strategy.space is not None else net.space
+    ratios = sorted({r for r in net.config.space.all_ratios()})
+    rows, seen = [], set()
+    for r in ratios:
+        s = space.uniform(r)
+        if s.hash in seen:
+            continue
+        seen.add(s.hash)
+        row = {"ratio": r, "hash": s.hash, "accuracy": fitness(s)}
+        for k, fn in costs.items():
+            row[k] = float(fn([s])[0])
+        row["feasible"] = all(bool(c.ok([row[c.metric]])[0]) for c in budget if c.metric in row)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """``slimnas search``: a trained supernet run, budgets, a latency table and search settings."""
+
+    run: str  # a `slimnas train` run folder
+    constraints: tuple[str, ...]
+    out: str
+    table: Optional[str] = None  # None: a matching table in latency_tables/ (needed for latency budgets)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    fitness: FitnessConfig = field(default_factory=FitnessConfig)
+    device: Optional[str] = None
+
+
+def search(job: SearchJob, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Search a `slimnas train` run under budgets; writes pareto.csv, pareto.png, subnet.json and search_state.json
+    into ``job.out``. With a latency budget the original model is measured end to end first (fresh process, with
+    the reference probe): relative budgets are resolved against it and predictions rescaled by the probe;
+    without one, latency (when a table fits) is predicted at the table's own calibration."""
+    import tempfile
+
+    from ..models import load_model
+    from ..train.run import load_run
+    from .device import find_table, make_backend, open_predictor
+    from .plot import pareto_plot
+    from .prepare import check_budget, measure_reference
+
+    constraints = parse_constraints(job.constraints)
+    if not constraints:
+        raise SlimnasError("no constraint given: add one, e.g. --constraint latency<=0.5x")
+    out = Path(job.out)
+    spec, net, strategy, data = load_run(job.run, job.device)
+    needs_latency = any(c.metric == "latency_ms" for c in constraints)
+    backend = make_backend(replace(job.latency, table=job.table))
+    table = Path(job.table) if job.table else find_table(net, backend)
+    if table is None and needs_latency:
+        raise SlimnasError("no latency table matches this device and model: pass --table (build one with `slimnas profile`)")
+    predictor = open_predictor(table, net, backend) if table is not None else None
+    original_widths = net.space.original()
+    ref = {"original_flops": net.flops(original_widths), "original_params": net.params(original_widths)}
+    if needs_latency:  # the original measured end to end with the probe: relative budgets and the rescale
+        original = load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights)
+        with tempfile.TemporaryDirectory(prefix="slimnas-search-") as tmp:
+            ref = measure_reference(original, net, backend, job.latency, Path(tmp), log)
+        predictor.rescale(ref["probe_ms"])
+    smallest = net.space.min() if strategy.space is None else strategy.space.min()
+    small = {"flops": net.flops(smallest), "params": net.params(smallest)}
+    if predictor is not None:
+        small["latency_ms"] = float(predictor.predict([smallest])[0])
+    budget = check_budget(constraints, {"latency_ms": ref.get("original", {}).get("median_ms"),
+                                        "flops": ref["original_flops"], "params": ref["original_params"]}, small)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "reference.json", json.dumps(ref, indent=1))
+    result, fitness = run_search(net, strategy, data, predictor, budget, job.search, job.fitness, out, job.search.seed,
+                                 progress, log)
+    best = fitness.arranged(result.best())
+    atomic_write_text(out / "subnet.json", best.to_json(indent=1))
+    pareto_plot(out / "pareto.png", result.pareto, pd.read_csv(out / UNIFORM), original_ms=ref.get("original", {}).get("median_ms"),
+                original_accuracy=None, budget=budget, verified=None, chosen=None,
+                objective="latency_ms" if predictor is not None else "flops")
+    log(f"searched {result.evaluations} subnets in {result.wall_s:.0f} s; best within budget: {best.hash} "
+        f"(accuracy {fitness(best):.4f}); outputs in {out}: pareto.csv, pareto.png, subnet.json, search_state.json")
+    return {"out": str(out), "evaluations": result.evaluations, "best": best.hash, "budget": [c.describe() for c in budget]}
+

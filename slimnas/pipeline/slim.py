@@ -1,0 +1,175 @@
+"""``slim``: the whole pipeline, from a model and a budget to a measured, fine-tuned, exported smaller model.
+
+Stages, each skipped on a rerun once its output files exist (and resumable inside where it is long):
+
+====== ======================================================================= ===========================
+stage  what                                                                    finished when it wrote
+====== ======================================================================= ===========================
+check  everything the user gave, before the run folder exists (:mod:`.prepare`) ``config.yaml``
+latency a latency table: given, shipped, or profiled into ``latency/table``      ``latency/table/``
+base   the model trained from scratch when there is no checkpoint              ``base/model.pth``
+supernet supernet training (or a reused ``slimnas train`` run)                  ``supernet/space_final.json``
+search evolutionary search under the budgets (:mod:`.searching`)                ``pareto.csv``
+verify the best candidates timed on the device (:mod:`.verify`)                 ``verify.csv``, ``subnet.json``
+finetune the chosen subnet fine-tuned stand-alone (:mod:`.finetune`)           ``model.pt``
+export ``model.onnx`` (and ``model.engine``) (:mod:`.exports`)                  ``exports.json``
+report ``pareto.png``, ``report.md``                                            (always rewritten)
+====== ======================================================================= ===========================
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import pandas as pd
+
+from ..fileio import atomic_write_text
+from ..latency import profile
+from ..latency.validate import device_of
+from ..models import load_model
+from .config import SlimConfig
+from .device import open_predictor
+from .exports import arch_name, write_exports
+from .finetune import finetune, load_finetuned, original_accuracy
+from .plot import pareto_plot
+from .prepare import Plan, check_budget, prepare
+from .report import write_report
+from .searching import HISTORY, PARETO, UNIFORM, run_search
+from .stages import StageClock
+from .training import BASE_WEIGHTS, SUPERNET_DONE, base_accuracy, train_base, train_supernet
+from .verify import load_verified, verify
+
+EXPORTS = "exports.json"
+ORIGINAL = "original.json"
+
+
+def _profile(plan: Plan, log: Callable[[str], None]):
+    cfg = plan.config
+    model_args = {"model": cfg.model.name, "num_classes": cfg.model.num_classes or plan.data.num_classes,
+                  "ratios": list(cfg.space.ratios), "divisor": cfg.space.divisor, "max_ratio": cfg.space.max_ratio}
+    profile(plan.net, plan.backend, plan.table_path, model=cfg.model.name, config=cfg.latency.profile, model_args=model_args,
+            log=log)
+    predictor = open_predictor(plan.table_path, plan.net, plan.backend)
+    predictor.rescale(plan.reference["probe_ms"])
+    ref = plan.reference
+    smallest = plan.net.space.min()
+    check_budget(plan.constraints, {"latency_ms": ref["original"]["median_ms"], "flops": ref["original_flops"],
+                                    "params": ref["original_params"]},
+                 {"latency_ms": float(predictor.predict([smallest])[0]), "flops": plan.net.flops(smallest),
+                  "params": plan.net.params(smallest)})
+    return predictor
+
+
+def _original(plan: Plan, teacher, data, out: Path) -> dict:
+    f = out / ORIGINAL
+    if f.is_file():
+        return json.loads(f.read_text())
+    ref = plan.reference
+    result = {**{k: ref["original"][k] for k in ("median_ms", "p10_ms", "p90_ms", "spread_pct")},
+              "flops": ref["original_flops"], "params": ref["original_params"],
+              **original_accuracy(teacher, data, plan.config.fitness, plan.config.seed)}
+    atomic_write_text(f, json.dumps(result, indent=1))
+    return result
+
+
+def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command: str = "", progress: bool = True,
+         log: Callable[[str], None] = print) -> dict:
+    """Run the pipeline for ``config`` into ``out`` (default ``config.out``); rerun the same to resume.
+
+    Returns the summary written to ``report.md`` (paths, budget, measured and predicted latency, accuracies).
+    """
+    t0 = time.time()
+    plan = prepare(config, Path(out) if out is not None else None, log)
+    plan.create_folder(command or "slimnas.pipeline.slim(...)")
+    out, cfg = plan.out, plan.config
+    clock = StageClock(out, log)
+    clock.record("check", time.time() - t0)
+    num_classes = cfg.model.num_classes or plan.data.num_classes
+
+    with clock.stage("latency", done=not plan.profile_table,
+                     what=f"the latency table {plan.table_path}" if not plan.profile_table else "profiling a latency table"):
+        predictor = plan.predictor if plan.predictor is not None else _profile(plan, log)
+
+    weights = cfg.model.weights
+    if cfg.base is not None:
+        with clock.stage("base", done=(out / BASE_WEIGHTS).is_file(), what="training the model from scratch"):
+            weights = str(train_base(cfg, plan.data, out, log))
+
+    if plan.run is not None:
+        with clock.stage("supernet", done=True, what=f"the trained supernet of {cfg.supernet.run}"):
+            _, net, strategy, data = plan.run
+    else:
+        with clock.stage("supernet", done=(out / SUPERNET_DONE).is_file(), what=f"training the supernet ({cfg.supernet.strategy})"):
+            net, strategy, data = train_supernet(cfg, weights, num_classes, out)
+
+    with clock.stage("search", done=(out / PARETO).is_file(), what="evolutionary search"):
+        result, fitness = run_search(net, strategy, data, predictor, plan.budget, cfg.search, cfg.fitness, out,
+                                     cfg.seed, progress, log)
+
+    verified = load_verified(out)
+    with clock.stage("verify", done=verified is not None, what="timing the best candidates on the device"):
+        if verified is None:
+            verified = verify(net, fitness, result, plan.constraints, plan.backend, cfg.latency, cfg.verify,
+                              out / "latency" / "original.onnx", out / "verify", plan.reference["probe_ms"], log)
+            atomic_write_text(out / "subnet.json", verified.chosen.to_json(indent=1))
+
+    teacher = load_model(cfg.model.name, num_classes=num_classes, weights=weights)
+    done = load_finetuned(out)
+    with clock.stage("finetune", done=done is not None, what="fine-tuning the chosen subnet"):
+        if done is None:
+            finetune(net, verified.chosen, data, teacher, cfg.finetune, cfg.fitness, out, arch_name(cfg.model.name),
+                     num_classes, cfg.device, cfg.seed)
+            done = load_finetuned(out)
+    model, tuned = done
+
+    with clock.stage("export", done=(out / EXPORTS).is_file(), what="ONNX (and TensorRT)"):
+        if not (out / EXPORTS).is_file():
+            exports = write_exports(model, out, tuple(net.input_shape), cfg.export, cfg.latency.batch, log)
+            atomic_write_text(out / EXPORTS, json.dumps(exports, indent=1))
+        exports = json.loads((out / EXPORTS).read_text())
+
+    original = _original(plan, teacher, data, out)
+    summary = _summary(plan, predictor, result, verified, tuned, original, exports, clock, base_accuracy(out))
+    pareto_plot(out / "pareto.png", result.pareto, pd.read_csv(out / UNIFORM), original["median_ms"],
+                original.get("val_top1"), plan.budget, verified.table, verified.row, history=pd.read_csv(out / HISTORY),
+                finetuned_accuracy=tuned.get("val_top1"),
+                title=f"{cfg.model.name} {cfg.model.input_size}px on {plan.backend.describe()['device_name']} "
+                      f"({cfg.latency.backend}, {cfg.latency.threads} thread(s), batch {cfg.latency.batch})")
+    write_report(out / "report.md", summary)
+    c = summary["chosen"]
+    log(f"chosen subnet {c['hash']}: {c['median_ms']:.3f} ms measured (budget {c['budget_ms']:.3f} ms, predicted "
+        f"{c['predicted_now_ms']:.3f} ms), validation top-1 {c['val_top1']:.4f} (original {original.get('val_top1', float('nan')):.4f})"
+        if c.get("budget_ms") is not None else f"chosen subnet {c['hash']}: validation top-1 {c['val_top1']:.4f}")
+    log(f"done in {time.time() - t0:.0f} s. Outputs in {out}: {', '.join(summary['files'])}")
+    return {k: v for k, v in summary.items() if k != "verify"}
+
+
+def _summary(plan: Plan, predictor, result, verified, tuned: dict, original: dict, exports: dict, clock: StageClock,
+             base_top1: Optional[float]) -> dict:
+    cfg, out = plan.config, plan.out
+    row = verified.row
+    same_run = verified.table[(verified.table["round"] == row["round"]) & (verified.table["model"] == "original")]
+    original_now = float(same_run["median_ms"].iloc[0]) if len(same_run) else float("nan")
+    chosen = {**{k: row.get(k) for k in ("hash", "median_ms", "p10_ms", "p90_ms", "spread_pct", "predicted_ms",
+                                         "predicted_now_ms", "error_pct", "budget_ms", "flops", "params")},
+              "supernet_top1": row.get("accuracy"), "original_now_ms": original_now,
+              "speedup": original_now / float(row["median_ms"]), "val_top1": tuned.get("val_top1"),
+              "test_top1": tuned.get("test_top1"), "val_images": tuned.get("val_images"),
+              "test_images": tuned.get("test_images"), "finetune_steps": tuned.get("steps"),
+              "distilled": tuned.get("distilled")}
+    if chosen["budget_ms"] is not None and pd.isna(chosen["budget_ms"]):
+        chosen["budget_ms"] = None
+    files = [f for f in ("report.md", "model.pt", "model.onnx", "model.engine", "subnet.json", "pareto.csv",
+                         "pareto.png", "verify.csv", "config.yaml") if (out / f).is_file() or f in ("report.md", "pareto.png")]
+    return {
+        "out": str(out), "command": " ; ".join(json.loads((out / "run.json").read_text())["commands"][-1:]),
+        "budget": [c.describe() for c in plan.budget], "constraints": list(cfg.constraints),
+        "original": {**original, "base_val_top1": base_top1}, "chosen": chosen, "verify": verified.table,
+        "search": {"evaluations": result.evaluations, "wall_s": result.wall_s, "stopped": result.stopped,
+                   "generations": getattr(result, "generations", cfg.search.generations), "pareto": len(result.pareto)},
+        "stages": clock.times, "table": str(plan.table_path),
+        "predictor": {"a": predictor.a, "b": predictor.b, "error_pct": predictor.error_pct, "speed": predictor.speed},
+        "device": {**device_of(plan.backend)}, "files": files, "skipped": exports.get("skipped", []),
+    }

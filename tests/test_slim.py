@@ -1,0 +1,139 @@
+"""`slimnas slim` end to end on a tiny config through the real command line, then resume, search and export."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+import torch
+
+import slimnas
+from slimnas.pipeline import load_config
+from tests.nets import TinyNet
+
+from .slim_helpers import slimnas as cli
+from .slim_helpers import write_config
+
+OUTPUTS = ["pareto.csv", "pareto.png", "subnet.json", "model.pt", "model.onnx", "report.md", "config.yaml", "verify.csv",
+           "search_state.json"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("slim")
+    config = write_config(root)
+    out = root / "run"
+    r = cli("slim", "--config", str(config), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out, r
+
+
+def test_slim_writes_every_output(run):
+    out, r = run
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    assert (out / "latency" / "table" / "calibration.json").is_file(), "no shipped table fits TinyNet: one is profiled"
+    assert f"Outputs in {out}" in r.stdout.strip().splitlines()[-1]
+    report = (out / "report.md").read_text()
+    for fragment in ("latency budget", "measured latency, median (p10–p90)", "repeat spread", "predicted latency",
+                     "FLOPs", "params", "validation top-1", "test top-1", "Wall time per stage", "cpu_model",
+                     "slimnas slim --config", "model.engine: TensorRT is not installed (pip install slimnas[trt])"):
+        assert fragment in report, fragment
+    assert load_config(out / "config.yaml").constraints == ("latency<=0.8x",)
+
+
+def test_chosen_subnet_meets_the_budget_by_measurement(run):
+    out, _ = run
+    v = pd.read_csv(out / "verify.csv")
+    chosen = v[v["chosen"]]
+    assert len(chosen) == 1
+    row = chosen.iloc[0]
+    assert row["median_ms"] <= row["budget_ms"]
+    assert row["p10_ms"] <= row["median_ms"] <= row["p90_ms"]
+    same_run = v[(v["round"] == row["round"]) & (v["model"] == "original")].iloc[0]
+    assert row["budget_ms"] == pytest.approx(0.8 * same_run["median_ms"])
+    candidates = v[v["model"] == "candidate"]
+    assert candidates["predicted_ms"].notna().all() and candidates["error_pct"].notna().all()
+    subnet = slimnas.Subnet.from_json((out / "subnet.json").read_text())
+    assert subnet.hash == row["hash"]
+
+
+def test_model_pt_loads_into_the_original_class_and_onnx_agrees(run):
+    out, _ = run
+    raw = torch.load(out / "model.pt", weights_only=True)
+    assert set(raw) == {"state_dict", "slimnas"}
+    model = slimnas.load_exported(out / "model.pt")
+    assert type(model) is TinyNet
+    subnet = slimnas.Subnet.from_json((out / "subnet.json").read_text())
+    assert raw["slimnas"]["subnet"] == subnet.to_dict()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x).numpy()
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    assert np.abs(got - want).max() <= 1e-4
+    original = slimnas.convert(TinyNet(10), 32, ratios=(0.25, 0.5, 0.75, 1.0))
+    assert sum(p.numel() for p in model.parameters()) < original.params(original.space.max())
+
+
+def test_rerun_skips_finished_stages(run):
+    out, _ = run
+    before = json.loads((out / "stages.json").read_text())
+    first_model = (out / "model.pt").read_bytes()
+    for name in ("model.pt", "model.onnx", "exports.json", "report.md", "pareto.png"):
+        (out / name).unlink()
+    shutil.rmtree(out / "finetune")
+    r = cli("slim", "--config", str(out.parent / "tiny.yaml"), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for stage in ("latency", "base", "supernet", "search", "verify"):
+        assert f"[{stage}]" in r.stdout and "finished before, skipped" in r.stdout.split(f"[{stage}]")[1].splitlines()[0]
+    assert "timing the original" not in r.stdout, "the reference measurement is reused"
+    after = json.loads((out / "stages.json").read_text())
+    for stage in ("base", "supernet", "search", "verify"):
+        assert after[stage]["reused"] and after[stage]["wall_s"] == before[stage]["wall_s"]
+    assert not after["finetune"]["reused"]
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    assert (out / "model.pt").read_bytes() != b"" and len(first_model) > 0
+
+
+def test_search_and_export_verbs_on_the_supernet_run(run, tmp_path):
+    out, _ = run
+    table = out / "latency" / "table"
+    r = cli("search", str(out / "supernet"), "--table", str(table), "--constraint", "flops<=0.9x",
+            "--population", "4", "--generations", "1", "--calib-images", "32", "--val-images", "32", "--rounds", "2",
+            "--out", str(tmp_path / "s"), "--no-progress")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for name in ("pareto.csv", "pareto.png", "subnet.json", "search_state.json"):
+        assert (tmp_path / "s" / name).is_file(), name
+    r = cli("export", str(out / "supernet"), "--subnet", str(tmp_path / "s" / "subnet.json"), "--out", str(tmp_path / "e"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    model = slimnas.load_exported(tmp_path / "e" / "model.pt")
+    assert type(model) is TinyNet and (tmp_path / "e" / "model.onnx").is_file()
+
+
+def test_export_asked_for_tensorrt_without_it_is_one_line(run, tmp_path, capsys):
+    import importlib.util
+
+    from slimnas.cli import main
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    out, _ = run
+    assert main(["export", str(out), "--out", str(tmp_path / "f"), "--tensorrt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install slimnas[trt]" in err
+
+
+@pytest.mark.parametrize("verb", ["slim", "demo", "search", "export"])
+def test_help_shows_examples(verb, capsys):
+    from slimnas.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([verb, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and f"slimnas {verb}" in text.split("examples:")[1]
