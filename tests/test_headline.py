@@ -18,6 +18,7 @@ from headline_lib.methods import METHODS, Context  # noqa: E402
 from headline_lib.profiles import get_profile  # noqa: E402
 from slimnas.data import DataConfig, load_data  # noqa: E402
 from slimnas.errors import SlimnasError  # noqa: E402
+from slimnas.latency.e2e import E2EConfig  # noqa: E402
 
 from tests.conftest import calibrate  # noqa: E402
 
@@ -84,7 +85,7 @@ def test_bisect_on_real_measurements(tmp_path):
     meter = Meter(onnx_for(ctx.base, tmp_path, SHAPE, name="base"))
 
     def measure(models):
-        return [m.ratio for m in meter.measure([onnx_for(m, tmp_path, SHAPE) for m in models], 4, 40)[1]]
+        return [m.ratio for m in meter.measure([onnx_for(m, tmp_path, SHAPE) for m in models], E2EConfig(4, 10))[1]]
 
     found = bisect_by_measurement(method.build, architecture_key, measure, 0.25, 1.0, 0.9, points=1, steps=1)
     assert found.ratio <= 0.9 and found.knob in (0.25, 0.625, 1.0)
@@ -154,3 +155,13 @@ def test_bad_input_is_one_line_error_and_leaves_no_folder(tmp_path, capsys, args
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("headline: error: ") and message in err[-1]
     assert not work.exists() and not out.exists()
+
+
+def test_ratio_statistics():
+    from headline_lib.measure import ratio_stats
+
+    model, base = [2.0, 3.0, 2.2, 2.9], [4.0, 5.0, 4.4, 5.8]
+    r, p10, p90, repeat = ratio_stats(model, base, "best_round")
+    assert r == pytest.approx(0.5) and repeat == pytest.approx(16.0)  # quietest: 2.0/4.0 (even rounds), 2.9/5.0 (odd)
+    r, p10, p90, repeat = ratio_stats(model, base, "median")
+    assert r == pytest.approx(0.5) and p10 <= r < p90 and repeat == pytest.approx(10.0)  # even 0.5, odd 0.55

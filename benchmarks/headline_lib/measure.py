@@ -1,9 +1,12 @@
 """Measured latency, relative to the base model timed in the same fresh process.
 
 Every call starts one ``slimnas.latency.worker`` process that times the base model and the given models in
-interleaved rounds with the reference probe (:func:`slimnas.latency.e2e.time_onnx_files`). A model's ratio to
-the base is the median over rounds of (its round median / the base's round median), so a change of machine
-speed between rounds cancels out; budgets are fractions of the base, as DESIGN.md asks.
+interleaved rounds with the reference probe (:func:`slimnas.latency.e2e.time_onnx_files`). A model's latency is
+the project's end-to-end statistic (:class:`~slimnas.latency.E2EConfig`; by default the quietest round's median,
+since other jobs on a shared machine only ever slow a round down) and its ratio to the base is taken within
+the run, so a change of machine speed cancels out; budgets are fractions of the base, as DESIGN.md asks.
+The repeat error of a ratio is how far the ratio from the even rounds and the ratio from the odd rounds
+disagree (two independent half-length measurements taken side by side).
 """
 from __future__ import annotations
 
@@ -20,20 +23,20 @@ from torch import nn
 
 from slimnas.export import export_onnx, layer_shapes
 from slimnas.latency.backends import BackendConfig
-from slimnas.latency.e2e import time_onnx_files
+from slimnas.latency.e2e import E2EConfig, time_onnx_files
 from slimnas.latency.timing import TimingConfig
 
 
 @dataclass(frozen=True)
 class Measurement:
-    median_ms: float
+    latency_ms: float  # under the run's statistic (quietest round's median by default)
+    median_ms: float  # all rounds' samples pooled
     p10_ms: float
     p90_ms: float
-    spread_pct: float  # max - min of the per-round medians, in % of the median
-    ratio: float  # median over rounds of this model's round median / the base's round median
-    ratio_p10: float  # 10th and 90th percentiles of the per-round ratios
+    ratio: float  # latency / the base's latency, same run, same statistic
+    ratio_p10: float  # 10th and 90th percentiles of the per-round ratios (round median / base round median)
     ratio_p90: float
-    halves_pct: float  # the ratio's repeat error: first half of the rounds vs second half, in % of the ratio
+    repeat_pct: float  # |ratio from the even rounds - ratio from the odd rounds| / ratio, in %
     n: int  # timed samples
 
     def to_dict(self) -> dict:
@@ -57,19 +60,29 @@ def onnx_for(model: nn.Module, folder: Path, input_shape: tuple[int, ...], name:
     """``model`` as ONNX in ``folder`` (named by its architecture unless ``name`` is given; reused if present)."""
     path = Path(folder) / f"{name or architecture_key(model)}.onnx"
     if not path.is_file():
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             export_onnx(model.eval(), path, input_shape)
     return path
 
 
-def ratio_stats(ratios: np.ndarray) -> tuple[float, float, float, float]:
-    """Median, p10, p90 of per-round ratios, and how far the two halves' medians disagree (in %)."""
-    med = float(np.median(ratios))
-    half = len(ratios) // 2
-    halves = abs(float(np.median(ratios[:half])) - float(np.median(ratios[half:]))) / med * 100 if half else 0.0
-    return med, float(np.percentile(ratios, 10)), float(np.percentile(ratios, 90)), halves
+def _stat(rounds: np.ndarray, statistic: str) -> float:
+    return float(rounds.min() if statistic == "best_round" else np.median(rounds))
+
+
+def ratio_stats(model_rounds: Sequence[float], base_rounds: Sequence[float], statistic: str) -> tuple[float, float, float, float]:
+    """(ratio, p10 and p90 of the per-round ratios, even-vs-odd repeat error in %) of one model to the base."""
+    m, b = np.asarray(model_rounds, float), np.asarray(base_rounds, float)
+    per_round = m / b
+
+    def ratio(idx: slice) -> float:
+        if statistic == "best_round":
+            return _stat(m[idx], statistic) / _stat(b[idx], statistic)
+        return float(np.median(per_round[idx]))
+
+    r = ratio(slice(None))
+    repeat = abs(ratio(slice(0, None, 2)) - ratio(slice(1, None, 2))) / r * 100 if len(m) >= 2 else float("nan")
+    return r, float(np.percentile(per_round, 10)), float(np.percentile(per_round, 90)), repeat
 
 
 class Meter:
@@ -79,14 +92,14 @@ class Meter:
         self.base_onnx = Path(base_onnx)
         self.config = config
 
-    def measure(self, paths: Sequence[Path], rounds: int, samples: int) -> tuple[Measurement, list[Measurement], dict]:
+    def measure(self, paths: Sequence[Path], e2e: E2EConfig) -> tuple[Measurement, list[Measurement], dict]:
         """(base, each model, raw worker output) from one timing process."""
         c = self.config
         raw = time_onnx_files([self.base_onnx, *paths], c.backend, BackendConfig("cpu", c.threads, c.batch),
-                              TimingConfig(samples=max(rounds, samples)), rounds=rounds)
-        base_rounds = np.array(raw["models"][0]["round_medians_ms"])
+                              TimingConfig(), e2e)
+        base_rounds = raw["models"][0]["round_medians_ms"]
         out = []
         for m in raw["models"]:
-            ratios = np.array(m["round_medians_ms"]) / base_rounds
-            out.append(Measurement(m["median_ms"], m["p10_ms"], m["p90_ms"], m["spread_pct"], *ratio_stats(ratios), m["n"]))
+            stats = ratio_stats(m["round_medians_ms"], base_rounds, e2e.statistic)
+            out.append(Measurement(e2e.latency_ms(m), m["median_ms"], m["p10_ms"], m["p90_ms"], *stats, m["n"]))
         return out[0], out[1:], raw

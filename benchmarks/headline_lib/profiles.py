@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
+from slimnas.latency.e2e import E2EConfig
 from slimnas.train import TrainConfig
 
 
@@ -14,10 +15,8 @@ class SectionConfig:
     points: int = 3  # knob values measured per step, in one fresh timing process (1 = plain bisection)
     steps: int = 3  # steps; the interval shrinks by (points + 1) each step
     margin: float = 0.03  # aim this far below the budget so the final re-measurement still meets it
-    rounds: int = 20  # interleaved timing rounds per step (many short rounds pair models with the base closely)
-    samples: int = 1000  # timed samples per model per step (over all rounds)
-    confirm_rounds: int = 40  # the confirmation run of the best few candidates
-    confirm_samples: int = 2000
+    step_timing: E2EConfig = field(default_factory=lambda: E2EConfig(rounds=20, samples_per_round=20))
+    confirm_timing: E2EConfig = field(default_factory=lambda: E2EConfig(rounds=40, samples_per_round=25))
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,7 @@ class Profile:
     calib_images: int = 2048  # training images that re-estimate BatchNorm statistics before each test score
     budgets: tuple[float, ...] = (0.5, 0.7)  # fractions of the base model's measured latency
     section: SectionConfig = field(default_factory=SectionConfig)
-    final_rounds: int = 60  # the closing timing run: every final model and the base, interleaved
-    final_samples: int = 3000
+    final_timing: E2EConfig = field(default_factory=lambda: E2EConfig(rounds=60, samples_per_round=30))  # the closing run
     base_epochs: int = 25  # --train-base: epochs of tools/train_base.py
     base_steps_per_epoch: Optional[int] = None
     slimnas: SlimnasArmConfig = field(default_factory=SlimnasArmConfig)
@@ -59,8 +57,8 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", "plumbing check only: 5 fine-tune steps and 500 test images, so accuracies mean nothing",
                      train_subset=1000, val_subset=200, test_subset=500,
                      finetune=_finetune(epochs=1, steps_per_epoch=5, batch_size=32), calib_images=256,
-                     section=SectionConfig(points=2, steps=2, rounds=10, samples=400, confirm_rounds=20, confirm_samples=800),
-                     final_rounds=30, final_samples=1500, base_epochs=1, base_steps_per_epoch=5,
+                     section=SectionConfig(points=2, steps=2, step_timing=E2EConfig(10, 20), confirm_timing=E2EConfig(20, 20)),
+                     final_timing=E2EConfig(30, 20), base_epochs=1, base_steps_per_epoch=5,
                      slimnas=SlimnasArmConfig(supernet_steps_per_epoch=5, search_minutes=0.5)),
     "quick": Profile("quick", "sized for a 2-core CPU (under 2.5 hours): short fine-tunes, full test set",
                      train_subset=None, val_subset=1000, test_subset=None,
@@ -68,7 +66,7 @@ PROFILES: dict[str, Profile] = {
                      slimnas=SlimnasArmConfig(supernet_epochs=3, supernet_steps_per_epoch=150, search_minutes=6.0)),
     "full": Profile("full", "GPU machine: full training set, 10-epoch fine-tunes", train_subset=None, val_subset=5000, test_subset=None,
                     finetune=_finetune(epochs=10, batch_size=256, lr=0.02, num_workers=8),
-                    section=SectionConfig(points=3, steps=3, rounds=30, samples=1500),
+                    section=SectionConfig(step_timing=E2EConfig(30, 30)),
                     slimnas=SlimnasArmConfig(supernet_epochs=30, supernet_lr=0.05, search_minutes=10.0)),
 }
 

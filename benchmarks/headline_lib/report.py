@@ -11,6 +11,10 @@ from .methods import PEERS, SLIMNAS_ARMS
 GOALS = {0.5: ("best slimnas arm >= best peer + 1.0 pt, and >= base - 1.5 pt", 1.0, 1.5), 0.7: ("best slimnas arm >= base - 0.5 pt", None, 0.5)}
 
 
+STAT_TEXT = {"best_round": "the median of the quietest round (other jobs only ever slow a round down)",
+             "median": "the median of all samples pooled (the ratio: the median of the per-round ratios)"}
+
+
 def table_rows(results: dict) -> list[dict]:
     """One row per (method, budget), joined with the closing timing run."""
     timing = results["final_timing"]
@@ -21,8 +25,8 @@ def table_rows(results: dict) -> list[dict]:
         name = f"{r['method']}@{r['budget']}"
         t = by_name[name]
         row = {k: v for k, v in r.items() if k != "final"}
-        row.update({"latency_ms": t["median_ms"], "p10_ms": t["p10_ms"], "p90_ms": t["p90_ms"], "latency_ratio": t["ratio"],
-                    "ratio_p10": t["ratio_p10"], "ratio_p90": t["ratio_p90"], "repeat_pct": t["halves_pct"],
+        row.update({"latency_ms": t["latency_ms"], "median_ms": t["median_ms"], "p10_ms": t["p10_ms"], "p90_ms": t["p90_ms"],
+                    "latency_ratio": t["ratio"], "ratio_p10": t["ratio_p10"], "ratio_p90": t["ratio_p90"], "repeat_pct": t["repeat_pct"],
                     "meets_budget": t["ratio"] <= r["fraction"]})
         if name in cuda:
             row["cuda_ms"] = cuda[name]["median_ms"]
@@ -78,26 +82,27 @@ def markdown(results: dict, rows: list[dict]) -> str:
              f"(BN re-estimated on {s['calib_images']} training images, as for every model); {base['mflops']:.2f} MFLOPs, "
              f"{base['params_m']:.3f} M params.",
              f"Base recipe: {base_recipe(base)}.",
-             f"Base latency when the budgets were set: {b['base']['median_ms']:.4f} ms (p10–p90 {b['base']['p10_ms']:.4f}–"
-             f"{b['base']['p90_ms']:.4f}); in the closing run: {ft['base']['median_ms']:.4f} ms. Searches aimed "
+             f"Base latency when the budgets were set: {b['base']['latency_ms']:.4f} ms (pooled median {b['base']['median_ms']:.4f}, "
+             f"p10–p90 {b['base']['p10_ms']:.4f}–{b['base']['p90_ms']:.4f}); in the closing run: {ft['base']['latency_ms']:.4f} ms. Searches aimed "
              f"{100 * b['margin']:.0f}% below each budget.", "",
              f"Fine-tune, identical for every method: {f['epochs']} x {f['steps_per_epoch'] or 'all'} steps, batch {f['batch_size']}, "
              f"{f['optimizer']} lr {f['lr']} (warm-up {f['warmup_fraction']}, cosine), label smoothing {f['label_smoothing']}, "
              f"weight decay {f['weight_decay']}, no distillation. Data: CIFAR-10 JPEG copy; search scores on a validation split "
              f"carved from train/ ({s['val_subset'] or 'all'} images); top-1 on {s['test_subset'] or 'all 10,000'} test images.", "",
              "Latency: every final model and the base timed in ONE fresh process, interleaved over "
-             f"{s['final_rounds']} rounds with the reference probe. Ratio = median over rounds of (model's round median / "
-             "base's round median), with the p10–p90 of the per-round ratios; repeat = how far the ratio from the first half "
-             "of the rounds and from the second half disagree (the measurement's own repeat error). A model meets its budget "
-             "when its ratio is at most the budget fraction.", ""]
+             f"{s['final_timing']['rounds']} rounds ({s['final_timing']['samples_per_round']} samples each) with the reference probe. "
+             f"Latency = {STAT_TEXT.get(s['final_timing']['statistic'], s['final_timing']['statistic'])}; ratio = that latency / "
+             "the base's in the same run (p10–p90: the per-round ratios); pooled = median (p10–p90) of all samples; "
+             "repeat = how far the ratio from the even rounds and from the odd rounds disagree (the measurement's own "
+             "repeat error). A model meets its budget when its ratio is at most the budget fraction.", ""]
     for frac in b["fractions"]:
-        lines += [f"## Budget {frac:g}x the base ({frac * ft['base']['median_ms']:.4f} ms in the closing run)", "",
-                  "| method | latency ms median (p10–p90) | ratio to base (p10–p90) | meets budget | repeat % | MFLOPs | params M | "
+        lines += [f"## Budget {frac:g}x the base ({frac * ft['base']['latency_ms']:.4f} ms in the closing run)", "",
+                  "| method | latency ms | pooled ms median (p10–p90) | ratio to base (p10–p90) | meets budget | repeat % | MFLOPs | params M | "
                   "test top-1 | Δ vs base (pt) | search s (prepare + per budget) | knob |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in [r for r in rows if abs(r["fraction"] - frac) < 1e-9]:
             knob = f"{r['knob_name']} {r['knob']:.4g}" if r["knob"] is not None else r["knob_name"]
-            lines.append(f"| {r['method']} | {r['latency_ms']:.4f} ({r['p10_ms']:.4f}–{r['p90_ms']:.4f}) | {r['latency_ratio']:.3f} "
+            lines.append(f"| {r['method']} | {r['latency_ms']:.4f} | {r['median_ms']:.4f} ({r['p10_ms']:.4f}–{r['p90_ms']:.4f}) | {r['latency_ratio']:.3f} "
                          f"({r['ratio_p10']:.3f}–{r['ratio_p90']:.3f}) | {'yes' if r['meets_budget'] else '**NO**'} | "
                          f"{r['repeat_pct']:.1f} | {r['mflops']:.2f} | {r['params_m']:.3f} | "
                          f"{100 * r['test_top1']:.2f} | {100 * (r['test_top1'] - base['test_top1']):+.2f} | "
@@ -127,7 +132,7 @@ def plot(results: dict, rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     base = results["base"]
-    base_ms = results["final_timing"]["base"]["median_ms"]
+    base_ms = results["final_timing"]["base"]["latency_ms"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = dict(zip(list(PEERS) + list(SLIMNAS_ARMS), "osD^v<"))
     for name in dict.fromkeys(r["method"] for r in rows):
@@ -140,7 +145,7 @@ def plot(results: dict, rows: list[dict], path: Path) -> None:
         ax.axvline(frac, color="grey", ls="--", lw=0.8)
         ax.text(frac, ax.get_ylim()[0], f" {frac:g}x budget", color="grey", va="bottom", fontsize=8)
     backend = results["final_timing"]["backend"]
-    ax.set(xlabel=f"measured latency / base in the same run (median, p10–p90 over rounds)\n"
+    ax.set(xlabel=f"measured latency / base in the same run (bars: p10–p90 of the per-round ratios)\n"
                   f"{backend.get('backend')} {backend.get('backend_version')} CPU, {backend.get('threads')} thread, batch 1",
            ylabel="CIFAR-10 test top-1 (%)", title=f"MobileNetV2 CIFAR-10: accuracy vs measured latency ({results['profile']})")
     ax.grid(alpha=0.3)

@@ -130,10 +130,10 @@ class Run:
         info = self.cached(path)
         if info is None:
             s = self.p.section
-            base, _, raw = meter.measure([], s.rounds, s.samples)
+            base, _, raw = meter.measure([], s.confirm_timing)
             info = self.write(path, {"base": base.to_dict(), "probe_ms": raw["probe_ms"], "backend": raw["backend"],
                                      "fractions": list(self.p.budgets), "margin": s.margin})
-        base_ms = info["base"]["median_ms"]
+        base_ms = info["base"]["latency_ms"]
         budgets = [Budget(f, f * (1 - info["margin"]), base_ms) for f in info["fractions"]]
         return info, budgets
 
@@ -158,14 +158,14 @@ class Run:
             s = self.p.section
             onnx_dir = self.work / "onnx" / "search"
 
-            def timer(rounds: int, samples: int):
+            def timer(e2e):
                 def measure(models):
                     paths = [onnx_for(m, onnx_dir, INPUT_SHAPE) for m in models]
-                    return [m.ratio for m in meter.measure(paths, rounds, samples)[1]]
+                    return [m.ratio for m in meter.measure(paths, e2e)[1]]
                 return measure
 
             t0 = time.time()
-            found = method.search(budget, Timers(timer(s.rounds, s.samples), timer(s.confirm_rounds, s.confirm_samples)))
+            found = method.search(budget, Timers(timer(s.step_timing), timer(s.confirm_timing)))
             search_s = time.time() - t0
             save_exported(found.model, folder / "searched.pt", arch=ARCH, num_classes=NUM_CLASSES)
             search = self.write(folder / "search.json", {"knob": found.knob, "ratio_in_search": found.ratio,
@@ -201,9 +201,9 @@ class Run:
             return old
         onnx_dir = self.work / "onnx" / "final"
         paths = [onnx_for(load_exported(r["final"]), onnx_dir, INPUT_SHAPE, name=n.replace("@", "_")) for r, n in zip(rows, names)]
-        self.log(f"closing timing run: {len(paths)} models + the base, {self.p.final_rounds} interleaved rounds, fresh process")
+        self.log(f"closing timing run: {len(paths)} models + the base, {self.p.final_timing.rounds} interleaved rounds, fresh process")
         meter = Meter(onnx_for(self.base_model, self.work / "onnx", INPUT_SHAPE, name="base"))
-        base, ms, raw = meter.measure(paths, self.p.final_rounds, self.p.final_samples)
+        base, ms, raw = meter.measure(paths, self.p.final_timing)
         return self.write(path, {"names": names, "base": base.to_dict(), "models": [m.to_dict() for m in ms],
                                  "probe_ms": raw["probe_ms"], "backend": raw["backend"]})
 
@@ -245,7 +245,7 @@ class Run:
                  f"images; device {self.device}; methods {', '.join(self.opts.methods)}")
         meter = Meter(onnx_for(self.base_model, self.work / "onnx", INPUT_SHAPE, name="base"))
         budget_info, budgets = self.budgets(meter)
-        self.log(f"base {budget_info['base']['median_ms']:.4f} ms; budgets " +
+        self.log(f"base {budget_info['base']['latency_ms']:.4f} ms; budgets " +
                  ", ".join(f"{b.label} = {b.fraction * b.base_ms:.4f} ms (search target {b.target:.3f}x)" for b in budgets))
         evaluator = test_evaluator(self.data, p.calib_images, self.device)
         base_scores = self.cached(self.work / "base_scores.json") or self.write(
