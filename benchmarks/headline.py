@@ -2,9 +2,10 @@
 
 Every method slims the CIFAR-10 MobileNetV2 base to 0.5x and 0.7x of the base's measured end-to-end latency
 (onnxruntime CPU, batch 1, one thread, timed in a fresh process with the reference probe), gets the same
-fine-tune, and is scored on the CIFAR-10 test split. All final models are timed again together with the base
-in one interleaved run, and every budget is checked by that measurement. Finished stages are cached in the
-work folder: rerun the same command after an interruption to resume.
+fine-tune, and is scored on the CIFAR-10 test split. The slimnas arms (sandwich, cafenet, bsnas) train a
+supernet on latency-sensitive bins and let `slimnas.pipeline.slim` search and verify. All final models are
+timed again together with the base in one interleaved run, and every budget is checked by that measurement.
+Finished stages are cached in the work folder: rerun the same command to resume, or to add methods.
 
     flock /tmp/slimnas-cpu.lock env PYTHONPATH=. python benchmarks/headline.py --smoke --methods uniform,torch-pruning,fastnas
     PYTHONPATH=. python benchmarks/headline.py --quick          # this 2-core CPU, < 2.5 h (run it in the background)

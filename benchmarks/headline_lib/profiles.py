@@ -21,13 +21,18 @@ class SectionConfig:
 
 @dataclass(frozen=True)
 class SlimnasArmConfig:
-    """Budget of the slimnas arms (supernet training and search), shared by the three strategies."""
+    """Budget of the slimnas arms (supernet training, search, verification), the same for the three strategies."""
 
     supernet_epochs: int = 1
-    supernet_steps_per_epoch: Optional[int] = None
+    supernet_steps_per_epoch: Optional[int] = None  # None: the whole training split each epoch
     supernet_lr: float = 0.002
-    latency_bins: int = 4
-    search_minutes: float = 5.0
+    latency_bins: int = 4  # latency-sensitive bins: candidate widths per group
+    population: int = 50  # evolutionary search
+    generations: int = 20
+    search_minutes: float = 5.0  # wall-time cap of one search (one budget)
+    calib_images: int = 512  # BN re-estimation per scored subnet during search
+    verify_rounds: int = 20  # the pipeline's end-to-end verification of its best candidates
+    verify_samples: int = 400
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,13 @@ PROFILES: dict[str, Profile] = {
                      finetune=_finetune(epochs=1, steps_per_epoch=5, batch_size=32), calib_images=256,
                      section=SectionConfig(points=2, steps=2, step_timing=E2EConfig(10, 20), confirm_timing=E2EConfig(20, 20)),
                      final_timing=E2EConfig(30, 20), base_epochs=1, base_steps_per_epoch=5,
-                     slimnas=SlimnasArmConfig(supernet_steps_per_epoch=5, search_minutes=0.5)),
+                     slimnas=SlimnasArmConfig(supernet_steps_per_epoch=5, population=8, generations=2, search_minutes=0.5,
+                                              calib_images=64, verify_rounds=10, verify_samples=100)),
     "quick": Profile("quick", "sized for a 2-core CPU (under 2.5 hours): short fine-tunes, full test set",
                      train_subset=None, val_subset=1000, test_subset=None,
                      finetune=_finetune(epochs=4, steps_per_epoch=100, batch_size=64),
-                     slimnas=SlimnasArmConfig(supernet_epochs=3, supernet_steps_per_epoch=150, search_minutes=6.0)),
+                     slimnas=SlimnasArmConfig(supernet_epochs=3, supernet_steps_per_epoch=150, supernet_lr=0.005,
+                                              search_minutes=4.0)),
     "full": Profile("full", "GPU machine: full training set, 10-epoch fine-tunes", train_subset=None, val_subset=5000, test_subset=None,
                     finetune=_finetune(epochs=10, batch_size=256, lr=0.02, num_workers=8),
                     section=SectionConfig(step_timing=E2EConfig(30, 30)),

@@ -239,8 +239,9 @@ class Run:
         p = self.p
         weights, base_info = self.base_checkpoint()
         self.base_model = load_model(ARCH, num_classes=NUM_CLASSES, weights=str(weights)).eval()
-        self.data = load_data(DataConfig("cifar10", image_size=INPUT_SHAPE[1], train_subset=p.train_subset,
-                                         val_subset=p.val_subset, test_subset=p.test_subset, seed=0))
+        data_config = DataConfig("cifar10", image_size=INPUT_SHAPE[1], train_subset=p.train_subset,
+                                 val_subset=p.val_subset, test_subset=p.test_subset, seed=0)
+        self.data = load_data(data_config)
         self.log(f"profile {p.name}: {len(self.data.train)} train / {len(self.data.val)} val / {len(self.data.test)} test "
                  f"images; device {self.device}; methods {', '.join(self.opts.methods)}")
         meter = Meter(onnx_for(self.base_model, self.work / "onnx", INPUT_SHAPE, name="base"))
@@ -250,7 +251,7 @@ class Run:
         evaluator = test_evaluator(self.data, p.calib_images, self.device)
         base_scores = self.cached(self.work / "base_scores.json") or self.write(
             self.work / "base_scores.json", self.score(self.base_model, evaluator, "base"))
-        ctx = Context(self.base_model, weights, ARCH, INPUT_SHAPE, self.data, p, self.device, self.log)
+        ctx = Context(self.base_model, weights, ARCH, INPUT_SHAPE, self.data, data_config, p, self.device, self.log)
         rows = []
         for name in self.opts.methods:
             method = METHODS[name](ctx, self.work / name)

@@ -15,7 +15,7 @@ from typing import Callable, ClassVar, Optional, Sequence
 import torch
 from torch import nn
 
-from slimnas.data import Datasets
+from slimnas.data import DataConfig, Datasets
 from slimnas.errors import SlimnasError
 from slimnas.export import layer_shapes, reshape_to
 
@@ -41,6 +41,7 @@ class Context:
     arch: str  # torchvision name of the base model
     input_shape: tuple[int, ...]  # (C, H, W)
     data: Datasets
+    data_config: DataConfig  # how ``data`` was loaded (the slimnas arms train their supernets on the same splits)
     profile: Profile
     device: torch.device
     log: Callable[[str], None] = print
