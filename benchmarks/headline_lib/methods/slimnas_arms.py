@@ -30,7 +30,7 @@ class SlimnasArm(Method):
     strategy = ""
     options: dict = {}
     max_ratio = 1.0  # > 1 broadens the space (BS-NAS)
-    knob_name = "latency budget (slimnas evolutionary search + on-device verification)"
+    knob_name = "slimnas search + verification"
 
     @classmethod
     def unavailable(cls):
