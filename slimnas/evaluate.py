@@ -84,16 +84,17 @@ def recalibrate_bn(model: nn.Module, batches: list[torch.Tensor]) -> None:
 
 @contextlib.contextmanager
 def bn_state_restored(model: nn.Module) -> Iterator[None]:
-    """Restore every BatchNorm's running statistics on exit."""
+    """Restore every BatchNorm's running statistics (and batch count) on exit."""
     bns = batch_norms(model)
-    saved = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in bns]
+    saved = [(bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()) for bn in bns]
     try:
         yield
     finally:
         with torch.no_grad():
-            for bn, (m, v) in zip(bns, saved):
+            for bn, (m, v, n) in zip(bns, saved):
                 bn.running_mean.copy_(m)
                 bn.running_var.copy_(v)
+                bn.num_batches_tracked.copy_(n)
 
 
 @torch.no_grad()

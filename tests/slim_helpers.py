@@ -17,7 +17,7 @@ model: {{name: "tests.nets:tiny_net", num_classes: 10, input_size: 32}}
 base: {TRAIN}
 data: {{source: digits}}
 space: {{ratios: [0.25, 0.5, 0.75, 1.0]}}
-latency: {{rounds: 2, samples: 30, profile: {{calibration_subnets: 4, e2e_rounds: 2, timing: {{warmup_ms: 5.0, min_sample_ms: 0.2}}}}}}
+latency: {{rounds: 2, samples: 30, profile: {{calibration_subnets: 4, passes: 1, e2e: {{rounds: 2, samples_per_round: 5}}, timing: {{warmup_ms: 5.0, min_sample_ms: 0.2}}}}}}
 constraints: ["latency<=0.8x"]
 supernet:
   strategy: cafenet

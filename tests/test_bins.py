@@ -1,15 +1,26 @@
-"""FLOPs-sensitive bins are about equally FLOPs-spaced; latency bins snap to the ends of latency plateaus."""
+"""FLOPs-sensitive bins are about equally FLOPs-spaced; latency bins snap to the ends of latency plateaus and come
+from the profiler's own tables (a real one measured here on TinyNet, and the shipped MobileNetV2 one)."""
 from __future__ import annotations
 
+import json
 import math
+import random
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torchvision
 
 import slimnas
-from slimnas.train import flops_bins, flops_cost, latency_bins, table_latency
+from slimnas import Subnet
+from slimnas.cli import main
+from slimnas.latency import LatencyPredictor, LatencyTable, create_backend, profile
+from slimnas.train import flops_bins, flops_cost, latency_bins, make_layout, predictor_cost, table_latency
 from slimnas.train.bins import default_step
+from tests.conftest import ROOT
+from tests.latency_helpers import FAST
+from tests.nets import TinyNet
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +76,107 @@ def test_table_latency_interpolates():
     assert f("a", 12) == pytest.approx(1.5) and f("b", 8) == 5.0
     with pytest.raises(slimnas.SlimnasError):
         f("c", 8)
+
+
+# -- latency bins from the profiler's own tables -------------------------------------------------------------
+BIN_RATIOS = (0.25, 0.5, 0.75, 1.0)
+SHIPPED = ROOT / "latency_tables" / "mobilenet_v2_32_onnxruntime_cpu_t1_b1_fp32"
+
+
+def tiny_supernet(ratios=BIN_RATIOS):
+    return slimnas.convert(TinyNet().eval(), 16, ratios=ratios)
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory):
+    """A real table of TinyNet (16x16, four ratios) measured with onnxruntime, fast settings."""
+    out = tmp_path_factory.mktemp("bins_table")
+    profile(tiny_supernet(), create_backend("onnxruntime"), out, "tests.nets:tiny_net", FAST,
+            model_args={"model": "tests.nets:tiny_net", "ratios": list(BIN_RATIOS)}, log=lambda s: None)
+    return out
+
+
+def assert_equal_steps(layout):
+    """A kept width is the widest within one bin step of the previous kept one: every width skipped between
+    them costs at most a step more (or is no faster than its successor). The last pair may be folded."""
+    cost, step = layout.cost, layout.step
+    for g in layout.space.groups:
+        full = layout.full[g.name].choices
+        for a, b in zip(g.choices[:-2], g.choices[1:-1]):
+            for c in full[full.index(a) + 1: full.index(b)]:
+                nxt = full[full.index(c) + 1]
+                assert cost(g.name, c) - cost(g.name, a) <= step * (1 + 1e-9) or cost(g.name, nxt) <= cost(g.name, c), \
+                    (g.name, a, b, c)
+            nxt = full[full.index(b) + 1]  # and the next candidate was beyond the step
+            assert cost(g.name, nxt) - cost(g.name, a) > step * (1 - 1e-9), (g.name, a, b)
+
+
+def test_latency_bins_from_a_profiled_table(tiny_table, tmp_path):
+    net = tiny_supernet()
+    predictor = LatencyPredictor(LatencyTable.load(tiny_table), net)
+    # the marginal is the mean prediction over random subnets with the group set; check the matrix plumbing
+    # against subnets built one by one
+    samples = [net.space.sample(s) for s in [random.Random(3)] for _ in range(5)]
+    cost = predictor_cost(predictor, samples=5, seed=3)
+    for g in net.space.groups:
+        for w in g.choices:
+            subs = [Subnet({**s.widths, g.name: w}) for s in samples]
+            assert cost(g.name, w) == pytest.approx(float(np.mean(predictor.predict(subs))), rel=1e-9)
+    widest = predictor_cost(predictor, samples=0)
+    g = net.space.groups[-1]
+    assert widest(g.name, g.choices[0]) == pytest.approx(float(predictor.predict([Subnet({**net.space.max().widths, g.name: g.choices[0]})])[0]))
+
+    layout = make_layout(f"latency:3:{tiny_table}", net)
+    assert layout.kind == "latency" and layout.unit == "latency_ms"
+    assert_equal_steps(layout)
+    for g in layout.space.groups:
+        assert set(g.choices) <= set(net.space[g.name].choices) and g.choices[-1] == net.space[g.name].choices[-1]
+    # the CSV form still works and gives the same layout from the same numbers
+    csv_path = tmp_path / "lat.csv"
+    pd.DataFrame([{"group": r["group"], "width": r["width"], "latency_ms": r["latency_ms"]} for r in layout.rows()]
+                 ).to_csv(csv_path, index=False)
+    from_csv = make_layout(f"latency:3:{csv_path}", net)
+    assert {g.name: g.choices for g in from_csv.space.groups} == {g.name: g.choices for g in layout.space.groups}
+
+    # the CLI shows the layout and writes bins.csv + bins.png
+    out = tmp_path / "bins"
+    args = ["bins", "tests.nets:tiny_net", "--num-classes", "10", "--input-size", "16",
+            "--ratios", ",".join(map(str, BIN_RATIOS)), "--bins", f"latency:3:{tiny_table}", "--out", str(out)]
+    assert main(args) == 0
+    written = pd.read_csv(out / "bins.csv")
+    assert len(written) == sum(len(g.choices) for g in net.space.groups) and (out / "bins.png").stat().st_size > 1000
+    kept = written[written["kept"]].groupby("group")["width"].apply(tuple).to_dict()
+    assert kept == {g.name: g.choices for g in layout.space.groups}
+
+
+def test_latency_bins_refuse_a_table_of_another_space(tiny_table, tmp_path, capsys):
+    with pytest.raises(slimnas.SlimnasError, match="space_hash"):
+        make_layout(f"latency:3:{tiny_table}", tiny_supernet(ratios=(0.5, 1.0)))
+    out = tmp_path / "never"
+    rc = main(["bins", "tests.nets:tiny_net", "--num-classes", "10", "--input-size", "16", "--ratios", "0.5,1",
+               "--bins", f"latency:3:{tiny_table}", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "space_hash" in err and not out.exists()
+    with pytest.raises(slimnas.SlimnasError, match="does not exist"):
+        make_layout(f"latency:3:{tmp_path / 'missing'}", tiny_supernet())
+    with pytest.raises(slimnas.SlimnasError, match="need a table"):
+        make_layout("latency:3", tiny_supernet())
+
+
+def test_latency_bins_from_the_shipped_mobilenet_v2_table(tmp_path):
+    """The shipped 32x32 table lays out bins on any machine: only the network, shape and space are checked."""
+    table = tmp_path / "table"
+    shutil.copytree(SHIPPED, table)
+    fp = json.loads((table / "fingerprint.json").read_text())
+    (table / "fingerprint.json").write_text(json.dumps({**fp, "cpu_model": "another CPU", "device_name": "another CPU",
+                                                        "cores": 64, "os": "elsewhere"}))
+    net = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), 32)
+    layout = make_layout(f"latency:4:{table}", net)
+    assert_equal_steps(layout)
+    kept = {g.name: len(g.choices) for g in layout.space.groups}
+    assert sum(kept.values()) < sum(len(g.choices) for g in net.space.groups) and max(kept.values()) >= 4
+    rows = layout.rows()
+    assert all(r["latency_ms"] > 0 for r in rows) and {r["group"] for r in rows} == {g.name for g in net.space.groups}
+    (table / "fingerprint.json").write_text(json.dumps({**fp, "input_shape": [3, 64, 64]}))
+    with pytest.raises(slimnas.SlimnasError, match="input_shape"):
+        make_layout(f"latency:4:{table}", net)

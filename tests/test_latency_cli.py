@@ -33,6 +33,10 @@ def test_profile_bad_threads(capsys):
     _one_line_error(capsys, ["profile", "mobilenet_v2", "--threads", "0"], "threads")
 
 
+def test_profile_bad_passes(capsys):
+    _one_line_error(capsys, ["profile", "mobilenet_v2", "--passes", "0"], "--passes")
+
+
 def test_profile_unknown_model(capsys):
     _one_line_error(capsys, ["profile", "mobilenet_v9", "--input-size", "32"], "unknown model name")
 

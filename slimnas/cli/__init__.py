@@ -24,7 +24,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
-_VERBS = ("inspect", "profile", "latency", "train", "rank", "search", "export", "slim", "demo")
+_VERBS = ("inspect", "profile", "latency", "bins", "train", "rank", "search", "export", "slim", "demo")
 
 
 def command(name: str, help: str, examples: str):

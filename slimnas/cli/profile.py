@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import SlimnasError
 from ..latency import BackendConfig, ProfileConfig, TimingConfig, backend_names, create_backend, profile
 from . import command
 from .common import add_model_arguments, add_space_arguments, parse_ratios, supernet_from_args
@@ -20,11 +21,13 @@ def default_table_dir(args: argparse.Namespace) -> Path:
   slimnas profile mobilenet_v2 --input-size 224 --out latency_tables/mbv2_224   # rerun to resume
   slimnas profile efficientnet_b0 --backend torch --device cuda --dtype fp16""")
 def run(args: argparse.Namespace) -> int:
+    if args.passes < 1:
+        raise SlimnasError(f"--passes must be at least 1, got {args.passes}")
     backend = create_backend(args.backend, BackendConfig(args.device, args.threads, args.batch, args.dtype))
     net = supernet_from_args(args)
     out = Path(args.out) if args.out else default_table_dir(args)
     config = ProfileConfig(timing=TimingConfig(samples=args.samples), grid_step=args.grid_step,
-                           refine_tol=args.refine_tol, calibration_subnets=args.calibration_subnets)
+                           refine_tol=args.refine_tol, calibration_subnets=args.calibration_subnets, passes=args.passes)
     model_args = {"model": args.model, "num_classes": args.num_classes, "weights": args.weights,
                   "ratios": list(parse_ratios(args.ratios)), "divisor": args.divisor, "max_ratio": args.max_ratio}
     profile(net, backend, out, model=str(args.model), config=config, model_args=model_args)
@@ -43,5 +46,6 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=30, help="timed samples per entry (at least 30; default: 30)")
     p.add_argument("--grid-step", type=int, default=2, help="coarse grid: every k-th candidate width (default: 2)")
     p.add_argument("--refine-tol", type=float, default=0.05, help="refine cells missing interpolation by more (default: 0.05)")
-    p.add_argument("--calibration-subnets", type=int, default=10, help="whole subnets timed for calibration (default: 10)")
+    p.add_argument("--passes", type=int, default=2, help="time every measured entry this many times, keep the best (default: 2)")
+    p.add_argument("--calibration-subnets", type=int, default=30, help="whole subnets timed end to end for calibration (default: 30)")
     p.add_argument("--out", help="table directory (default: latency_tables/<model>_<size>_<backend>_...)")

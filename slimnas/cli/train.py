@@ -52,6 +52,8 @@ def data_config(args: argparse.Namespace) -> DataConfig:
 @command("train", "Train a supernet from a base checkpoint (sandwich, cafenet or bsnas); resumable, DDP under torchrun.", """\
   slimnas train tests.nets:tiny_net --out runs/demo --epochs 1
   slimnas train mobilenet_v2 --weights cifar10_mobilenet_v2.pth --data cifar10 --strategy cafenet --opt k=3 --bins flops:4 --out runs/cafe
+  slimnas train mobilenet_v2 --weights base.pth --data cifar10 --strategy cafenet --out runs/cafe_lat \
+      --bins latency:4:latency_tables/mobilenet_v2_32_onnxruntime_cpu_t1_b1_fp32
   slimnas train mobilenet_v2 --weights base.pth --data cifar10 --strategy bsnas --max-ratio 1.5 --opt shrink_every=100 --out runs/bs
   slimnas train mobilenet_v2 --weights base.pth --data cifar10 --out runs/cafe --resume
   torchrun --nproc_per_node 2 -m slimnas train mobilenet_v2 --weights base.pth --data cifar10 --out runs/ddp""")
@@ -71,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         last = trainer.history[-1] if trainer.history else {}
         shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_"))
         print(f"trained {trainer.step} steps ({trainer.epoch} epochs) into {out}" + (f"; {shown}" if shown else ""))
+        if args.bins:
+            print(f"bin layout ({args.bins}): {out / 'bins.csv'}, {out / 'bins.png'}")
     return 0
 
 
@@ -84,7 +88,9 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--strategy", default="sandwich", help="sandwich | cafenet | bsnas | plain (default: sandwich)")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="a strategy option (repeatable), e.g. k=3, n_random=2")
-    p.add_argument("--bins", help="flops:N or latency:N:TABLE.csv (cost-sensitive candidate widths)")
+    p.add_argument("--bins", help="cost-sensitive candidate widths: flops:N, latency:N:TABLE_DIR (a `slimnas profile` "
+                   "table of this model, input size and space) or latency:N:TABLE.csv (group,width,latency_ms); "
+                   "the layout goes to OUT/bins.csv and bins.png")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--steps-per-epoch", type=int, help="cap the steps of each epoch (quick runs)")
     p.add_argument("--batch-size", type=int, default=64, help="per process (default: 64)")

@@ -9,7 +9,7 @@ changes speed at some channel multiple) and every point of the cell is timed.
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 Point = tuple[int, ...]  # indices along the axes
 
@@ -32,13 +32,16 @@ def _interp(point: Point, lo: Point, hi: Point, axes: Sequence[Sequence[int]], v
 
 
 def adaptive(axes: Sequence[Sequence[int]], measure: Callable[[Point], float], step: int = 2,
-             tol: float = 0.05) -> dict[Point, tuple[float, str]]:
+             tol: float = 0.05, value: Optional[Callable[[Point], float]] = None) -> dict[Point, tuple[float, str]]:
     """Values at every grid point, each marked ``measured`` or ``interpolated``.
 
     ``measure(point)`` times one point (a resumed profiler answers it from disk). Decisions depend only on the
-    measured values, so a rerun over the same data replays the same choices.
+    measured values, so a rerun over the same data replays the same choices. ``value(point)``, where given,
+    is what a measured point is worth in the result and in the interpolation of its cell (for example the
+    best of several timings, while the decisions stay with the first).
     """
     known: dict[Point, tuple[float, str]] = {}
+    cells: dict[Point, tuple[Point, Point]] = {}
 
     def get(p: Point) -> float:
         if p not in known or known[p][1] != "measured":
@@ -67,4 +70,7 @@ def adaptive(axes: Sequence[Sequence[int]], measure: Callable[[Point], float], s
             for p in todo:
                 if p not in known:
                     known[p] = (_interp(p, lo, hi, axes, get), "interpolated")
-    return known
+                    cells[p] = (lo, hi)
+    if value is None:
+        return known
+    return {p: (_interp(p, *cells[p], axes, value), s) if s == "interpolated" else (value(p), s) for p, (_, s) in known.items()}

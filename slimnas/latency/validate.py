@@ -1,8 +1,10 @@
 """``validate``: predicted vs measured end-to-end latency of random subnets, on the table's own backend.
 
 N random subnets are exported to ONNX, then timed end to end in a fresh process, interleaved in rounds with
-the reference probe; the table's calibrated predictions are rescaled by the probe of that same run. Reports
-the share within ±10%, RMSPE and Kendall's τ, and writes a CSV, a JSON summary and a scatter plot.
+the reference probe (optionally in chunks, resumable); the table's calibrated predictions are rescaled by the
+probe of that same run. Reports the share within ±10%, RMSPE and Kendall's τ against the statistic the table
+was calibrated on (and against the other one), with the measurement's own repeat error beside them, and
+writes a CSV, a JSON summary and a scatter plot.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import random
 import tempfile
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
@@ -17,12 +20,13 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SlimnasError
+from ..fileio import atomic_write_text
 from ..models import load_model
 from ..stats import kendall_tau
 from ..space import SpaceConfig
 from ..supernet import ConvertConfig, convert
 from .backends import BackendConfig, create_backend
-from .e2e import export_subnets, time_onnx_files
+from .e2e import STATISTICS, E2EConfig, export_subnets, time_onnx_files
 from .fingerprint import DEVICE_KEYS, machine
 from .predictor import LatencyPredictor
 from .table import LatencyTable
@@ -51,8 +55,51 @@ def device_of(backend) -> dict:
     return {**machine(), **backend.describe()}
 
 
-def validate(table_path, samples: int = 50, seed: int = 0, out: Optional[Path] = None, rounds: int = 3,
-             timing: Optional[TimingConfig] = None, log=print) -> dict:
+def e2e_for(table: LatencyTable, rounds: Optional[int] = None) -> E2EConfig:
+    """End-to-end settings that match how the table's calibration was measured (its statistic)."""
+    statistic = (table.calibration() or {}).get("e2e_statistic", "median")
+    base = E2EConfig(**{**(table.fingerprint.get("e2e") or {}), "statistic": statistic})
+    return base if rounds is None else replace(base, rounds=rounds)
+
+
+def _time_chunks(net, subnets, backend, timing, e2e, work: Path, chunk: int, max_chunks: Optional[int], log) -> list[dict]:
+    """Time ``subnets`` in chunks (each in its own fresh worker run); a finished chunk is kept in
+    ``work/chunk_NNN.json`` and not timed again. Returns the chunks finished so far, in order."""
+    size = chunk or len(subnets)
+    parts = [subnets[i:i + size] for i in range(0, len(subnets), size)]
+    done, timed = [], 0
+    for k, part in enumerate(parts):
+        f = work / f"chunk_{k:03d}.json"
+        job = {"subnets": [s.hash for s in part], "e2e": asdict(e2e), "timing": asdict(timing)}
+        if f.is_file():
+            data = json.loads(f.read_text())
+            if data.get("job") == job:
+                done.append(data)
+                continue
+        if max_chunks is not None and timed >= max_chunks:
+            break
+        t0 = time.time()
+        paths = export_subnets(net, part, work / "onnx")
+        res = time_onnx_files(paths, backend.name, backend.config, timing, e2e)
+        for p in paths:
+            p.unlink(missing_ok=True)
+        data = {"job": job, "models": res["models"], "probe_ms": res["probe_ms"], "time": time.time()}
+        atomic_write_text(f, json.dumps(data) + "\n")
+        done.append(data)
+        timed += 1
+        log(f"chunk {k + 1}/{len(parts)}: {len(part)} subnets exported and timed in {time.time() - t0:.0f} s")
+    return done
+
+
+def validate(table_path, samples: int = 50, seed: int = 0, out: Optional[Path] = None, rounds: Optional[int] = None,
+             timing: Optional[TimingConfig] = None, chunk: int = 0, max_chunks: Optional[int] = None, log=print) -> dict:
+    """Time ``samples`` random subnets end to end and compare with the table's predictions.
+
+    ``chunk`` > 0 times them in chunks of that many, each in a worker run of its own with its own reference
+    probe (predictions of a chunk are rescaled by that chunk's probe); with ``out`` given, finished chunks are
+    kept under ``out/work`` and a rerun (after a kill, or after stopping at ``max_chunks`` new chunks) goes on
+    from there. Returns the summary, or ``{"finished": False, ...}`` while chunks remain.
+    """
     table = LatencyTable.load(table_path)
     fp = table.fingerprint
     backend = create_backend(fp["backend"], BackendConfig(fp.get("device", "cpu"), int(fp["threads"]),
@@ -62,37 +109,61 @@ def validate(table_path, samples: int = 50, seed: int = 0, out: Optional[Path] =
     rng = random.Random(seed)
     subnets = [net.space.sample(rng) for _ in range(samples)]
     timing = timing or TimingConfig(**fp.get("timing", {}))
+    e2e = e2e_for(table, rounds)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="slimnas-validate-") as tmp:
-        paths = export_subnets(net, subnets, Path(tmp))
-        log(f"exported {len(paths)} subnets in {time.time() - t0:.0f} s; timing them end to end (fresh process)")
-        res = time_onnx_files(paths, backend.name, backend.config, timing, rounds=rounds)
-    probe_now = float(np.median(res["probe_ms"]))
-    speed = predictor.rescale(probe_now)
-    pred = predictor.predict(subnets)
-    meas = np.array([m["median_ms"] for m in res["models"]])
-    result = {"table": str(table.path), "samples": samples, "seed": seed, "rounds": rounds,
-              "probe_table_ms": predictor.reference_probe_ms, "probe_now_ms": probe_now, "speed_factor": speed,
-              "probe_rounds_ms": res["probe_ms"], "calibration": {"a": predictor.a, "b": predictor.b,
-              "loo_rmspe_pct": predictor.error_pct}, "metrics": metrics(pred, meas),
-              "metrics_without_probe_rescale": metrics(pred / speed, meas),
-              "median_repeat_spread_pct": float(np.median([m["spread_pct"] for m in res["models"]])),
-              "wall_s": round(time.time() - t0, 1), "device": {k: fp.get(k) for k in DEVICE_KEYS}}
-    rows = pd.DataFrame({"subnet": [s.hash for s in subnets], "predicted_ms": pred, "measured_ms": meas,
-                         "p10_ms": [m["p10_ms"] for m in res["models"]], "p90_ms": [m["p90_ms"] for m in res["models"]],
-                         "n": [m["n"] for m in res["models"]], "round_spread_pct": [m["spread_pct"] for m in res["models"]],
-                         "flops_m": [net.flops(s) / 1e6 for s in subnets]})
+        work = Path(out) / "work" if out is not None else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        chunks = _time_chunks(net, subnets, backend, timing, e2e, work, chunk, max_chunks, log)
+    n_done = sum(len(c["models"]) for c in chunks)
+    if n_done < samples:
+        log(f"{n_done}/{samples} subnets timed; run again to time the rest")
+        return {"finished": False, "timed": n_done, "samples": samples}
+    result, rows = _compare(predictor, net, subnets, chunks, e2e)
+    result.update({"finished": True, "table": str(table.path), "samples": samples, "seed": seed, "chunk": chunk,
+                   "e2e": asdict(e2e), "wall_s_this_run": round(time.time() - t0, 1),
+                   "device": {k: fp.get(k) for k in DEVICE_KEYS}})
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         rows.to_csv(out / "validate.csv", index=False)
-        (out / "validate.json").write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out / "validate.json", json.dumps(result, indent=2) + "\n")
         scatter(rows, result, out / "validate.png", title=f"{fp.get('model')} {fp['input_shape']} {fp['backend']} t{fp['threads']}")
         result["files"] = [str(out / n) for n in ("validate.csv", "validate.json", "validate.png")]
     m = result["metrics"]
     log(f"{samples} subnets: {100 * m['within_10pct']:.1f}% within ±10%, RMSPE {m['rmspe_pct']:.2f}%, "
-        f"Kendall τ {m['kendall_tau']:.3f} (probe rescale ×{speed:.3f})")
+        f"Kendall τ {m['kendall_tau']:.3f} against the {e2e.statistic} statistic "
+        f"(its repeat error {result['repeat_error_pct'][e2e.statistic]:.2f}%)")
     return result
+
+
+def _compare(predictor: LatencyPredictor, net, subnets, chunks: list[dict], e2e: E2EConfig) -> tuple[dict, pd.DataFrame]:
+    """Predictions (each chunk rescaled by its own probe) against the measurements, in both statistics."""
+    models = [m for c in chunks for m in c["models"]]
+    chunk_of = np.concatenate([np.full(len(c["models"]), k) for k, c in enumerate(chunks)])
+    speeds = np.array([e2e.probe_ms(c["probe_ms"]) / predictor.reference_probe_ms for c in chunks])
+    predictor.speed = 1.0
+    unscaled = predictor.predict(subnets)
+    pred = unscaled * speeds[chunk_of]
+    stats = {name: replace(e2e, statistic=name) for name in STATISTICS}
+    meas = {name: np.array([cfg.latency_ms(m) for m in models]) for name, cfg in stats.items()}
+    result = {"statistic": e2e.statistic, "metrics": metrics(pred, meas[e2e.statistic]),
+              "metrics_without_probe_rescale": metrics(unscaled, meas[e2e.statistic]),
+              "metrics_by_statistic": {name: metrics(pred, meas[name]) for name in stats},
+              "repeat_error_pct": {name: cfg.repeat_error_pct(models) for name, cfg in stats.items()},
+              "median_round_spread_pct": float(np.median([m["spread_pct"] for m in models])),
+              "probe_table_ms": predictor.reference_probe_ms, "speed_factors": speeds.tolist(),
+              "probe_rounds_ms": [c["probe_ms"] for c in chunks],
+              "calibration": {"slopes": dict(predictor.calibration.slopes), "a": predictor.a, "b": predictor.b,
+                              "ridge": predictor.calibration.ridge, "loo_rmspe_pct": predictor.error_pct,
+                              "drift_corrected": predictor.drift_corrected}}
+    rows = pd.DataFrame({"subnet": [s.hash for s in subnets], "predicted_ms": pred, "measured_ms": meas[e2e.statistic],
+                         "median_ms": meas["median"], "best_round_ms": meas["best_round"],
+                         "p10_ms": [m["p10_ms"] for m in models], "p90_ms": [m["p90_ms"] for m in models],
+                         "n": [m["n"] for m in models], "round_spread_pct": [m["spread_pct"] for m in models],
+                         "half_diff_pct": [m["half_diff_pct"] for m in models],
+                         "best_half_diff_pct": [m["best_half_diff_pct"] for m in models], "chunk": chunk_of,
+                         "flops_m": [net.flops(s) / 1e6 for s in subnets]})
+    return result, rows
 
 
 def scatter(rows: pd.DataFrame, result: dict, path: Path, title: str) -> None:
@@ -110,7 +181,8 @@ def scatter(rows: pd.DataFrame, result: dict, path: Path, title: str) -> None:
     ax.plot(x, 1.1 * x, "k--", lw=0.7)
     ax.plot(x, 0.9 * x, "k--", lw=0.7)
     m = result["metrics"]
-    ax.set(xlabel="measured median (ms)", ylabel="predicted (ms)", xlim=(lo, hi), ylim=(lo, hi),
+    what = {"best_round": "quietest round's median", "median": "median of all samples"}.get(result.get("statistic"), "median")
+    ax.set(xlabel=f"measured, {what} (ms)", ylabel="predicted (ms)", xlim=(lo, hi), ylim=(lo, hi),
            title=f"{title}\n{100 * m['within_10pct']:.0f}% within ±10%, RMSPE {m['rmspe_pct']:.1f}%, τ {m['kendall_tau']:.2f}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -1,7 +1,8 @@
 """``python -m slimnas.latency.worker JOB OUT``: time ONNX files end to end in this fresh process.
 
-JOB (JSON) names the files, backend, config, timing and number of rounds; OUT receives per-model medians
-over all rounds plus the reference probe of every round. Nothing here runs PyTorch.
+JOB (JSON) names the files, backend, config, timing and the end-to-end settings (rounds, samples per round);
+OUT receives per-model medians over all rounds, each round's median, the even-vs-odd rounds' difference, and
+the reference probe of every round. Nothing here runs PyTorch.
 """
 from __future__ import annotations
 
@@ -12,45 +13,62 @@ from pathlib import Path
 import numpy as np
 
 
+def _rel_diff_pct(a: float, b: float) -> float:
+    return (a - b) / ((a + b) / 2) * 100 if a + b > 0 else float("nan")
+
+
+def summarise(round_samples: list[list[float]]) -> dict:
+    """One model's samples, grouped by round.
+
+    ``median_ms``/``p10_ms``/``p90_ms`` pool every round's samples; ``best_round_ms`` is the median of the
+    quietest round (the lowest round median: other jobs on a shared machine only ever slow a round down).
+    ``half_diff_pct`` and ``best_half_diff_pct`` compare the even rounds with the odd rounds for each statistic.
+    """
+    from .timing import Timing
+
+    rounds = [np.asarray(r, float) for r in round_samples]
+    t = Timing.of(np.concatenate(rounds), 0)
+    rm = [float(np.median(r)) for r in rounds]
+    half = best_half = float("nan")
+    if len(rounds) >= 2:
+        half = _rel_diff_pct(float(np.median(np.concatenate(rounds[0::2]))), float(np.median(np.concatenate(rounds[1::2]))))
+        best_half = _rel_diff_pct(min(rm[0::2]), min(rm[1::2]))
+    return {"median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms, "n": t.n, "best_round_ms": min(rm),
+            "round_medians_ms": rm, "spread_pct": (max(rm) - min(rm)) / t.median_ms * 100 if t.median_ms else 0.0,
+            "half_diff_pct": half, "best_half_diff_pct": best_half}
+
+
 def main(job_file: str, out_file: str) -> int:
     from .backends import BackendConfig, Workload, create_backend
     from .probe import time_probe
-    from .timing import Timing, TimingConfig, sample_calls
+    from .timing import TimingConfig, sample_calls
 
     job = json.loads(Path(job_file).read_text())
     backend = create_backend(job["backend"], BackendConfig(**job["config"]))
     timing = TimingConfig(**job["timing"])
-    rounds = max(1, int(job["rounds"]))
-    per_round = max(1, -(-timing.samples // rounds))
-    round_timing = TimingConfig(warmup_ms=min(timing.warmup_ms, 5.0), samples=per_round,
+    e2e = job["e2e"]
+    rounds = max(1, int(e2e["rounds"]))
+    round_timing = TimingConfig(warmup_ms=float(e2e["warmup_ms"]), samples=max(1, int(e2e["samples_per_round"])),
                                 min_sample_ms=timing.min_sample_ms, max_inner=timing.max_inner)
     out_shape = tuple(job.get("output_shape") or ())
+    import onnx
+
     calls = []
     for p in job["paths"]:
         data = Path(p).read_bytes()
-        import onnx
-
         m = onnx.load_from_string(data)
         dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
         odims = [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim] or list(out_shape)
         calls.append(backend.loader(Workload(tuple(dims), tuple(odims), onnx=lambda d=data: d)))
-    samples: list[list[float]] = [[] for _ in calls]
-    round_medians: list[list[float]] = [[] for _ in calls]
+    samples: list[list[list[float]]] = [[] for _ in calls]
     probes = []
     for r in range(rounds):
         probes.append(time_probe(backend, round_timing).median_ms)
         order = range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))
         for i in order:
-            t = sample_calls(calls[i], round_timing)[0].tolist()
-            samples[i].extend(t)
-            round_medians[i].append(float(np.median(t)))
+            samples[i].append(sample_calls(calls[i], round_timing)[0].tolist())
     probes.append(time_probe(backend, round_timing).median_ms)
-    models = []
-    for p, s, rm in zip(job["paths"], samples, round_medians):
-        t = Timing.of(np.array(s), 0)
-        models.append({"path": p, "median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms, "n": t.n,
-                       "round_medians_ms": rm,
-                       "spread_pct": (max(rm) - min(rm)) / t.median_ms * 100 if t.median_ms else 0.0})
+    models = [{"path": p, **summarise(s)} for p, s in zip(job["paths"], samples)]
     Path(out_file).write_text(json.dumps({"models": models, "probe_ms": probes, "backend": backend.describe()}))
     return 0
 

@@ -39,7 +39,9 @@ def pareto_plot(path: Path, pareto: pd.DataFrame, uniform: Optional[pd.DataFrame
         cand = verified[verified["model"] == "candidate"]
         for _, r in cand.iterrows():
             ax.plot([r["predicted_ms"], r["median_ms"]], [r["accuracy"]] * 2, c="tab:orange", lw=0.8, alpha=0.7)
-        ax.errorbar(cand["median_ms"], cand["accuracy"], xerr=[cand["median_ms"] - cand["p10_ms"], cand["p90_ms"] - cand["median_ms"]],
+        # median_ms is the quietest round's median, which can lie outside the pooled samples' p10-p90
+        xerr = [(cand["median_ms"] - cand["p10_ms"]).clip(lower=0), (cand["p90_ms"] - cand["median_ms"]).clip(lower=0)]
+        ax.errorbar(cand["median_ms"], cand["accuracy"], xerr=xerr,
                     fmt="o", ms=5, c="tab:orange", label="verified candidates (measured, p10-p90)")
     if original_ms is not None and objective == "latency_ms":
         ax.axvline(original_ms, c="k", lw=0.6, ls=":")

@@ -8,11 +8,13 @@ speed at certain channel counts), "the widest candidate within the step" lands a
 the bins snap to the widths just before the device's speed steps up (the narrowest pick too: the widest
 width that costs no more than the narrowest candidate).
 
-The latency interface is a plain callable ``latency_ms(group, width) -> float`` (for instance built from the
-profiler's latency table); it only has to be monotone enough to be meaningful.
+The latency interface is a plain callable ``latency_ms(group, width) -> float``; it only has to be monotone
+enough to be meaningful. :func:`predictor_cost` builds one from the profiler's table (through its
+``LatencyPredictor``), :func:`table_latency` from a plain ``{(group, width): ms}`` mapping.
 """
 from __future__ import annotations
 
+import random
 from typing import Callable, Mapping, Optional
 
 import numpy as np
@@ -36,6 +38,39 @@ def flops_cost(net, reference: Optional[Subnet] = None) -> CostFn:
     def cost(group: str, width: int) -> float:
         if (group, width) not in table:
             table[(group, width)] = float(net.cost.flops(net.cost.matrix([{**base, group: width}]))[0])
+        return table[(group, width)]
+
+    return cost
+
+
+def predictor_cost(predictor, space: Optional[SearchSpace] = None, samples: int = 32, seed: int = 0) -> CostFn:
+    """``cost(group, width)``: predicted model latency (ms) with ``group`` at ``width``, from a latency predictor.
+
+    The marginal used is the partial dependence: the mean predicted latency over ``samples`` random subnets of
+    ``space`` (default: the predictor's supernet's) with that one group set to that width, the same subnets for
+    every (group, width). A layer's time depends on its input and its output width, so a group's effect depends
+    on its neighbours' widths: at the widest subnet (``samples=0``) it is the largest it can be, while the
+    strategy samples subnets from the whole space, where the average is what one step of width costs. The
+    average keeps the device's staircases: every term steps where the group's own width crosses a kernel step.
+    """
+    net = predictor.supernet
+    space = space or net.space
+    rng = random.Random(seed)
+    base = [space.max()] if samples < 1 else [space.sample(rng) for _ in range(samples)]
+    base_m = net.cost.matrix([s.widths for s in base])
+    col = {n: i for i, n in enumerate(net.cost.names)}
+    pairs = [(g.name, w) for g in space.groups for w in g.choices]
+    blocks = []
+    for g, w in pairs:
+        m = base_m.copy()
+        m[:, col[g]] = w
+        blocks.append(m)
+    values = predictor.predict(np.concatenate(blocks)).reshape(len(pairs), len(base)).mean(1)
+    table = {gw: float(v) for gw, v in zip(pairs, values)}
+
+    def cost(group: str, width: int) -> float:
+        if (group, width) not in table:
+            raise SlimnasError(f"width {width} of group {group!r} is not a candidate of the space the latency was predicted for")
         return table[(group, width)]
 
     return cost
@@ -91,16 +126,24 @@ def latency_bins(net, latency_ms: CostFn, bins: int = 4, space: Optional[SearchS
     return cost_bins(space or net.space, latency_ms, bins, step_ms)
 
 
-def bin_table(space: SearchSpace, cost: CostFn) -> list[dict]:
-    """Rows (group, width, ratio, cost, step) describing a bin layout, for logs and benchmarks."""
+def bin_table(space: SearchSpace, cost: CostFn, full: Optional[SearchSpace] = None, unit: str = "cost",
+              scale: float = 1.0) -> list[dict]:
+    """A bin layout as rows (group, width, ratio, kept, <unit>, step), one per candidate of ``full``.
+
+    ``space`` holds the kept widths (default ``full``: ``space`` itself); ``<unit>`` is ``cost * scale`` (say
+    ``mflops`` with 1e-6) and ``step`` the cost above the previous kept width of the group (kept rows only).
+    """
     rows = []
-    for g in space.groups:
+    for g in (full or space).groups:
+        kept = set(space[g.name].choices) if g.name in space else set()
         prev = None
         for w in g.choices:
-            c = float(cost(g.name, w))
-            rows.append({"group": g.name, "width": w, "ratio": round(w / g.width, 4), "cost": c,
-                         "step": None if prev is None else c - prev})
-            prev = c
+            c = float(cost(g.name, w)) * scale
+            row = {"group": g.name, "width": w, "ratio": round(w / g.width, 4), "kept": w in kept, unit: c,
+                   "step": None if prev is None or w not in kept else c - prev}
+            if w in kept:
+                prev = c
+            rows.append(row)
     return rows
 
 

@@ -1,8 +1,11 @@
 """DistributedDataParallel under ``torchrun``: gloo on CPU, nccl on GPU. A single process needs none of it."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 import torch.distributed as dist
@@ -46,3 +49,26 @@ def mean_across(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def state_digest(tensors: Mapping[str, torch.Tensor], extra: object = None) -> str:
+    """SHA-1 of named tensors (names, dtypes, shapes, bytes) and of plain data ``extra`` (as sorted JSON).
+
+    Replicas that agree exactly have equal digests; :meth:`Trainer.fit` compares them across processes.
+    """
+    h = hashlib.sha1()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def gather_strings(text: str, info: DistInfo) -> list[str]:
+    """``text`` of every process, in rank order (``[text]`` when alone)."""
+    if not info.enabled:
+        return [text]
+    out: list = [None] * info.world_size
+    dist.all_gather_object(out, text)
+    return [str(v) for v in out]

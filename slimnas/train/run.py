@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
-import pandas as pd
 import torch
 
 from ..data import DataConfig, Datasets, load_data
@@ -18,8 +17,8 @@ from ..errors import SlimnasError
 from ..models import load_model
 from ..space import SearchSpace, SpaceConfig
 from ..supernet import ConvertConfig, Supernet, convert
-from .bins import flops_bins, latency_bins, table_latency
 from .config import TrainConfig
+from .layout import BinLayout, make_layout
 from .strategies import Strategy, make_strategy
 from ..fileio import atomic_write_text
 from .trainer import CHECKPOINT, Trainer
@@ -37,7 +36,7 @@ class RunSpec:
     data: DataConfig = field(default_factory=DataConfig)
     strategy: str = "sandwich"
     strategy_options: dict = field(default_factory=dict)  # the strategy's Options fields
-    bins: Optional[str] = None  # None | "flops:N" | "latency:N:TABLE.csv" (CSV columns group,width,latency_ms)
+    bins: Optional[str] = None  # None | "flops:N" | "latency:N:TABLE_DIR" (from `slimnas profile`) | "latency:N:TABLE.csv"
     train: TrainConfig = field(default_factory=TrainConfig)
     device: Optional[str] = None  # default: cuda when available
 
@@ -52,37 +51,23 @@ class RunSpec:
                       "train": TrainConfig(**d.get("train", {}))})
 
 
-def _apply_bins(spec: RunSpec, net: Supernet) -> Optional[SearchSpace]:
-    if not spec.bins:
-        return None
-    kind, _, rest = spec.bins.partition(":")
-    n_text, _, table = rest.partition(":")
-    try:
-        n = int(n_text or 4)
-    except ValueError:
-        raise SlimnasError(f"bins must look like flops:4 or latency:4:table.csv, got {spec.bins!r}") from None
-    if kind == "flops":
-        return flops_bins(net, n)
-    if kind == "latency":
-        if not table or not Path(table).is_file():
-            raise SlimnasError(f"latency bins need a table: latency:{n}:PATH.csv (columns group,width,latency_ms)")
-        df = pd.read_csv(table)
-        missing = {"group", "width", "latency_ms"} - set(df.columns)
-        if missing:
-            raise SlimnasError(f"{table} lacks columns {', '.join(sorted(missing))} (need group,width,latency_ms)")
-        return latency_bins(net, table_latency({(r.group, int(r.width)): float(r.latency_ms) for r in df.itertuples()}), n)
-    raise SlimnasError(f"unknown bins kind {kind!r}: use flops:N or latency:N:TABLE.csv")
+class Built(NamedTuple):
+    net: Supernet
+    strategy: Strategy
+    data: Datasets
+    bins: Optional[BinLayout]  # the bin layout the strategy's space comes from (None without --bins)
 
 
-def build(spec: RunSpec) -> tuple[Supernet, Strategy, Datasets]:
+def build(spec: RunSpec) -> Built:
     """The data, the supernet converted from the base checkpoint, and the strategy (with bins applied)."""
     data = load_data(replace(spec.data, image_size=spec.input_size))
     num_classes = spec.num_classes or data.num_classes
     torch.manual_seed(spec.train.seed)  # layers the checkpoint does not cover (or a model without one) start the same
     model = load_model(spec.model, num_classes=num_classes, weights=spec.weights)
     net = convert(model, spec.input_size, ConvertConfig(space=spec.space))
-    strategy = make_strategy(spec.strategy, net, space=_apply_bins(spec, net), **spec.strategy_options)
-    return net, strategy, data
+    bins = make_layout(spec.bins, net)
+    strategy = make_strategy(spec.strategy, net, space=bins.space if bins else None, **spec.strategy_options)
+    return Built(net, strategy, data, bins)
 
 
 def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False) -> Trainer:
@@ -93,7 +78,7 @@ def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False) -> Tra
         saved = RunSpec.from_dict(json.loads(cfg.read_text()))
         if saved.to_dict() != spec.to_dict():
             spec = saved  # resume exactly what was started
-    net, strategy, data = build(spec)
+    net, strategy, data, bins = build(spec)
     trainer = Trainer(net, strategy, data, spec.train, run_dir, spec.device)
     if trainer.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +86,8 @@ def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False) -> Tra
             atomic_write_text(cfg, json.dumps(spec.to_dict(), indent=1, default=list))
         if strategy.space is not None:
             _write_space(strategy.space, run_dir / "space_start.json")
+        if bins is not None:
+            bins.write(run_dir)
     trainer.fit(resume=resume)
     if trainer.is_main and strategy.space is not None:
         _write_space(strategy.space, run_dir / "space_final.json")
@@ -119,7 +106,7 @@ def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> tuple[R
     if not cfg.is_file() or not (run_dir / CHECKPOINT).is_file():
         raise SlimnasError(f"{run_dir} is not a training run folder (needs config.json and {CHECKPOINT}); run `slimnas train` first")
     spec = RunSpec.from_dict(json.loads(cfg.read_text()))
-    net, strategy, data = build(spec)
+    net, strategy, data, _ = build(spec)
     from ..models import read_checkpoint
 
     ck = read_checkpoint(run_dir / CHECKPOINT)

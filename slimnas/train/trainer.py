@@ -23,7 +23,7 @@ from ..errors import SlimnasError
 from ..evaluate import Evaluator
 from ..fileio import atomic_path, atomic_torch_save
 from .config import TrainConfig, lr_at
-from .distributed import DistInfo, barrier, init_distributed, mean_across
+from .distributed import DistInfo, barrier, gather_strings, init_distributed, mean_across, state_digest
 from .strategies import StepContext, Strategy
 
 CHECKPOINT = "checkpoint.pt"
@@ -93,7 +93,8 @@ class Trainer:
     """Trains ``model`` (a supernet, or a plain network with the ``plain`` strategy) with ``strategy``.
 
     ``run_dir`` receives ``checkpoint.pt`` (every epoch), ``steps.csv``, ``epochs.csv`` and the strategy's
-    tables (``shrink.csv`` for BS-NAS); ``None`` keeps everything in memory (short fine-tunes).
+    tables (``shrink.csv`` for BS-NAS; ``replicas.csv``, the per-process state digests, under DDP); ``None`` keeps
+    everything in memory (short fine-tunes).
     """
 
     def __init__(self, model: nn.Module, strategy: Strategy, data: Datasets, config: TrainConfig,
@@ -187,6 +188,22 @@ class Trainer:
             if buf.is_floating_point():
                 buf.copy_(mean_across(buf, self.dist))
 
+    def _check_replicas(self) -> None:
+        """Under DDP, every process's weights, buffers and strategy state must agree exactly at an epoch end.
+
+        Each rank's digest goes to ``replicas.csv`` (rank 0 writes it); a disagreement is a bug, not a user
+        error, and stops the run on every rank rather than training on diverged replicas.
+        """
+        if not self.dist.enabled:
+            return
+        digests = gather_strings(state_digest(self.model.state_dict(), self.strategy.state_dict()), self.dist)
+        if self.is_main and self.run_dir is not None:
+            log = _CsvLog(self.run_dir / "replicas.csv", ["epoch", "step", "rank", "digest"])
+            for rank, d in enumerate(digests):
+                log.write({"epoch": self.epoch, "step": self.step, "rank": rank, "digest": d})
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"DDP replicas disagree after epoch {self.epoch} (state digests {digests})")
+
     # -- the loop --------------------------------------------------------------------------------------------
     def _report(self) -> dict[str, float]:
         out = {}
@@ -211,6 +228,7 @@ class Trainer:
             if self.is_main:
                 steps_log.truncate("step", self.step)
                 epochs_log.truncate("epoch", self.epoch)
+                _CsvLog(self.run_dir / "replicas.csv", []).truncate("epoch", self.epoch)
         barrier(self.dist)
         bar = None
         if c.progress and self.is_main:
@@ -251,6 +269,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}", lr=f"{lr:.3g}")
             self.epoch += 1
             self._sync_buffers()
+            self._check_replicas()
             row = {"epoch": self.epoch, "step": self.step, "lr": self.lr(max(0, self.step - 1)),
                    "train_loss": sum(losses) / max(1, len(losses))}
             if self.is_main and c.eval_images != 0:

@@ -1,19 +1,28 @@
 """``bsnas`` (BS-NAS): a broadened space (spring blocks, ``max_ratio`` > 1 at convert time) that shrinks.
 
 Training is the sandwich rule over the current space. Every ``shrink_every`` steps each group's remaining
-width choices are scored from the cross-entropy losses of the sampled subnets that used them since the last
-shrink; the worst-scoring choice of each group is switched off, down to ``floor`` choices per group. With
-``score="residual"`` (the default) a subnet's loss is first compared with what its FLOPs predict (a
-least-squares fit of loss on log FLOPs over the window), so a choice is judged against subnets of similar
-cost and narrow widths are not removed merely for being narrow. Every switch-off is logged with its step,
-score and sample count (``shrink.csv`` in the run folder).
+width choices are scored from the cross-entropy losses (averaged over processes) of the sampled subnets that
+used them in the last ``window_rounds`` rounds. With ``score="residual"`` (the default) a subnet's loss is
+first compared with what its FLOPs predict (a least-squares fit of loss on log FLOPs over the window), so a
+choice is judged against subnets of similar cost and narrow widths are not removed merely for being narrow.
+
+A choice is switched off only on evidence: it and the group's best choice both have at least
+``min_samples`` samples, and its mean score is worse than the best's by more than ``margin`` (score units:
+nats of cross-entropy) and significantly so at ``confidence``: Welch's one-sided t test of the two means,
+Bonferroni-corrected for the k(k-1) ordered pairs of the group's k scored choices. The correction matters:
+the worst and the best of k equally good choices differ by 1.5 to 2 standard errors of a difference on noise
+alone, so "switch off the worst" without it removes choices at random (``confidence=0`` does exactly that,
+the rule before this one). At most one choice per group goes per round, never below ``floor`` choices. Every switch-off is logged with
+its step, score, sample count and the best choice it lost to (``shrink.csv`` in the run folder).
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import numpy as np
+import torch
 
 from ...errors import SlimnasError
 from .base import StepContext, strategy
@@ -25,7 +34,10 @@ class BSNASOptions(SandwichOptions):
     shrink_every: int = 50  # steps between shrinking rounds
     shrink_start: int = 0  # no shrinking before this step
     floor: int = 2  # never fewer width choices per group than this
-    min_samples: int = 2  # a choice needs this many sampled subnets in the window to be scored
+    min_samples: int = 5  # a choice (and the best it is compared with) needs this many samples in the window
+    margin: float = 0.0  # ... and must score worse than the group's best by more than this (nats)
+    confidence: float = 0.95  # ... and significantly so (Welch t, Bonferroni over the group's pairs); 0: always
+    window_rounds: int = 2  # choices are scored over the records of the last this many rounds
     keep_narrowest: bool = True  # never switch off a group's narrowest choice (the narrowest subnet stays)
     score: str = "residual"  # residual (loss minus the FLOPs trend) | loss
 
@@ -35,8 +47,44 @@ class BSNASOptions(SandwichOptions):
             raise SlimnasError(f"shrink_every must be >= 1, got {self.shrink_every}")
         if self.floor < 1:
             raise SlimnasError(f"floor must be >= 1, got {self.floor}")
+        if self.min_samples < 2:
+            raise SlimnasError(f"min_samples must be >= 2 (a score needs a spread), got {self.min_samples}")
+        if self.margin < 0:
+            raise SlimnasError(f"margin must be >= 0, got {self.margin}")
+        if not 0.0 <= self.confidence < 1.0:
+            raise SlimnasError(f"confidence must be in [0, 1), got {self.confidence}")
+        if self.window_rounds < 1:
+            raise SlimnasError(f"window_rounds must be >= 1, got {self.window_rounds}")
         if self.score not in ("residual", "loss"):
             raise SlimnasError(f"score must be residual or loss, got {self.score!r}")
+
+
+class Score(NamedTuple):
+    mean: float  # mean score of the samples (higher = worse)
+    n: int  # samples
+    var: float  # sample variance of the scores (ddof 1; nan below 2 samples)
+
+
+def welch_se(a: Score, b: Score) -> float:
+    """Standard error of the difference of two means with unequal variances."""
+    return float(np.sqrt(a.var / a.n + b.var / b.n))
+
+
+def welch_quantile(a: Score, b: Score, q: float) -> float:
+    """The ``q`` quantile of Student's t with the Welch-Satterthwaite degrees of freedom of ``a`` and ``b``."""
+    from scipy.stats import t  # scipy comes with scikit-learn, a dependency
+
+    va, vb = a.var / a.n, b.var / b.n
+    den = va * va / (a.n - 1) + vb * vb / (b.n - 1)
+    df = (va + vb) ** 2 / den if den > 0 else float(a.n + b.n - 2)
+    return float(t.ppf(q, df))
+
+
+class Record(NamedTuple):
+    widths: dict[str, int]
+    flops: float
+    loss: float  # cross-entropy, averaged over processes
+    step: int  # the step (1-based) that sampled it
 
 
 @strategy("bsnas")
@@ -45,72 +93,103 @@ class BSNAS(Sandwich):
 
     def __init__(self, net, options=None, space=None):
         super().__init__(net, options, space)
-        self.window: list[tuple[dict[str, int], float, float]] = []  # (widths, flops, CE loss) since last shrink
+        self.window: list[Record] = []  # sampled subnets of the last ``window_rounds`` rounds
         self.log: list[dict] = []
 
     def step(self, x, y, ctx: StepContext) -> dict[str, float]:
         metrics = super().step(x, y, ctx)
-        for sub, loss in self.records:
-            self.window.append((sub.widths, self.net.flops(sub), loss))
+        if self.records:  # every process must score, and so shrink, alike
+            losses = ctx.reduce(torch.tensor([loss for _, loss in self.records], dtype=torch.float64))
+            for (sub, _), loss in zip(self.records, losses.tolist()):
+                self.window.append(Record(sub.widths, self.net.flops(sub), float(loss), ctx.step + 1))
         return metrics
 
-    def scores(self) -> dict[str, dict[int, tuple[float, int]]]:
-        """Per group and width: (score, samples) over the current window; higher score = worse."""
+    def scores(self) -> dict[str, dict[int, Score]]:
+        """Per group and width: the mean score, sample count and variance over the window."""
         if not self.window:
             return {}
-        loss = np.array([w[2] for w in self.window])
+        loss = np.array([r.loss for r in self.window])
         if self.options.score == "residual" and len(self.window) >= 3:
-            logf = np.log(np.array([w[1] for w in self.window]))
+            logf = np.log(np.array([r.flops for r in self.window]))
             a = np.stack([np.ones_like(logf), logf], 1)
             coef, *_ = np.linalg.lstsq(a, loss, rcond=None)
             value = loss - a @ coef
         else:
             value = loss
         acc: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for (widths, _, _), v in zip(self.window, value):
-            for g, w in widths.items():
+        for r, v in zip(self.window, value):
+            for g, w in r.widths.items():
                 acc[g][w].append(float(v))
-        return {g: {w: (float(np.mean(vs)), len(vs)) for w, vs in per.items()} for g, per in acc.items()}
+        return {g: {w: Score(float(np.mean(vs)), len(vs), float(np.var(vs, ddof=1)) if len(vs) > 1 else float("nan"))
+                    for w, vs in per.items()} for g, per in acc.items()}
+
+    def decide(self, choices: list[int], scores: dict[int, Score]) -> Optional[dict]:
+        """The choice to switch off among ``choices`` (with the evidence), or None where the evidence is short."""
+        opts = self.options
+        if len(choices) <= opts.floor:
+            return None
+        scored = [w for w in choices if w in scores and scores[w].n >= opts.min_samples]
+        if len(scored) < 2:
+            return None
+        best = min(scored, key=lambda w: (scores[w].mean, -w))
+        candidates = [w for w in scored if w != best and not (opts.keep_narrowest and w == choices[0])]
+        if not candidates:
+            return None
+        worst = max(candidates, key=lambda w: (scores[w].mean, w))
+        sw, sb = scores[worst], scores[best]
+        gap = sw.mean - sb.mean
+        se = welch_se(sw, sb)
+        required = opts.margin
+        if opts.confidence > 0:
+            pairs = len(scored) * (len(scored) - 1)  # Bonferroni: any ordered pair could have come out worst/best
+            required = max(required, welch_quantile(sw, sb, 1 - (1 - opts.confidence) / pairs) * se)
+        if not gap > required:
+            return None
+        return {"width": worst, "score": sw.mean, "samples": sw.n, "best_width": best, "best_score": sb.mean,
+                "best_samples": sb.n, "gap": gap, "se": se, "required_gap": required}
 
     def shrink(self, step: int) -> list[dict]:
-        """Switch off the worst-scoring choice of each group that has more than ``floor`` left."""
-        opts = self.options
+        """Switch off, per group, the worst choice if it is clearly worse than the best (see the module doc)."""
         scores = self.scores()
         keep, rows = {}, []
         for g in self.space.groups:
             choices = list(g.choices)
-            if len(choices) <= opts.floor:
+            found = self.decide(choices, scores.get(g.name, {}))
+            if found is None:
                 continue
-            eligible = [w for w in choices if not (opts.keep_narrowest and w == choices[0])
-                        and scores.get(g.name, {}).get(w, (0, 0))[1] >= opts.min_samples]
-            if not eligible:
-                continue
-            worst = max(eligible, key=lambda w: (scores[g.name][w][0], w))
-            score, n = scores[g.name][worst]
-            choices.remove(worst)
+            choices.remove(found["width"])
             keep[g.name] = choices
-            rows.append({"step": step, "group": g.name, "width": worst, "ratio": round(worst / g.width, 4),
-                         "score": score, "samples": n, "remaining": " ".join(map(str, choices))})
+            rows.append({"step": step, "group": g.name, "width": found["width"],
+                         "ratio": round(found["width"] / g.width, 4), **found, "remaining": " ".join(map(str, choices))})
         if keep:
             self.space = self.space.restricted(keep)
         self.log.extend(rows)
-        self.window = []
+        self._forget(step)
         return rows
+
+    def _forget(self, step: int) -> None:
+        """Keep the records the next round scores: those of the last ``window_rounds`` rounds, counting it."""
+        oldest = step - (self.options.window_rounds - 1) * self.options.shrink_every
+        self.window = [r for r in self.window if r.step > oldest]
 
     def after_step(self, ctx: StepContext) -> None:
         done = ctx.step + 1
-        if done >= self.options.shrink_start and done % self.options.shrink_every == 0:
-            self.shrink(done)
+        if done % self.options.shrink_every == 0:
+            if done >= self.options.shrink_start:
+                self.shrink(done)
+            else:
+                self._forget(done)
 
     def state_dict(self) -> dict:
         out = super().state_dict()
-        out["window"] = [[sorted(w.items()), f, l] for w, f, l in self.window]
+        out["window"] = [[sorted(r.widths.items()), r.flops, r.loss, r.step] for r in self.window]
         out["log"] = [dict(r) for r in self.log]
         return out
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.window = [({g: int(v) for g, v in w}, float(f), float(l)) for w, f, l in state.get("window", [])]
+        self.window = [Record({g: int(v) for g, v in r[0]}, float(r[1]), float(r[2]), int(r[3]) if len(r) > 3 else 0)
+                       for r in state.get("window", [])]
         self.log = [dict(r) for r in state.get("log", [])]
 
     def logs(self) -> dict[str, list[dict]]:

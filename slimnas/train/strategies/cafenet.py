@@ -3,7 +3,9 @@
 A width c of a group is its base channels (the first c - r in importance order) plus r free channels taken
 from the local zone [c - r, c + r) (clipped to the stored channels). Each student subnet of a step is tried
 in K arrangements (forward passes without gradients); only the one with the smallest loss (averaged over
-processes) is trained. Winning arrangements are remembered per (group, width) with a running loss, so the
+processes) is trained. The trial forwards run in training mode (the loss must be the one training would
+see) but leave the BatchNorm running statistics as they were: only the winner's training forward counts
+toward them, as if the losers had never run. Winning arrangements are remembered per (group, width) with a running loss, so the
 best one is what scoring tries first and what :meth:`finalize` hands to search and export.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Optional
 import torch
 
 from ...errors import SlimnasError
+from ...evaluate import bn_state_restored
 from ...subnet import Subnet
 from .base import StepContext, strategy
 from .sandwich import Sandwich, SandwichOptions
@@ -104,7 +107,7 @@ class CafeNet(Sandwich):
             self.last_trial, self.last_winner = [(options[0], float("nan"))], options[0]
             return options[0]
         losses = []
-        with torch.no_grad():
+        with torch.no_grad(), bn_state_restored(self.net):  # the losers must not move the BN statistics
             for sub in options:
                 self.net.set_subnet(sub)
                 with ctx.autocast():

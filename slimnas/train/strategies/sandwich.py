@@ -1,6 +1,8 @@
 """``sandwich`` (US-Nets): the widest, the narrowest and N random subnets every step, in-place distillation.
 
-The widest subnet learns from the labels; its detached softmax is the target of every other subnet. Widths
+The widest subnet learns from the labels; its detached softmax is the target of every other subnet. Logged per
+step: ``loss`` (the mean training loss over the subnets trained, i.e. the step's objective divided by their
+number) and, by kind, ``loss_widest`` (CE), ``loss_narrowest`` and ``loss_random`` (distillation or CE). Widths
 mean "the first c channels in importance order" (fixed leftmost sharing); CafeNet and BS-NAS build on this.
 """
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Sandwich(Strategy):
         metrics: dict[str, float] = {}
         target = None
         self.records = []
+        trained: list[float] = []  # the training loss of every subnet trained this step
         if opts.widest:
             self.net.set_subnet(self.space.max())
             with ctx.autocast():
@@ -57,6 +60,7 @@ class Sandwich(Strategy):
                 loss = ctx.ce(logits, y)
             ctx.backward(loss)
             metrics["loss_widest"] = float(loss.detach())
+            trained.append(metrics["loss_widest"])
             if opts.distill:
                 target = logits.detach().float().softmax(-1)
         students = ([("narrowest", self.space.min())] if opts.narrowest else []) + \
@@ -71,11 +75,14 @@ class Sandwich(Strategy):
             ctx.backward(loss)
             ce = float(ctx.ce(logits.detach(), y)) if target is not None else float(loss.detach())
             self.records.append((sub, ce))
+            trained.append(float(loss.detach()))
             if kind == "narrowest":
                 metrics["loss_narrowest"] = float(loss.detach())
             else:
                 random_losses.append(float(loss.detach()))
         if random_losses:
             metrics["loss_random"] = sum(random_losses) / len(random_losses)
-        metrics["loss"] = metrics.get("loss_widest", metrics.get("loss_narrowest", metrics.get("loss_random", 0.0)))
+        if len(trained) == 1:  # one subnet: its loss is the step's loss, not a second column
+            metrics = {}
+        metrics["loss"] = sum(trained) / len(trained)
         return metrics

@@ -1,0 +1,67 @@
+"""Headline benchmark: slimnas vs uniform width, Torch-Pruning and Model-Optimizer FastNAS at equal measured latency.
+
+Every method slims the CIFAR-10 MobileNetV2 base to 0.5x and 0.7x of the base's measured end-to-end latency
+(onnxruntime CPU, batch 1, one thread, timed in a fresh process with the reference probe), gets the same
+fine-tune, and is scored on the CIFAR-10 test split. The slimnas arms (sandwich, cafenet, bsnas) train a
+supernet on latency-sensitive bins and let `slimnas.pipeline.slim` search and verify. All final models are
+timed again together with the base in one interleaved run, and every budget is checked by that measurement.
+Finished stages are cached in the work folder: rerun the same command to resume, or to add methods.
+
+    flock /tmp/slimnas-cpu.lock env PYTHONPATH=. python benchmarks/headline.py --smoke --methods uniform,torch-pruning,fastnas
+    PYTHONPATH=. python benchmarks/headline.py --quick          # this 2-core CPU, < 2.5 h (run it in the background)
+    PYTHONPATH=. python benchmarks/headline.py --full           # a GPU machine
+
+Needs the bench extra for the peers: pip install -e ".[bench]".
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from headline_lib.methods import METHODS, PEERS, SLIMNAS_ARMS  # noqa: E402
+from headline_lib.profiles import get_profile  # noqa: E402
+from headline_lib.runner import Run, RunOptions  # noqa: E402
+
+SHARED_WEIGHTS = HERE.parents[1] / "shared" / "checkpoints" / "cifar10_mobilenet_v2.pth"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="examples:\n" + __doc__.split("\n\n")[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--smoke", action="store_true", help="minutes: tiny subsets, to check the plumbing")
+    size.add_argument("--quick", action="store_true", help="this 2-core CPU, under 2.5 hours")
+    size.add_argument("--full", action="store_true", help="a GPU machine (full training set, longer fine-tunes)")
+    p.add_argument("--methods", default=",".join(PEERS + SLIMNAS_ARMS), help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--weights", type=Path, default=SHARED_WEIGHTS, help="base checkpoint (state_dict of mobilenet_v2(num_classes=10))")
+    p.add_argument("--train-base", action="store_true", help="train the base with tools/train_base.py instead (recipe recorded)")
+    p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/headline/PROFILE)")
+    p.add_argument("--work", type=Path, help="cache folder for checkpoints and ONNX files (default runs/headline/PROFILE)")
+    p.add_argument("--device", help="training device (default: cuda when available)")
+    p.add_argument("--retime", action="store_true", help="redo the closing timing run even if nothing changed")
+    args = p.parse_args(argv)
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    opts = RunOptions(profile=get_profile(name), out=args.out or HERE / "results" / "headline" / name,
+                      work=args.work or HERE.parent / "runs" / "headline" / name,
+                      methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), weights=args.weights,
+                      train_base=args.train_base, device=args.device, retime=args.retime,
+                      command="python benchmarks/headline.py " + " ".join(shlex.quote(a) for a in argv))
+    from slimnas.errors import SlimnasError
+
+    try:
+        Run(opts).run()
+    except SlimnasError as exc:
+        print(f"headline: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The slimnas arms: a supernet trained with ``sandwich``, ``cafenet`` or ``bsnas`` on latency-sensitive bins,
+then slimnas's own pipeline (:func:`slimnas.pipeline.slim`: evolutionary search under the latency budget, the
+best candidates verified by end-to-end measurement) picks the subnet.
+
+:meth:`SlimnasArm.prepare` trains the supernet once per strategy (resumable, in the method's folder); each
+budget is then one ``slim`` run reusing it. ``slim`` ends with a fine-tune of its own; here it is one step
+and only the chosen subnet is kept: the subnet is exported from the supernet and gets the benchmark's common
+fine-tune like every other method. The latency table comes from ``latency_tables/`` when one fits this
+machine and the arm's search space, else it is profiled once into the method's folder.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from slimnas.export import export_subnet
+from slimnas.space import SpaceConfig
+from slimnas.subnet import Subnet
+from slimnas.supernet import ConvertConfig, convert
+from slimnas.train import TrainConfig
+from slimnas.train.run import RunSpec, load_run, train
+
+from .base import Budget, Method, Searched, Timers, method, plain_copy, require
+
+SUPERNET = "supernet"
+DONE = "space_final.json"  # written by slimnas.train.run.train at the end of a run
+
+
+class SlimnasArm(Method):
+    strategy = ""
+    options: dict = {}
+    max_ratio = 1.0  # > 1 broadens the space (BS-NAS)
+    knob_name = "slimnas search + verification"
+
+    @classmethod
+    def unavailable(cls):
+        return require("slimnas.pipeline", extra="dev")
+
+    # -- the supernet, once per strategy ---------------------------------------------------------------------
+    def space(self) -> SpaceConfig:
+        return SpaceConfig(max_ratio=self.max_ratio)
+
+    def train_config(self) -> TrainConfig:
+        a, ft = self.ctx.profile.slimnas, self.ctx.profile.finetune
+        return replace(ft, epochs=a.supernet_epochs, steps_per_epoch=a.supernet_steps_per_epoch, lr=a.supernet_lr,
+                       warmup_fraction=0.1)
+
+    def strategy_options(self) -> dict:
+        return dict(self.options)
+
+    def latency_table(self) -> Path:
+        """A table for this machine and the arm's space: shipped if one fits, else profiled here (resumable)."""
+        from slimnas.latency import ProfileConfig, profile
+        from slimnas.pipeline.config import LatencyConfig
+        from slimnas.pipeline.device import find_table, make_backend
+
+        net = convert(self.fresh_base(), self.ctx.input_shape, ConvertConfig(space=self.space()))
+        backend = make_backend(LatencyConfig())
+        table = find_table(net, backend)
+        if table is not None:
+            return table.resolve()
+        table = self.folder / "latency_table"
+        s = self.space()
+        self.ctx.log(f"{self.name}: no shipped latency table fits this machine and space; profiling one into {table}")
+        profile(net, backend, table, model=self.ctx.arch, config=ProfileConfig(),
+                model_args={"model": self.ctx.arch, "num_classes": self.ctx.data.num_classes, "ratios": list(s.ratios),
+                            "divisor": s.divisor, "max_ratio": s.max_ratio}, log=self.ctx.log)
+        return table.resolve()
+
+    def prepare(self) -> dict:
+        self.table = self.latency_table()
+        a = self.ctx.profile.slimnas
+        spec = RunSpec(model=self.ctx.arch, weights=str(self.ctx.weights), num_classes=self.ctx.data.num_classes,
+                       input_size=self.ctx.input_shape[1], space=self.space(), data=self.ctx.data_config,
+                       strategy=self.strategy, strategy_options=self.strategy_options(),
+                       bins=f"latency:{a.latency_bins}:{self.table}", train=self.train_config(), device=str(self.ctx.device))
+        run_dir = self.folder / SUPERNET
+        if not (run_dir / DONE).is_file():
+            self.ctx.log(f"{self.name}: training the supernet ({self.strategy}, latency bins from {self.table.name})")
+            train(spec, run_dir, resume=True)
+        return {"strategy": self.strategy, "options": spec.strategy_options, "max_ratio": self.max_ratio,
+                "bins": spec.bins, "train": spec.train.to_dict()}
+
+    # -- one budget: the pipeline's search and verification --------------------------------------------------
+    def slim_config(self, budget: Budget):
+        from slimnas.pipeline.config import FinetuneConfig, FitnessConfig, LatencyConfig, SlimConfig, SupernetConfig, VerifyConfig
+        from slimnas.search import SearchConfig
+
+        p, a = self.ctx.profile, self.ctx.profile.slimnas
+        one_step = replace(p.finetune, epochs=1, steps_per_epoch=1)  # slim's own fine-tune: skipped in effect
+        return SlimConfig(
+            supernet=SupernetConfig(run=str(self.folder / SUPERNET)),
+            latency=LatencyConfig(table=str(self.table), rounds=a.verify_rounds, samples=a.verify_samples),
+            constraints=(f"latency<={budget.target:.4f}x",),
+            fitness=FitnessConfig(val_images=p.val_subset, calib_images=a.calib_images),
+            search=SearchConfig(population=a.population, generations=a.generations, time_limit_s=60 * a.search_minutes),
+            verify=VerifyConfig(), finetune=FinetuneConfig(train=one_step, distill=False),
+            device=str(self.ctx.device), seed=0)
+
+    def search(self, budget: Budget, timers: Timers) -> Searched:
+        from slimnas.pipeline import slim
+
+        out = self.folder / budget.label / "slim"
+        summary = slim(self.slim_config(budget), out, command=f"benchmarks/headline.py ({self.name} @ {budget.label})",
+                       progress=False, log=self.ctx.log)
+        subnet = Subnet.from_json((out / "subnet.json").read_text())
+        _, net, _, _ = load_run(self.folder / SUPERNET, "cpu")
+        model = plain_copy(self.ctx.base, export_subnet(net, subnet))
+        (ratio,) = timers.confirm([model])
+        info = {"slim_run": str(out), "subnet": subnet.hash,
+                "chosen": {k: v for k, v in (summary.get("chosen") or {}).items() if isinstance(v, (int, float, str))}}
+        return Searched(model, None, float(ratio), [{"confirm": True, "ratio": float(ratio), "key": subnet.hash}], info)
+
+
+@method
+class SlimnasSandwich(SlimnasArm):
+    name = "slimnas-sandwich"
+    strategy = "sandwich"
+    options = {"n_random": 2}
+
+
+@method
+class SlimnasCafenet(SlimnasArm):
+    name = "slimnas-cafenet"
+    strategy = "cafenet"
+    options = {"n_random": 2, "k": 2, "free_ratio": 0.1}
+
+
+@method
+class SlimnasBsnas(SlimnasArm):
+    name = "slimnas-bsnas"
+    strategy = "bsnas"
+    options = {"n_random": 2, "floor": 2, "min_samples": 2}
+    max_ratio = 1.5
+
+    def strategy_options(self) -> dict:
+        a = self.ctx.profile.slimnas
+        per_epoch = len(self.ctx.data.train) // self.ctx.profile.finetune.batch_size
+        total = a.supernet_epochs * min(per_epoch, a.supernet_steps_per_epoch or per_epoch)
+        return {**self.options, "shrink_every": max(1, total // 6)}

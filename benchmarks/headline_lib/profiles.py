@@ -1,0 +1,82 @@
+"""The three sizes of the headline benchmark: ``smoke`` (plumbing), ``quick`` (2-core CPU), ``full`` (GPU)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+from slimnas.latency.e2e import E2EConfig
+from slimnas.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class SectionConfig:
+    """How a knob is searched by measurement (see :func:`~.bisect.bisect_by_measurement`)."""
+
+    points: int = 3  # knob values measured per step, in one fresh timing process (1 = plain bisection)
+    steps: int = 3  # steps; the interval shrinks by (points + 1) each step
+    margin: float = 0.03  # aim this far below the budget so the final re-measurement still meets it
+    step_timing: E2EConfig = field(default_factory=lambda: E2EConfig(rounds=20, samples_per_round=20))
+    confirm_timing: E2EConfig = field(default_factory=lambda: E2EConfig(rounds=40, samples_per_round=25))
+
+
+@dataclass(frozen=True)
+class SlimnasArmConfig:
+    """Budget of the slimnas arms (supernet training, search, verification), the same for the three strategies."""
+
+    supernet_epochs: int = 1
+    supernet_steps_per_epoch: Optional[int] = None  # None: the whole training split each epoch
+    supernet_lr: float = 0.002
+    latency_bins: int = 4  # latency-sensitive bins: candidate widths per group
+    population: int = 50  # evolutionary search
+    generations: int = 20
+    search_minutes: float = 5.0  # wall-time cap of one search (one budget)
+    calib_images: int = 512  # BN re-estimation per scored subnet during search
+    verify_rounds: int = 20  # the pipeline's end-to-end verification of its best candidates
+    verify_samples: int = 400
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    purpose: str  # one line for the report
+    train_subset: Optional[int]  # training images (per-class balanced); None: all 45,000 of the train split
+    val_subset: Optional[int]  # validation images (carved from train/) that score candidates during search
+    test_subset: Optional[int]  # CIFAR-10 test images for the reported top-1; None: all 10,000
+    finetune: TrainConfig  # the SAME fine-tune for every method and budget (no distillation)
+    calib_images: int = 2048  # training images that re-estimate BatchNorm statistics before each test score
+    budgets: tuple[float, ...] = (0.5, 0.7)  # fractions of the base model's measured latency
+    section: SectionConfig = field(default_factory=SectionConfig)
+    final_timing: E2EConfig = field(default_factory=lambda: E2EConfig(rounds=60, samples_per_round=30))  # the closing run
+    base_epochs: int = 25  # --train-base: epochs of tools/train_base.py
+    base_steps_per_epoch: Optional[int] = None
+    slimnas: SlimnasArmConfig = field(default_factory=SlimnasArmConfig)
+
+
+def _finetune(**kw) -> TrainConfig:
+    base = dict(optimizer="sgd", lr=0.01, warmup_fraction=0.05, label_smoothing=0.1, weight_decay=4e-5,
+                eval_images=0, progress=False, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", "plumbing check only: 5 fine-tune steps and 500 test images, so accuracies mean nothing",
+                     train_subset=1000, val_subset=200, test_subset=500,
+                     finetune=_finetune(epochs=1, steps_per_epoch=5, batch_size=32), calib_images=256,
+                     section=SectionConfig(points=2, steps=2, step_timing=E2EConfig(10, 20), confirm_timing=E2EConfig(20, 20)),
+                     final_timing=E2EConfig(30, 20), base_epochs=1, base_steps_per_epoch=5,
+                     slimnas=SlimnasArmConfig(supernet_steps_per_epoch=5, population=8, generations=2, search_minutes=0.5,
+                                              calib_images=64, verify_rounds=10, verify_samples=100)),
+    "quick": Profile("quick", "sized for a 2-core CPU (under 2.5 hours): short fine-tunes, full test set",
+                     train_subset=None, val_subset=1000, test_subset=None,
+                     finetune=_finetune(epochs=4, steps_per_epoch=100, batch_size=64),
+                     slimnas=SlimnasArmConfig(supernet_epochs=3, supernet_steps_per_epoch=150, supernet_lr=0.005,
+                                              search_minutes=4.0)),
+    "full": Profile("full", "GPU machine: full training set, 10-epoch fine-tunes", train_subset=None, val_subset=5000, test_subset=None,
+                    finetune=_finetune(epochs=10, batch_size=256, lr=0.02, num_workers=8),
+                    section=SectionConfig(step_timing=E2EConfig(30, 30)),
+                    slimnas=SlimnasArmConfig(supernet_epochs=30, supernet_lr=0.05, search_minutes=10.0)),
+}
+
+
+def get_profile(name: str, **overrides) -> Profile:
+    return replace(PROFILES[name], **overrides)

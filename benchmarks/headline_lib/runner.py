@@ -1,0 +1,271 @@
+"""The headline run, stage by stage, each stage's result cached on disk so a rerun skips finished work.
+
+    base checkpoint ─► base ONNX, measured ─► budgets (fractions of the base's measured latency)
+    per method: prepare once ─► per budget: search (by measurement) ─► the same fine-tune ─► test top-1
+    every final model + the base: one interleaved fresh-process timing run ─► meets-budget checks ─► report
+
+Heavy artefacts (ONNX files, checkpoints) go to the work folder; the committed results folder receives only
+``results.json``, ``results.md`` and the plot.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from slimnas.data import DataConfig, load_data
+from slimnas.errors import SlimnasError
+from slimnas.export import load_exported, save_exported
+from slimnas.fileio import atomic_write_text
+from slimnas.latency.fingerprint import machine
+from slimnas.machine import fingerprint
+from slimnas.models import load_model
+
+from .finetune import finetune, flops_params, test_evaluator
+from .measure import Meter, onnx_for
+from .methods import METHODS, Budget, Context, Timers
+from .profiles import Profile
+from .report import write_report
+
+ARCH = "mobilenet_v2"
+NUM_CLASSES = 10
+INPUT_SHAPE = (3, 32, 32)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    profile: Profile
+    out: Path  # committed results: results.json, results.md, plot
+    work: Path  # caches, checkpoints and ONNX files (not committed)
+    methods: tuple[str, ...]
+    weights: Path  # the base checkpoint (ignored with train_base)
+    train_base: bool = False
+    device: Optional[str] = None
+    retime: bool = False  # redo the closing timing run even if its models have not changed
+    command: str = ""
+
+
+class Run:
+    def __init__(self, opts: RunOptions):
+        self.opts = opts
+        self.p = opts.profile
+        self.work = opts.work
+        self.device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.t_start = time.time()
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        line = f"[{time.time() - self.t_start:7.0f} s] {msg}"
+        print(line, flush=True)
+        with open(self.work / "log.txt", "a") as f:
+            f.write(line + "\n")
+
+    @staticmethod
+    def cached(path: Path) -> Optional[dict]:
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    @staticmethod
+    def write(path: Path, data: dict) -> dict:
+        atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")
+        return data
+
+    # -- stages ------------------------------------------------------------------------------------------------
+    def check_settings(self) -> None:
+        """A work folder holds the results of one profile and one base model: refuse to mix in other settings."""
+        profile = {k: v for k, v in asdict(self.p).items() if k != "purpose"}
+        mine = json.loads(json.dumps({"profile": profile, "weights": str(self.opts.weights),
+                                      "train_base": self.opts.train_base}, default=str))
+        path = self.work / "settings.json"
+        old = self.cached(path)
+        if old is None:
+            self.write(path, mine)
+        elif old != mine:
+            changed = sorted(k for k in set(old["profile"]) | set(mine["profile"]) if old["profile"].get(k) != mine["profile"].get(k))
+            changed += [k for k in ("weights", "train_base") if old[k] != mine[k]]
+            raise SlimnasError(f"{self.work} holds a run with other settings ({', '.join(changed)}): "
+                               "pass another --work folder or delete that one")
+
+    def check_inputs(self) -> None:
+        if not self.opts.train_base and not self.opts.weights.is_file():
+            raise SlimnasError(f"base checkpoint {self.opts.weights} not found: pass --weights PATH or --train-base")
+        if not self.opts.methods:
+            raise SlimnasError("no methods given: --methods uniform,torch-pruning,fastnas (for example)")
+        for name in self.opts.methods:
+            if name not in METHODS:
+                raise SlimnasError(f"unknown method {name!r}: choose from {', '.join(METHODS)}")
+            why = METHODS[name].unavailable()
+            if why:
+                raise SlimnasError(f"method {name!r} cannot run: {why}")
+
+    def base_checkpoint(self) -> tuple[Path, dict]:
+        if not self.opts.train_base:
+            w = self.opts.weights
+            recipe = w.with_suffix(".json")
+            return w, {"checkpoint": str(w), "trained_here": False,
+                       "recipe": json.loads(recipe.read_text()) if recipe.is_file() else None}
+        out = self.work / "base" / "cifar10_mobilenet_v2"
+        if not out.with_suffix(".pth").is_file():
+            cmd = [sys.executable, str(ROOT / "tools" / "train_base.py"), "--out", str(out), "--epochs", str(self.p.base_epochs),
+                   "--resume", "--workers", str(self.p.finetune.num_workers), "--no-progress"]
+            if self.p.base_steps_per_epoch:
+                cmd += ["--steps-per-epoch", str(self.p.base_steps_per_epoch)]
+            if self.p.train_subset:
+                cmd += ["--train-subset", str(self.p.train_subset)]
+            self.log("training the base model: " + " ".join(cmd[1:]))
+            subprocess.run(cmd, check=True, cwd=ROOT)
+        recipe = json.loads(out.with_suffix(".json").read_text())
+        recipe.pop("log", None)
+        return out.with_suffix(".pth"), {"checkpoint": str(out.with_suffix(".pth")), "trained_here": True, "recipe": recipe}
+
+    def budgets(self, meter: Meter) -> tuple[dict, list[Budget]]:
+        path = self.work / "budgets.json"
+        info = self.cached(path)
+        if info is None:
+            s = self.p.section
+            base, _, raw = meter.measure([], s.confirm_timing)
+            info = self.write(path, {"base": base.to_dict(), "probe_ms": raw["probe_ms"], "backend": raw["backend"],
+                                     "fractions": list(self.p.budgets), "margin": s.margin})
+        base_ms = info["base"]["latency_ms"]
+        budgets = [Budget(f, f * (1 - info["margin"]), base_ms) for f in info["fractions"]]
+        return info, budgets
+
+    def score(self, model, evaluator, name: str) -> dict:
+        macs, params = flops_params(model, INPUT_SHAPE)
+        top1 = evaluator.evaluate_model(model.to(self.device), recalibrate=True).top1
+        model.cpu()
+        self.log(f"{name}: test top-1 {top1:.4f}, {macs / 1e6:.2f} MFLOPs, {params / 1e6:.3f} M params")
+        return {"test_top1": top1, "mflops": macs / 1e6, "params_m": params / 1e6}
+
+    def method_budget(self, method, budget: Budget, meter: Meter, evaluator, prepared: dict) -> dict:
+        folder = self.work / method.name / budget.label
+        done = self.cached(folder / "result.json")
+        if done is not None:
+            return done
+        folder.mkdir(parents=True, exist_ok=True)
+        search = self.cached(folder / "search.json")
+        if search is None:
+            if "prepare_s" not in prepared:
+                prepared.update(self.prepare(method))
+            self.log(f"{method.name} @ {budget.label}: searching {method.knob_name} (target {budget.target:.3f}x of the base)")
+            s = self.p.section
+            onnx_dir = self.work / "onnx" / "search"
+
+            def timer(e2e):
+                def measure(models):
+                    paths = [onnx_for(m, onnx_dir, INPUT_SHAPE) for m in models]
+                    return [m.ratio for m in meter.measure(paths, e2e)[1]]
+                return measure
+
+            t0 = time.time()
+            found = method.search(budget, Timers(timer(s.step_timing), timer(s.confirm_timing)))
+            search_s = time.time() - t0
+            save_exported(found.model, folder / "searched.pt", arch=ARCH, num_classes=NUM_CLASSES)
+            search = self.write(folder / "search.json", {"knob": found.knob, "ratio_in_search": found.ratio,
+                                                          "search_s": search_s, "probes": found.probes, "info": found.info})
+            self.log(f"{method.name} @ {budget.label}: knob {found.knob}, measured {found.ratio:.3f}x in {search_s:.0f} s")
+        model = load_exported(folder / "searched.pt")
+        t0 = time.time()
+        model = finetune(model, self.data, self.p.finetune, folder / "finetune", self.device)
+        finetune_s = time.time() - t0
+        save_exported(model, folder / "final.pt", arch=ARCH, num_classes=NUM_CLASSES)
+        scores = self.score(model, evaluator, f"{method.name} @ {budget.label}")
+        prep = self.cached(self.work / method.name / "prepare.json") or {}
+        return self.write(folder / "result.json", {
+            "method": method.name, "budget": budget.label, "fraction": budget.fraction, "knob_name": method.knob_name,
+            "knob": search["knob"], "ratio_in_search": search["ratio_in_search"], "prepare_s": prep.get("prepare_s", 0.0),
+            "search_s": search["search_s"], "finetune_s": finetune_s, **scores, "final": str(folder / "final.pt")})
+
+    def prepare(self, method) -> dict:
+        path = self.work / method.name / "prepare.json"
+        t0 = time.time()
+        self.log(f"{method.name}: preparing")
+        info = method.prepare()
+        old = self.cached(path)
+        if old is not None:  # the expensive part was cached on disk by the method; keep the first wall time
+            return old
+        return self.write(path, {"prepare_s": time.time() - t0, "info": info})
+
+    def final_timing(self, rows: list[dict]) -> dict:
+        path = self.work / "final_timing.json"
+        names = [f"{r['method']}@{r['budget']}" for r in rows]
+        old = self.cached(path)
+        if old is not None and old["names"] == names and not self.opts.retime:
+            return old
+        onnx_dir = self.work / "onnx" / "final"
+        paths = [onnx_for(load_exported(r["final"]), onnx_dir, INPUT_SHAPE, name=n.replace("@", "_")) for r, n in zip(rows, names)]
+        self.log(f"closing timing run: {len(paths)} models + the base, {self.p.final_timing.rounds} interleaved rounds, fresh process")
+        meter = Meter(onnx_for(self.base_model, self.work / "onnx", INPUT_SHAPE, name="base"))
+        base, ms, raw = meter.measure(paths, self.p.final_timing)
+        return self.write(path, {"names": names, "base": base.to_dict(), "models": [m.to_dict() for m in ms],
+                                 "probe_ms": raw["probe_ms"], "backend": raw["backend"]})
+
+    def cuda_timing(self, rows: list[dict]) -> Optional[dict]:
+        """On a GPU machine, also the torch CUDA backend (in process, CUDA events); budgets stay on the CPU target."""
+        if not torch.cuda.is_available():
+            return None
+        from slimnas.latency.backends import BackendConfig, Workload, create_backend
+        from slimnas.latency.timing import TimingConfig
+
+        backend = create_backend("torch", BackendConfig("cuda", 1, 1))
+        timing = TimingConfig(samples=100)
+        out = {"backend": backend.describe()}
+        models = [("base", self.base_model)] + [(f"{r['method']}@{r['budget']}", load_exported(r["final"])) for r in rows]
+        for name, m in models:
+            t = backend.time(Workload((1,) + INPUT_SHAPE, (1, NUM_CLASSES), torch=lambda m=m: copy.deepcopy(m)), timing)
+            out[name] = {"median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms}
+        return out
+
+    def record_invocation(self) -> float:
+        """Append this invocation's wall time to ``invocations.json``; return the total over all of them."""
+        path = self.work / "invocations.json"
+        runs = (self.cached(path) or {"runs": []})["runs"]
+        runs.append({"command": self.opts.command, "wall_s": time.time() - self.t_start})
+        self.write(path, {"runs": runs})
+        return sum(r["wall_s"] for r in runs)
+
+    # -- the whole run -----------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.check_inputs()  # bad input leaves no work folder behind
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.check_settings()
+        p = self.p
+        weights, base_info = self.base_checkpoint()
+        self.base_model = load_model(ARCH, num_classes=NUM_CLASSES, weights=str(weights)).eval()
+        data_config = DataConfig("cifar10", image_size=INPUT_SHAPE[1], train_subset=p.train_subset,
+                                 val_subset=p.val_subset, test_subset=p.test_subset, seed=0)
+        self.data = load_data(data_config)
+        self.log(f"profile {p.name}: {len(self.data.train)} train / {len(self.data.val)} val / {len(self.data.test)} test "
+                 f"images; device {self.device}; methods {', '.join(self.opts.methods)}")
+        meter = Meter(onnx_for(self.base_model, self.work / "onnx", INPUT_SHAPE, name="base"))
+        budget_info, budgets = self.budgets(meter)
+        self.log(f"base {budget_info['base']['latency_ms']:.4f} ms; budgets " +
+                 ", ".join(f"{b.label} = {b.fraction * b.base_ms:.4f} ms (search target {b.target:.3f}x)" for b in budgets))
+        evaluator = test_evaluator(self.data, p.calib_images, self.device)
+        base_scores = self.cached(self.work / "base_scores.json") or self.write(
+            self.work / "base_scores.json", self.score(self.base_model, evaluator, "base"))
+        ctx = Context(self.base_model, weights, ARCH, INPUT_SHAPE, self.data, data_config, p, self.device, self.log)
+        rows = []
+        for name in self.opts.methods:
+            method = METHODS[name](ctx, self.work / name)
+            prepared: dict = {}
+            for b in budgets:
+                rows.append(self.method_budget(method, b, meter, evaluator, prepared))
+        timing = self.final_timing(rows)
+        cuda = self.cuda_timing(rows)
+        results = {
+            "profile": p.name, "settings": asdict(p), "command": self.opts.command, "methods": list(self.opts.methods),
+            "fingerprint": {**fingerprint(torch.get_num_threads()), **machine()}, "base": {**base_info, **base_scores},
+            "budgets": budget_info, "final_timing": timing, "cuda_timing": cuda, "rows": rows,
+            "wall_s_this_invocation": time.time() - self.t_start, "wall_s_all_invocations": self.record_invocation(),
+        }
+        write_report(results, self.opts.out)
+        self.log(f"wrote {self.opts.out}/results.json, results.md, accuracy_vs_latency.png")
+        return results

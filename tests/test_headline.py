@@ -1,0 +1,169 @@
+"""The headline benchmark's parts: search by measurement, and each peer adapter on a small MobileNetV2."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from headline_lib.bisect import bisect_by_measurement  # noqa: E402
+from headline_lib.finetune import flops_params  # noqa: E402
+from headline_lib.measure import Meter, architecture_key, onnx_for  # noqa: E402
+from headline_lib.methods import METHODS, Context  # noqa: E402
+from headline_lib.profiles import get_profile  # noqa: E402
+from slimnas.data import DataConfig, load_data  # noqa: E402
+from slimnas.errors import SlimnasError  # noqa: E402
+from slimnas.latency.e2e import E2EConfig  # noqa: E402
+
+from tests.conftest import calibrate  # noqa: E402
+
+SHAPE = (3, 32, 32)
+
+
+def staircase(knob: float) -> float:
+    """A latency-like ratio with a cliff: grows with the knob, jumps up by 0.1 above 0.6."""
+    return 0.2 + 0.7 * knob + (0.1 if knob > 0.6 else 0.0)
+
+
+def grid(knob: float) -> float:
+    return round(knob * 64) / 64  # candidates come in steps of 1/64, like channel counts
+
+
+def test_bisect_finds_the_largest_knob_that_meets_the_target():
+    calls = []
+
+    def measure(cands):
+        calls.append(list(cands))
+        return [staircase(c) for c in cands]
+
+    target = 0.75
+    found = bisect_by_measurement(grid, str, measure, 0.1, 1.0, target, points=3, steps=3)
+    assert staircase(found.candidate) <= target and found.ratio == staircase(found.candidate)
+    assert staircase(found.candidate + 2 / 64) > target  # within the search's resolution of the true boundary
+    assert len(calls) == 3 and len(calls[0]) == 5  # both ends and 3 points first, then 3 points per step
+    assert all(len(set(c)) == len(c) for c in calls)  # an architecture is never measured twice in a run
+    measured = [c for run in calls for c in run]
+    assert len(measured) == len(set(measured))
+
+
+def test_bisect_skips_a_point_above_the_cliff_and_confirms_largest_first():
+    # The confirmation run sees every point 0.02 slower: the largest passing knob may fail it, the next one wins.
+    found = bisect_by_measurement(grid, str, lambda cs: [staircase(c) for c in cs], 0.1, 1.0, 0.6, points=3, steps=3,
+                                  confirm=lambda cs: [staircase(c) + 0.02 for c in cs])
+    assert found.ratio <= 0.6 and found.ratio == pytest.approx(staircase(found.candidate) + 0.02)
+    confirmed = [p for p in found.probes if p.confirm]
+    assert confirmed and confirmed[0].knob >= found.knob
+    assert all(not p.feasible for p in confirmed if p.knob > found.knob)
+
+
+def test_bisect_refuses_an_unreachable_budget():
+    with pytest.raises(SlimnasError, match="even the smallest setting"):
+        bisect_by_measurement(grid, str, lambda cs: [staircase(c) for c in cs], 0.1, 1.0, 0.2)
+
+
+def small_base() -> nn.Module:
+    torch.manual_seed(0)
+    return calibrate(torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25), SHAPE)
+
+
+def context(tmp_path: Path) -> Context:
+    config = DataConfig("digits", image_size=SHAPE[1], train_subset=64, val_subset=32, test_subset=32)
+    data = load_data(config)
+    profile = get_profile("smoke", calib_images=32, val_subset=32)
+    return Context(small_base(), tmp_path / "base.pth", "mobilenet_v2", SHAPE, data, config, profile, torch.device("cpu"),
+                   log=lambda m: None)
+
+
+def test_bisect_on_real_measurements(tmp_path):
+    """The uniform method searched by real end-to-end timing: the answer meets its own measured target."""
+    ctx = context(tmp_path)
+    method = METHODS["uniform"](ctx, tmp_path / "uniform")
+    method.prepare()
+    meter = Meter(onnx_for(ctx.base, tmp_path, SHAPE, name="base"))
+
+    def measure(models):
+        return [m.ratio for m in meter.measure([onnx_for(m, tmp_path, SHAPE) for m in models], E2EConfig(4, 10))[1]]
+
+    found = bisect_by_measurement(method.build, architecture_key, measure, 0.25, 1.0, 0.9, points=1, steps=1)
+    assert found.ratio <= 0.9 and found.knob in (0.25, 0.625, 1.0)
+    assert len({p.key for p in found.probes}) == 3  # the ends and the middle: three architectures, one run
+
+
+def check_plain(model: nn.Module, base: nn.Module) -> None:
+    """A plain model of the base's class, narrower, with only torch layers, that runs."""
+    assert type(model) is type(base)
+    assert {type(m) for m in model.modules()} <= {type(m) for m in base.modules()}
+    assert model(torch.randn((2,) + SHAPE)).shape == (2, 10)
+    assert flops_params(model, SHAPE)[0] < flops_params(base, SHAPE)[0]
+
+
+def test_uniform_adapter(tmp_path):
+    ctx = context(tmp_path)
+    m = METHODS["uniform"](ctx, tmp_path)
+    m.prepare()
+    half = m.build(0.5)
+    check_plain(half, ctx.base)
+    x = torch.randn((2,) + SHAPE)
+    with torch.no_grad():  # full width keeps the base's function (importance order is a permutation)
+        assert torch.allclose(m.build(1.0)(x), ctx.base(x), atol=1e-4)
+    assert architecture_key(m.build(1.0)) == architecture_key(ctx.base) != architecture_key(half)
+
+
+def test_torch_pruning_adapter(tmp_path):
+    pytest.importorskip("torch_pruning")
+    ctx = context(tmp_path)
+    m = METHODS["torch-pruning"](ctx, tmp_path)
+    m.prepare()
+    model = m.build(0.5)
+    check_plain(model, ctx.base)
+    convs = [c for c in model.modules() if isinstance(c, nn.Conv2d)]
+    assert all(c.out_channels % 8 == 0 for c in convs)  # round_to=8
+    assert model.classifier[-1].out_features == 10
+
+
+def test_fastnas_adapter(tmp_path):
+    pytest.importorskip("modelopt.torch.prune")
+    ctx = context(tmp_path)
+    m = METHODS["fastnas"](ctx, tmp_path)
+    info = m.prepare()
+    assert (tmp_path / "sensitivity.pth").is_file() and info["val_images"] == 32
+    model = m.build(0.4)
+    check_plain(model, ctx.base)
+    assert flops_params(model, SHAPE)[0] <= 0.45 * flops_params(ctx.base, SHAPE)[0]
+
+
+def headline_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("headline", Path(__file__).resolve().parents[1] / "benchmarks" / "headline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "uniform,bogus"], "unknown method 'bogus'"),
+    (["--methods", "uniform", "--weights", "missing.pth"], "base checkpoint missing.pth not found"),
+    (["--methods", ","], "no methods given"),
+])
+def test_bad_input_is_one_line_error_and_leaves_no_folder(tmp_path, capsys, args, message):
+    work, out = tmp_path / "work", tmp_path / "out"
+    assert headline_main()(["--smoke", *args, "--work", str(work), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("headline: error: ") and message in err[-1]
+    assert not work.exists() and not out.exists()
+
+
+def test_ratio_statistics():
+    from headline_lib.measure import ratio_stats
+
+    model, base = [2.0, 3.0, 2.2, 2.9], [4.0, 5.0, 4.4, 5.8]
+    r, p10, p90, repeat = ratio_stats(model, base, "best_round")
+    assert r == pytest.approx(0.5) and repeat == pytest.approx(16.0)  # quietest: 2.0/4.0 (even rounds), 2.9/5.0 (odd)
+    r, p10, p90, repeat = ratio_stats(model, base, "median")
+    assert r == pytest.approx(0.5) and p10 <= r < p90 and repeat == pytest.approx(10.0)  # even 0.5, odd 0.55
