@@ -63,7 +63,8 @@ def test_slim_writes_every_output(run):
     assert (out / "latency" / "table" / "calibration.json").is_file(), "no shipped table fits TinyNet: one is profiled"
     assert f"Outputs in {out}" in r.stdout.strip().splitlines()[-1]
     report = (out / "report.md").read_text()
-    for fragment in ("latency budget", "measured latency, median (p10–p90)", "repeat spread", "predicted latency",
+    for fragment in ("latency budget", "quietest round's median (p10–p90 of all samples)",
+                     "repeat error: even vs odd rounds", "predicted latency",
                      "FLOPs", "params", "validation top-1", "test top-1", "Wall time per stage", "cpu_model",
                      "slimnas slim --config", "to match the original's measured latency",
                      "model.engine: TensorRT is not installed (pip install slimnas[trt])"):

@@ -67,7 +67,7 @@ def _original(plan: Plan, teacher, data, out: Path) -> dict:
     if f.is_file():
         return json.loads(f.read_text())
     ref = plan.reference
-    result = {**{k: ref["original"][k] for k in ("median_ms", "p10_ms", "p90_ms", "spread_pct")},
+    result = {**{k: ref["original"].get(k) for k in ("median_ms", "p10_ms", "p90_ms", "spread_pct", "repeat_pct")},
               "flops": ref["original_flops"], "params": ref["original_params"],
               **original_accuracy(teacher, data, plan.config.fitness, plan.config.seed)}
     atomic_write_text(f, json.dumps(result, indent=1))
@@ -154,9 +154,9 @@ def _summary(plan: Plan, predictor, result, verified, tuned: dict, original: dic
     row = verified.row
     same_run = verified.table[(verified.table["round"] == row["round"]) & (verified.table["model"] == "original")]
     original_now = float(same_run["median_ms"].iloc[0]) if len(same_run) else float("nan")
-    chosen = {**{k: row.get(k) for k in ("hash", "median_ms", "p10_ms", "p90_ms", "spread_pct", "predicted_ms",
-                                         "predicted_now_ms", "error_pct", "budget_ms", "ratio_to_original", "flops",
-                                         "params")},
+    chosen = {**{k: row.get(k) for k in ("hash", "median_ms", "p10_ms", "p90_ms", "spread_pct", "repeat_pct",
+                                         "predicted_ms", "predicted_now_ms", "error_pct", "budget_ms",
+                                         "ratio_to_original", "flops", "params")},
               "supernet_top1": row.get("accuracy"), "original_now_ms": original_now,
               "speedup": 1.0 / float(row["ratio_to_original"]), "val_top1": tuned.get("val_top1"),
               "test_top1": tuned.get("test_top1"), "val_images": tuned.get("val_images"),
