@@ -35,8 +35,8 @@ def render(s: dict) -> str:
         lines.append(f"- {b}")
     if c.get("budget_ms") is not None:
         lines.append(f"- checked by measurement on the device: a relative budget against the original timed in the "
-                     f"same run ({_ms(c.get('original_now_ms'))} ms there, so {c['budget_ms']:.3f} ms), as the median "
-                     "over rounds of each round's ratio; an absolute one against the measured median")
+                     f"same run ({_ms(c.get('original_now_ms'))} ms there, so {c['budget_ms']:.3f} ms), as the ratio "
+                     "of the two latencies; an absolute one against the measured latency")
     lines += ["", "## Result", "",
               "| | original | chosen subnet |", "|---|---|---|",
               f"| measured latency ms: quietest round's median (p10–p90 of all samples) | {_ms(o['median_ms'])} "
