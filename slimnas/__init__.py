@@ -4,9 +4,8 @@ The core verbs: ``load_model`` → ``convert`` (a width-searchable supernet foun
 ``Subnet`` → ``export_subnet`` (a plain model of the original class) → ``export_onnx``/``save_exported``.
 The whole pipeline: :func:`slimnas.pipeline.slim` (``slimnas slim``) and :func:`slimnas.pipeline.demo`.
 """
-import importlib
-
 from .errors import SlimnasError
+from .lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -24,12 +23,7 @@ _LAZY = {
 __all__ = ["SlimnasError", *sorted(_LAZY)]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__():

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -11,9 +16,10 @@ import pytest
 import torch
 
 import slimnas
-from slimnas.pipeline import load_config
+from slimnas.pipeline import load_config, prepare
 from tests.nets import TinyNet
 
+from .conftest import ROOT
 from .slim_helpers import slimnas as cli
 from .slim_helpers import write_config
 
@@ -23,12 +29,31 @@ OUTPUTS = ["pareto.csv", "pareto.png", "subnet.json", "model.pt", "model.onnx", 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    """The tiny config run through the command line, killed with SIGKILL once the search has started, then rerun."""
     root = tmp_path_factory.mktemp("slim")
     config = write_config(root)
     out = root / "run"
-    r = cli("slim", "--config", str(config), "--out", str(out), "--no-progress")
+    args = ["slim", "--config", str(config), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "slimnas", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 240
+    while not (out / "fitness.jsonl").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-3000:]
+    assert not (out / "subnet.json").exists(), "the run must be killed during the search"
+    r = cli(*args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out, r
+
+
+def test_killed_run_resumes_without_redoing_finished_stages(run):
+    out, r = run
+    for stage in ("base", "supernet"):
+        assert f"[{stage}]" in r.stdout and "finished before, skipped" in r.stdout.split(f"[{stage}]")[1].splitlines()[0]
+    assert "timing the original" not in r.stdout, "the reference measurement is reused"
+    assert "[search] evolutionary search\n" in r.stdout
 
 
 def test_slim_writes_every_output(run):
@@ -38,9 +63,11 @@ def test_slim_writes_every_output(run):
     assert (out / "latency" / "table" / "calibration.json").is_file(), "no shipped table fits TinyNet: one is profiled"
     assert f"Outputs in {out}" in r.stdout.strip().splitlines()[-1]
     report = (out / "report.md").read_text()
-    for fragment in ("latency budget", "measured latency, median (p10–p90)", "repeat spread", "predicted latency",
+    for fragment in ("latency budget", "quietest round's median (p10–p90 of all samples)",
+                     "repeat error: even vs odd rounds", "predicted latency",
                      "FLOPs", "params", "validation top-1", "test top-1", "Wall time per stage", "cpu_model",
-                     "slimnas slim --config", "model.engine: TensorRT is not installed (pip install slimnas[trt])"):
+                     "slimnas slim --config", "to match the original's measured latency",
+                     "model.engine: TensorRT is not installed (pip install slimnas[trt])"):
         assert fragment in report, fragment
     assert load_config(out / "config.yaml").constraints == ("latency<=0.8x",)
 
@@ -51,7 +78,7 @@ def test_chosen_subnet_meets_the_budget_by_measurement(run):
     chosen = v[v["chosen"]]
     assert len(chosen) == 1
     row = chosen.iloc[0]
-    assert row["median_ms"] <= row["budget_ms"]
+    assert row["ratio_to_original"] <= 0.8, "a relative budget holds for the paired ratio to the original"
     assert row["p10_ms"] <= row["median_ms"] <= row["p90_ms"]
     same_run = v[(v["round"] == row["round"]) & (v["model"] == "original")].iloc[0]
     assert row["budget_ms"] == pytest.approx(0.8 * same_run["median_ms"])
@@ -109,8 +136,10 @@ def test_search_and_export_verbs_on_the_supernet_run(run, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for name in ("pareto.csv", "pareto.png", "subnet.json", "search_state.json"):
         assert (tmp_path / "s" / name).is_file(), name
-    r = cli("export", str(out / "supernet"), "--subnet", str(tmp_path / "s" / "subnet.json"), "--out", str(tmp_path / "e"))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    from slimnas.cli import main
+
+    assert main(["export", str(out / "supernet"), "--subnet", str(tmp_path / "s" / "subnet.json"), "--out",
+                 str(tmp_path / "e")]) == 0
     model = slimnas.load_exported(tmp_path / "e" / "model.pt")
     assert type(model) is TinyNet and (tmp_path / "e" / "model.onnx").is_file()
 
@@ -126,6 +155,20 @@ def test_export_asked_for_tensorrt_without_it_is_one_line(run, tmp_path, capsys)
     assert main(["export", str(out), "--out", str(tmp_path / "f"), "--tensorrt"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install slimnas[trt]" in err
+
+
+def test_a_trained_supernet_run_is_reused_with_its_model_data_and_space(run, tmp_path):
+    out, _ = run
+    config = load_config(out / "config.yaml", [{"supernet": {"run": str(out / "supernet")}, "model": {"name": "resnet18"},
+                                               "constraints": ["latency<=0.9x"]}])
+    plan = prepare(config, tmp_path / "reuse", log=lambda m: None)
+    assert not (tmp_path / "reuse").exists(), "prepare writes nothing"
+    assert plan.config.model.name == "tests.nets:tiny_net" and plan.config.base is None
+    assert plan.config.supernet.strategy == "cafenet" and plan.config.space.ratios == (0.25, 0.5, 0.75, 1.0)
+    assert plan.run is not None and plan.net is plan.run[1]
+    assert plan.reference["original"]["median_ms"] > plan.reference["smallest"]["median_ms"] > 0
+    assert plan.budget[0].limit == pytest.approx(0.9 * plan.reference["original"]["median_ms"])
+    shutil.rmtree(plan.measured_in, ignore_errors=True)
 
 
 @pytest.mark.parametrize("verb", ["slim", "demo", "search", "export"])

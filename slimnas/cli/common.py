@@ -40,3 +40,10 @@ def supernet_from_args(args: argparse.Namespace) -> Supernet:
     model = load_model(args.model, num_classes=args.num_classes, weights=args.weights)
     space = SpaceConfig(ratios=parse_ratios(args.ratios), divisor=args.divisor, max_ratio=args.max_ratio)
     return convert(model, args.input_size, ConvertConfig(space=space))
+
+
+def add_tensorrt_arguments(p: argparse.ArgumentParser, help_on: str) -> None:
+    """``--tensorrt`` (True), ``--no-tensorrt`` (False), neither (None: where TensorRT and a GPU are present)."""
+    trt = p.add_mutually_exclusive_group()
+    trt.add_argument("--tensorrt", action="store_true", default=None, help=help_on)
+    trt.add_argument("--no-tensorrt", dest="tensorrt", action="store_false", help="never build model.engine")

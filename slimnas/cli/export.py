@@ -5,6 +5,7 @@ import argparse
 
 from ..pipeline import ExportConfig, export
 from . import command
+from .common import add_tensorrt_arguments
 
 
 @command("export", "Export a slimmed model: model.pt, model.onnx (checked) and, with TensorRT, model.engine.", """\
@@ -22,9 +23,7 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a `slimnas slim` run folder, or a `slimnas train` run folder with --subnet")
     p.add_argument("--subnet", help="subnet JSON (e.g. from `slimnas search`) to export from a training run")
     p.add_argument("--out", help="output folder (default: the run folder)")
-    trt = p.add_mutually_exclusive_group()
-    trt.add_argument("--tensorrt", action="store_true", default=None, help="build model.engine (error if TensorRT is missing)")
-    trt.add_argument("--no-tensorrt", dest="tensorrt", action="store_false", help="never build model.engine")
+    add_tensorrt_arguments(p, "build model.engine (error if TensorRT is missing)")
     p.add_argument("--fp16", action="store_true", help="build the TensorRT engine in FP16")
     p.add_argument("--no-onnx", action="store_true", help="write model.pt only")
     p.add_argument("--batch", type=int, default=1, help="batch size of the ONNX graph (default: 1)")

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
 from ..pipeline import SlimConfig, dump_config, load_config, slim
 from ..pipeline.config import with_overrides
 from ..pipeline.schema import parse_assignment
 from . import command
+from .common import add_tensorrt_arguments
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[dict]:
@@ -52,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(config), end="")
         return 0
-    cmd = "slimnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["slim"] else "slimnas slim"
-    slim(config, args.out, command=cmd, progress=not args.no_progress)
+    slim(config, args.out, command="slimnas " + shlex.join(args.argv), progress=not args.no_progress)
     return 0
 
 
@@ -74,9 +73,7 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="batch size on the device (default: 1)")
     p.add_argument("--strategy", help="supernet training: sandwich, cafenet (default) or bsnas")
     p.add_argument("--supernet-run", help="reuse a finished `slimnas train` run folder")
-    trt = p.add_mutually_exclusive_group()
-    trt.add_argument("--tensorrt", action="store_true", default=None, help="build model.engine (needs slimnas[trt] and a GPU)")
-    trt.add_argument("--no-tensorrt", dest="tensorrt", action="store_false", help="never build model.engine")
+    add_tensorrt_arguments(p, "build model.engine (needs slimnas[trt] and a GPU)")
     p.add_argument("--fp16", action="store_true", default=None, help="build the TensorRT engine in FP16")
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",

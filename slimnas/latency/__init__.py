@@ -5,8 +5,7 @@ units; ``LatencyPredictor(table, supernet).predict(subnets)`` sums them, calibra
 see :mod:`.calibration`); ``validate`` measures random subnets end to end and reports how well the
 predictions hold.
 """
-import importlib
-
+from ..lazy import lazy_getattr
 from .backends import BackendConfig, backend_names, create_backend
 from .timing import Timing, TimingConfig
 
@@ -15,13 +14,7 @@ from .timing import Timing, TimingConfig
 _LAZY = {"Calibration": ".calibration", "E2EConfig": ".e2e", "LatencyPredictor": ".predictor", "LatencyTable": ".table", "ProfileConfig": ".profiler", "profile": ".profiler"}
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 __all__ = ["BackendConfig", "Calibration", "E2EConfig", "LatencyPredictor", "LatencyTable", "ProfileConfig", "Timing", "TimingConfig",
            "backend_names", "create_backend", "profile"]

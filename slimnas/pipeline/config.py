@@ -45,8 +45,8 @@ class LatencyConfig:
     threads: int = 1  # intra-op threads (fixed and recorded)
     batch: int = 1
     dtype: str = "fp32"  # fp32 | fp16
-    rounds: int = 3  # interleaved rounds of every end-to-end timing (the repeat spread is over them)
-    samples: int = 60  # timed samples per model in an end-to-end timing (over all rounds)
+    rounds: int = 10  # interleaved rounds of every end-to-end timing; a model's latency is its quietest round's median
+    samples: int = 100  # timed samples per model in an end-to-end timing (over all rounds)
     profile: ProfileConfig = field(default_factory=ProfileConfig)  # how a table is built when none fits
 
     def __post_init__(self) -> None:

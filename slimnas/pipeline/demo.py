@@ -26,7 +26,7 @@ def demo_config(out: str = DEMO_OUT) -> SlimConfig:
         base=TrainConfig(epochs=10, batch_size=64, optimizer="adamw", lr=0.003, weight_decay=0.05,
                          warmup_fraction=0.1, eval_images=0),
         data=DataConfig(source="digits"),
-        latency=LatencyConfig(table=None, backend="onnxruntime", device="cpu", threads=1, batch=1, rounds=3, samples=60),
+        latency=LatencyConfig(table=None, backend="onnxruntime", device="cpu", threads=1, batch=1, rounds=10, samples=100),
         constraints=("latency<=0.6x",),
         supernet=SupernetConfig(strategy="sandwich", options={"n_random": 1},
                                 train=TrainConfig(epochs=6, steps_per_epoch=20, batch_size=64, optimizer="adamw",

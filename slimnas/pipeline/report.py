@@ -34,16 +34,20 @@ def render(s: dict) -> str:
     for b in s["budget"]:
         lines.append(f"- {b}")
     if c.get("budget_ms") is not None:
-        lines.append(f"- latency budget checked by measurement: {c['budget_ms']:.3f} ms "
-                     f"(against the original measured in the same timing run: {_ms(c.get('original_now_ms'))} ms)")
+        lines.append(f"- checked by measurement on the device: a relative budget against the original timed in the "
+                     f"same run ({_ms(c.get('original_now_ms'))} ms there, so {c['budget_ms']:.3f} ms), as the ratio "
+                     "of the two latencies; an absolute one against the measured latency")
     lines += ["", "## Result", "",
               "| | original | chosen subnet |", "|---|---|---|",
-              f"| measured latency, median (p10–p90) ms | {_ms(o['median_ms'])} ({_ms(o['p10_ms'])}–{_ms(o['p90_ms'])}) | "
+              f"| measured latency ms: quietest round's median (p10–p90 of all samples) | {_ms(o['median_ms'])} "
+              f"({_ms(o['p10_ms'])}–{_ms(o['p90_ms'])}) | "
               f"**{_ms(c['median_ms'])}** ({_ms(c['p10_ms'])}–{_ms(c['p90_ms'])}) |",
-              f"| repeat spread of the rounds' medians | {_pct(o['spread_pct'])} | {_pct(c['spread_pct'])} |",
-              f"| predicted latency ms (at this timing run's probe) | – | {_ms(c['predicted_now_ms'])} "
+              f"| repeat error: even vs odd rounds (spread of all round medians) | {_pct(o.get('repeat_pct'))} "
+              f"({_pct(o['spread_pct'])}) | {_pct(c.get('repeat_pct'))} ({_pct(c['spread_pct'])}) |",
+              f"| predicted latency ms (anchored on the original in the same run) | – | {_ms(c['predicted_now_ms'])} "
               f"(error {_pct(c['error_pct'], True)} of measured) |",
-              f"| speed-up (measured, same run) | 1.00x | {c['speedup']:.2f}x |",
+              f"| latency relative to the original (measured, same run) | 1.000x | **{c['ratio_to_original']:.3f}x** "
+              f"({c['speedup']:.2f}x faster) |",
               f"| FLOPs (M, multiply-accumulates) | {_m(o['flops'])} | {_m(c['flops'])} |",
               f"| params (M) | {_m(o['params'])} | {_m(c['params'])} |",
               f"| validation top-1 (supernet estimate) | – | {_acc(c['supernet_top1'])} |",
@@ -52,20 +56,24 @@ def render(s: dict) -> str:
     if o.get("test_top1") is not None:
         lines.append(f"| test top-1 (reporting only; {c.get('test_images')} images) | {_acc(o.get('test_top1'))} | "
                      f"{_acc(c.get('test_top1'))} |")
+    p = s["predictor"]
     lines += ["", f"Chosen subnet: `{c['hash']}` (`subnet.json`). The original was first measured at "
-              f"{_ms(o['median_ms'])} ms (the relative budget was resolved against it); predictions are the "
-              f"latency table's, rescaled by the reference probe (x{s['predictor'].get('speed', 1.0):.3f} at search time).", ""]
+              f"{_ms(o['median_ms'])} ms (relative budgets were resolved against it for the search). Predictions are "
+              f"the latency table's, set to the speed of that timing: x{p.get('probe_factor', 1.0):.3f} by the reference "
+              f"probe, then x{p.get('anchor_factor', 1.0):.3f} to match the original's measured latency (the table "
+              f"predicted {_ms(p.get('original_predicted_by_probe_ms'))} ms for it); in verification, each round's "
+              "predictions follow that round's timing of the original.", ""]
     v: pd.DataFrame = s["verify"]
     if v is not None and len(v):
         lines += ["## On-device verification (`verify.csv`)", "",
-                  "| round | model | supernet top-1 | predicted ms | measured median ms (p10–p90) | spread | error | meets budget |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| round | model | supernet top-1 | predicted ms | measured ms (p10–p90) | repeat error | error | "
+                  "x original | meets budget |", "|---|---|---|---|---|---|---|---|---|"]
         for _, r in v.iterrows():
             name = "original" if r["model"] == "original" else f"`{r['hash']}`" + (" **chosen**" if bool(r["chosen"]) else "")
             meets = "" if r["model"] == "original" else ("yes" if bool(r["meets_budget"]) else "no")
             lines.append(f"| {r['round']} | {name} | {_acc(r['accuracy'])} | {_ms(r['predicted_now_ms'])} | "
-                         f"{_ms(r['median_ms'])} ({_ms(r['p10_ms'])}–{_ms(r['p90_ms'])}) | {_pct(r['spread_pct'])} | "
-                         f"{_pct(r['error_pct'], True)} | {meets} |")
+                         f"{_ms(r['median_ms'])} ({_ms(r['p10_ms'])}–{_ms(r['p90_ms'])}) | {_pct(r.get('repeat_pct'))} | "
+                         f"{_pct(r['error_pct'], True)} | {r['ratio_to_original']:.3f} | {meets} |")
         lines.append("")
     se = s["search"]
     lines += ["## Search", "", f"{se['evaluations']} subnets scored (supernet accuracy on the validation split after BN "

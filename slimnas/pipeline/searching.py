@@ -1,7 +1,7 @@
 """The search stage: evolutionary search of a trained supernet under the budgets, and ``slimnas search``.
 
 Fitness is the supernet's accuracy on the validation split after BN recalibration (best arrangement wins,
-see :mod:`.fitness`); costs are the latency predictor's (rescaled by the reference probe) and the analytic
+see :mod:`.fitness`); costs are the latency predictor's (at the speed of the reference timing) and the analytic
 FLOPs and params. ``search_state.json`` makes the search resumable; ``pareto.csv`` marks it finished.
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ class SearchJob:
 def search(job: SearchJob, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Search a `slimnas train` run under budgets; writes pareto.csv, pareto.png, subnet.json and search_state.json
     into ``job.out``. With a latency budget the original model is measured end to end first (fresh process, with
-    the reference probe): relative budgets are resolved against it and predictions rescaled by the probe;
+    the reference probe): relative budgets are resolved against it and predictions follow its speed;
     without one, latency (when a table fits) is predicted at the table's own calibration."""
     import tempfile
 
@@ -89,7 +89,7 @@ def search(job: SearchJob, progress: bool = True, log: Callable[[str], None] = p
     from ..train.run import load_run
     from .device import find_table, make_backend, open_predictor
     from .plot import pareto_plot
-    from .prepare import check_budget, measure_reference
+    from .prepare import anchor, check_budget, measure_reference
 
     constraints = parse_constraints(job.constraints)
     if not constraints:
@@ -108,7 +108,7 @@ def search(job: SearchJob, progress: bool = True, log: Callable[[str], None] = p
         original = load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights)
         with tempfile.TemporaryDirectory(prefix="slimnas-search-") as tmp:
             ref = measure_reference(original, net, backend, job.latency, Path(tmp), log)
-        predictor.rescale(ref["probe_ms"])
+        anchor(predictor, net, ref)
     smallest = net.space.min() if strategy.space is None else strategy.space.min()
     small = {"flops": net.flops(smallest), "params": net.params(smallest)}
     if predictor is not None:

@@ -34,10 +34,10 @@ from .device import open_predictor
 from .exports import arch_name, write_exports
 from .finetune import finetune, load_finetuned, original_accuracy
 from .plot import pareto_plot
-from .prepare import Plan, check_budget, prepare
+from .prepare import Plan, anchor, check_budget, prepare
 from .report import write_report
 from .searching import HISTORY, PARETO, UNIFORM, run_search
-from .stages import StageClock
+from .stages import RunLog, StageClock
 from .training import BASE_WEIGHTS, SUPERNET_DONE, base_accuracy, train_base, train_supernet
 from .verify import load_verified, verify
 
@@ -52,7 +52,7 @@ def _profile(plan: Plan, log: Callable[[str], None]):
     profile(plan.net, plan.backend, plan.table_path, model=cfg.model.name, config=cfg.latency.profile, model_args=model_args,
             log=log)
     predictor = open_predictor(plan.table_path, plan.net, plan.backend)
-    predictor.rescale(plan.reference["probe_ms"])
+    plan.speed = anchor(predictor, plan.net, plan.reference)
     ref = plan.reference
     smallest = plan.net.space.min()
     check_budget(plan.constraints, {"latency_ms": ref["original"]["median_ms"], "flops": ref["original_flops"],
@@ -67,7 +67,7 @@ def _original(plan: Plan, teacher, data, out: Path) -> dict:
     if f.is_file():
         return json.loads(f.read_text())
     ref = plan.reference
-    result = {**{k: ref["original"][k] for k in ("median_ms", "p10_ms", "p90_ms", "spread_pct")},
+    result = {**{k: ref["original"].get(k) for k in ("median_ms", "p10_ms", "p90_ms", "spread_pct", "repeat_pct")},
               "flops": ref["original_flops"], "params": ref["original_params"],
               **original_accuracy(teacher, data, plan.config.fitness, plan.config.seed)}
     atomic_write_text(f, json.dumps(result, indent=1))
@@ -81,9 +81,11 @@ def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command:
     Returns the summary written to ``report.md`` (paths, budget, measured and predicted latency, accuracies).
     """
     t0 = time.time()
+    log = RunLog(log)
     plan = prepare(config, Path(out) if out is not None else None, log)
     plan.create_folder(command or "slimnas.pipeline.slim(...)")
     out, cfg = plan.out, plan.config
+    log.attach(out / "slim.log")
     clock = StageClock(out, log)
     clock.record("check", time.time() - t0)
     num_classes = cfg.model.num_classes or plan.data.num_classes
@@ -112,7 +114,7 @@ def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command:
     with clock.stage("verify", done=verified is not None, what="timing the best candidates on the device"):
         if verified is None:
             verified = verify(net, fitness, result, plan.constraints, plan.backend, cfg.latency, cfg.verify,
-                              out / "latency" / "original.onnx", out / "verify", plan.reference["probe_ms"], log)
+                              out / "latency" / "original.onnx", out / "verify", plan.reference["original"]["median_ms"], log)
             atomic_write_text(out / "subnet.json", verified.chosen.to_json(indent=1))
 
     teacher = load_model(cfg.model.name, num_classes=num_classes, weights=weights)
@@ -139,9 +141,9 @@ def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command:
                       f"({cfg.latency.backend}, {cfg.latency.threads} thread(s), batch {cfg.latency.batch})")
     write_report(out / "report.md", summary)
     c = summary["chosen"]
-    log(f"chosen subnet {c['hash']}: {c['median_ms']:.3f} ms measured (budget {c['budget_ms']:.3f} ms, predicted "
-        f"{c['predicted_now_ms']:.3f} ms), validation top-1 {c['val_top1']:.4f} (original {original.get('val_top1', float('nan')):.4f})"
-        if c.get("budget_ms") is not None else f"chosen subnet {c['hash']}: validation top-1 {c['val_top1']:.4f}")
+    log(f"chosen subnet {c['hash']}: {c['median_ms']:.3f} ms measured, {c['ratio_to_original']:.3f}x of the original "
+        f"in the same run ({', '.join(cfg.constraints)}; predicted {c['predicted_now_ms']:.3f} ms), validation top-1 "
+        f"{c['val_top1']:.4f} (original {original.get('val_top1', float('nan')):.4f})")
     log(f"done in {time.time() - t0:.0f} s. Outputs in {out}: {', '.join(summary['files'])}")
     return {k: v for k, v in summary.items() if k != "verify"}
 
@@ -152,10 +154,11 @@ def _summary(plan: Plan, predictor, result, verified, tuned: dict, original: dic
     row = verified.row
     same_run = verified.table[(verified.table["round"] == row["round"]) & (verified.table["model"] == "original")]
     original_now = float(same_run["median_ms"].iloc[0]) if len(same_run) else float("nan")
-    chosen = {**{k: row.get(k) for k in ("hash", "median_ms", "p10_ms", "p90_ms", "spread_pct", "predicted_ms",
-                                         "predicted_now_ms", "error_pct", "budget_ms", "flops", "params")},
+    chosen = {**{k: row.get(k) for k in ("hash", "median_ms", "p10_ms", "p90_ms", "spread_pct", "repeat_pct",
+                                         "predicted_ms", "predicted_now_ms", "error_pct", "budget_ms",
+                                         "ratio_to_original", "flops", "params")},
               "supernet_top1": row.get("accuracy"), "original_now_ms": original_now,
-              "speedup": original_now / float(row["median_ms"]), "val_top1": tuned.get("val_top1"),
+              "speedup": 1.0 / float(row["ratio_to_original"]), "val_top1": tuned.get("val_top1"),
               "test_top1": tuned.get("test_top1"), "val_images": tuned.get("val_images"),
               "test_images": tuned.get("test_images"), "finetune_steps": tuned.get("steps"),
               "distilled": tuned.get("distilled")}
@@ -170,6 +173,6 @@ def _summary(plan: Plan, predictor, result, verified, tuned: dict, original: dic
         "search": {"evaluations": result.evaluations, "wall_s": result.wall_s, "stopped": result.stopped,
                    "generations": getattr(result, "generations", cfg.search.generations), "pareto": len(result.pareto)},
         "stages": clock.times, "table": str(plan.table_path),
-        "predictor": {"a": predictor.a, "b": predictor.b, "error_pct": predictor.error_pct, "speed": predictor.speed},
+        "predictor": {"a": predictor.a, "b": predictor.b, "error_pct": predictor.error_pct, **plan.speed},
         "device": {**device_of(plan.backend)}, "files": files, "skipped": exports.get("skipped", []),
     }

@@ -42,3 +42,28 @@ class StageClock:
 
     def wall(self, name: str) -> float:
         return float(self.times.get(name, {}).get("wall_s", 0.0))
+
+
+class RunLog:
+    """Prints each message and appends it, timestamped, to ``<run>/slim.log`` once the run folder exists
+    (messages from before, such as the checks', are written when it appears)."""
+
+    def __init__(self, log: Callable[[str], None] = print):
+        self.log = log
+        self.path = None
+        self.pending: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        self.log(message)
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
+        if self.path is None:
+            self.pending.append(line)
+            return
+        with open(self.path, "a") as f:
+            f.write(line)
+
+    def attach(self, path: Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "a") as f:
+            f.writelines(self.pending)
+        self.pending = []
