@@ -34,15 +34,17 @@ CKPT = ROOT.parent / "shared" / "checkpoints" / "cifar10_mobilenet_v2.pth"
 RATIOS = (0.35, 0.5, 0.625, 0.75, 0.875, 1.0)
 
 PROFILES = {
-    "quick": dict(train_subset=5000, val_subset=1000, test_subset=2000, epochs=2, steps=40, batch=64,
-                  rank_subnets=20, finetune_steps=10, calib=2048, lr=0.002),
+    "quick": dict(train_subset=10000, val_subset=1000, test_subset=2000, epochs=2, steps=100, batch=64,
+                  rank_subnets=20, finetune_steps=20, calib=2048, lr=0.002),
     "full": dict(train_subset=None, val_subset=None, test_subset=None, epochs=30, steps=None, batch=256,
                  rank_subnets=20, finetune_steps=400, calib=2048, lr=0.05),
 }
 STRATEGIES = {
     "sandwich": dict(strategy_options={"n_random": 2}),
     "cafenet": dict(strategy_options={"n_random": 2, "k": 2, "free_ratio": 0.1}, bins="flops:4"),
-    "bsnas": dict(strategy_options={"n_random": 2, "floor": 2, "min_samples": 2}, max_ratio=1.5),
+    # the evidence rule (min samples, Welch test) at a lower confidence: a quick run sees each choice a few times
+    "bsnas": dict(strategy_options={"n_random": 2, "floor": 2, "min_samples": 4, "confidence": 0.8, "window_rounds": 3},
+                  max_ratio=1.5),
 }
 
 
@@ -51,19 +53,35 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/train_quick")
     p.add_argument("--full", action="store_true")
     p.add_argument("--strategies", default="sandwich,cafenet,bsnas")
+    p.add_argument("--weights", type=Path, default=CKPT,
+                   help="base checkpoint (default: the shared one; the committed run uses one from tools/train_base.py)")
+    p.add_argument("--fresh", action="store_true", help="retrain strategies already finished in --out")
     args = p.parse_args()
+    if not args.weights.is_file():
+        print(f"error: base checkpoint {args.weights} not found: train one with tools/train_base.py or pass --weights",
+              file=sys.stderr)
+        sys.exit(2)
+    recipe = args.weights.with_suffix(".json")
+    base_info = {"weights": str(args.weights)}
+    if recipe.is_file():
+        info = json.loads(recipe.read_text())
+        base_info.update({k: info.get(k) for k in ("command", "recipe", "test_top1", "test_images", "epochs_done", "seconds")})
     prof = PROFILES["full" if args.full else "quick"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     rows = []
     for name in args.strategies.split(","):
+        done = out / name / "row.json"
+        if done.is_file() and not args.fresh:  # finished before: keep it (a killed benchmark resumes here)
+            rows.append(json.loads(done.read_text()))
+            continue
         extra = STRATEGIES[name]
         total = prof["epochs"] * (prof["steps"] or (prof["train_subset"] or 45000) // prof["batch"])
         opts = dict(extra["strategy_options"])
         if name == "bsnas":
             opts["shrink_every"] = max(1, total // 6)
-        spec = RunSpec(model="mobilenet_v2", weights=str(CKPT), num_classes=10, input_size=32,
+        spec = RunSpec(model="mobilenet_v2", weights=str(args.weights), num_classes=10, input_size=32,
                        space=SpaceConfig(ratios=RATIOS, max_ratio=extra.get("max_ratio", 1.0)),
                        data=DataConfig("cifar10", train_subset=prof["train_subset"], val_subset=prof["val_subset"],
                                        test_subset=prof["test_subset"], cache_dir=str(Path.home() / ".cache/slimnas/data")),
@@ -72,15 +90,16 @@ def main() -> None:
                                          lr=prof["lr"], warmup_fraction=0.1, eval_images=0, progress=False,
                                          num_workers=0 if not args.full else 8))
         run_dir = out / name
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if args.fresh or not (run_dir / "checkpoint.pt").is_file():
+            shutil.rmtree(run_dir, ignore_errors=True)  # no half-finished run to continue: start clean
         t0 = time.time()
-        trainer = train(spec, run_dir)
+        trainer = train(spec, run_dir, resume=(run_dir / "checkpoint.pt").is_file())
         t_train = time.time() - t0
         net, st, data = trainer.model, trainer.strategy, trainer.data
         dev = trainer.device
         test_ev = Evaluator(data.calib, data.test, calib_images=prof["calib"], device=dev)
         val_ev = Evaluator(data.calib, data.val, calib_images=prof["calib"], device=dev)
-        base = torch.load(CKPT, weights_only=True)
+        base = torch.load(args.weights, weights_only=True)
         import torchvision
 
         base_model = torchvision.models.mobilenet_v2(num_classes=10)
@@ -105,12 +124,13 @@ def main() -> None:
             pd.DataFrame(bin_table(st.space, flops_cost(net))).to_csv(out / "cafenet_flops_bins.csv", index=False)
         if name == "bsnas" and (run_dir / "shrink.csv").is_file():
             shutil.copy(run_dir / "shrink.csv", out / "bsnas_shrink_log.csv")
+        (run_dir / "row.json").write_text(json.dumps(rows[-1], indent=1))
         for f in ("checkpoint.pt",):
             (run_dir / f).unlink(missing_ok=True)  # weights are not committed
         pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
         print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
     meta = {"command": " ".join([sys.executable.split("/")[-1]] + sys.argv), "profile": "full" if args.full else "quick",
-            "settings": prof, "strategies": {k: STRATEGIES[k] for k in args.strategies.split(",")},
+            "settings": prof, "base": base_info, "strategies": {k: STRATEGIES[k] for k in args.strategies.split(",")},
             "fingerprint": fingerprint(torch.get_num_threads()), "seconds": time.time() - t_start,
             "notes": "base/widest/narrowest on a seeded, class-balanced subset of CIFAR-10 test/; "
                      "tau on the validation split carved from train/"}

@@ -17,7 +17,7 @@ from .latency_helpers import FAST, MODEL_ARGS, tiny_supernet
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     out = tmp_path_factory.mktemp("table")
-    return profile(tiny_supernet(), create_backend("onnxruntime"), out, "tiny", FAST, model_args=MODEL_ARGS, log=lambda s: None)
+    return profile(tiny_supernet(), create_backend("onnxruntime"), str(out), "tiny", FAST, model_args=MODEL_ARGS, log=lambda s: None)
 
 
 def test_vectorised_prediction_equals_one_by_one(table):
@@ -54,6 +54,9 @@ def test_mismatch_is_refused_naming_it(table):
         LatencyPredictor(table, tiny_supernet(), device={**device, "threads": 4})
     with pytest.raises(SlimnasError, match="cpu_model"):
         LatencyPredictor(table, tiny_supernet(), device={**device, "cpu_model": "Some Other CPU"})
+    with pytest.raises(SlimnasError, match="model"):
+        LatencyPredictor(table, tiny_supernet(), model="resnet18")
+    LatencyPredictor(table, tiny_supernet(), model="tiny")  # the right name passes
     import slimnas
 
     other = slimnas.convert(tiny_supernet().model, 16, ratios=(0.25, 1.0))

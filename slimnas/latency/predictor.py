@@ -38,14 +38,16 @@ class LatencyPredictor:
     """Predicts end-to-end latency (ms) of subnets of ``supernet`` from ``table``.
 
     ``supernet`` must be the network the table was built for (model, input shape and search space are
-    checked); pass ``device`` (a backend's ``describe()`` plus the machine's keys) to check the table was
-    measured on this kind of machine and runtime.
+    checked; the model's name only when ``model`` is given, since the space digest already pins its structure);
+    pass ``device`` (a backend's ``describe()`` plus the machine's keys) to check the table was measured on this
+    kind of machine and runtime.
     """
 
-    def __init__(self, table: Union[LatencyTable, str], supernet, device: Optional[dict] = None):
+    def __init__(self, table: Union[LatencyTable, str], supernet, device: Optional[dict] = None,
+                 model: Optional[str] = None):
         self.table = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
         fp = self.table.fingerprint
-        check({"model": fp.get("model"), "input_shape": list(supernet.input_shape), "space_hash": space_hash(supernet)},
+        check({"model": model if model is not None else fp.get("model"), "input_shape": list(supernet.input_shape), "space_hash": space_hash(supernet)},
               fp, MODEL_KEYS, "network")
         if device is not None:
             check(device, fp, [k for k in DEVICE_KEYS if k in device], "machine/runtime")

@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -72,10 +72,11 @@ def fingerprint_for(supernet, backend: Backend, model: str, model_args: Optional
     }
 
 
-def profile(supernet, backend: Backend, out: Path, model: str, config: Optional[ProfileConfig] = None,
+def profile(supernet, backend: Backend, out: Union[str, Path], model: str, config: Optional[ProfileConfig] = None,
             model_args: Optional[dict] = None, log: Callable[[str], None] = print) -> LatencyTable:
     """Measure (or finish measuring) the table of ``supernet`` on ``backend`` into directory ``out``."""
     config = config or ProfileConfig()
+    out = Path(out)
     t_start = time.time()
     table = LatencyTable.create_or_resume(out, fingerprint_for(supernet, backend, model, model_args, config))
     batch = backend.config.batch
