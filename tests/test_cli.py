@@ -28,6 +28,12 @@ def test_inspect_reports_frozen_parts_of_a_custom_model():
     assert "frozen by the tracer" in r.stdout and "grouped conv grouped.0" in r.stdout
 
 
+def test_model_as_a_flag():
+    r = slimnas("inspect", "--model", "tests.nets:tiny_net", "--input-size", "16")
+    assert r.returncode == 0, r.stderr
+    assert "grouped conv grouped.0" in r.stdout
+
+
 def test_help_has_examples():
     r = slimnas("inspect", "--help")
     assert r.returncode == 0 and "examples:" in r.stdout and "slimnas inspect mobilenet_v2" in r.stdout
@@ -49,6 +55,8 @@ def files(tmp_path_factory):
     (["inspect", "mobilenet_v2", "--ratios", "0.5,1.7"], "width ratios out of range: 1.7"),
     (["inspect", "mobilenet_v2", "--ratios", "half"], "--ratios must be comma-separated numbers"),
     (["inspect", "tests.nets:untraceable_net", "--input-size", "32"], "cannot trace UntraceableNet.forward"),
+    (["inspect", "--input-size", "32"], "no model given"),
+    (["inspect", "mobilenet_v2", "--model", "resnet18"], "two models given"),
 ])
 def test_bad_input_is_one_line_and_exit_2(files, args, message):
     r = slimnas(*[a.format(d=files) for a in args])

@@ -10,7 +10,8 @@ from ..supernet import ConvertConfig, Supernet, convert
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="torchvision name (mobilenet_v2), package.module:factory, or a saved slimnas model")
+    p.add_argument("model", nargs="?", help="torchvision name (mobilenet_v2), package.module:factory, or a saved slimnas model")
+    p.add_argument("--model", dest="model_flag", metavar="NAME", help="the model, as a flag instead of positionally")
     p.add_argument("--weights", help="state_dict file to load (read with weights_only=True)")
     p.add_argument("--num-classes", type=int, help="classifier outputs (default: the architecture's default)")
     p.add_argument("--input-size", type=int, default=224, help="square input image size (default: 224)")
@@ -22,6 +23,17 @@ def add_space_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--divisor", type=int, default=8, help="round candidate widths to multiples of this (default: 8)")
     p.add_argument("--max-ratio", type=float, default=1.0,
                    help="broaden up to this multiple of the checkpoint's widths (BS-NAS; default: 1.0)")
+
+
+def resolve_model(args: argparse.Namespace) -> None:
+    """The model named positionally or with ``--model`` (one of them) into ``args.model``."""
+    flag = getattr(args, "model_flag", None)
+    if args.model is not None and flag is not None and args.model != flag:
+        raise SlimnasError(f"two models given ({args.model!r} and --model {flag!r}): give one")
+    args.model = args.model if args.model is not None else flag
+    if args.model is None:
+        raise SlimnasError("no model given: name one, e.g. `mobilenet_v2` or `--model mobilenet_v2` "
+                           "(a torchvision name, package.module:factory, or a saved slimnas model)")
 
 
 def parse_ratios(text: str) -> tuple[float, ...]:
