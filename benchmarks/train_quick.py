@@ -122,6 +122,8 @@ def main() -> None:
                      "space_size_end": st.space.size(), "train_s": t_train, "rank_s": time.time() - t1})
         if name == "cafenet":
             pd.DataFrame(bin_table(st.space, flops_cost(net))).to_csv(out / "cafenet_flops_bins.csv", index=False)
+            if (run_dir / "bins.png").is_file():
+                shutil.copy(run_dir / "bins.png", out / "cafenet_flops_bins.png")
         if name == "bsnas" and (run_dir / "shrink.csv").is_file():
             shutil.copy(run_dir / "shrink.csv", out / "bsnas_shrink_log.csv")
         (run_dir / "row.json").write_text(json.dumps(rows[-1], indent=1))
@@ -135,6 +137,40 @@ def main() -> None:
             "notes": "base/widest/narrowest on a seeded, class-balanced subset of CIFAR-10 test/; "
                      "tau on the validation split carved from train/"}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    (out / "README.md").write_text(report(pd.DataFrame(rows), meta, out))
+
+
+def md_table(df: pd.DataFrame) -> str:
+    cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    rows += ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join(rows)
+
+
+def report(df: pd.DataFrame, meta: dict, out: Path) -> str:
+    """The committed summary: base, widest/narrowest per strategy, Kendall tau, the shrink log and the bins."""
+    base = meta["base"]
+    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    lines = [f"# Supernet training, {meta['profile']} profile", "",
+             f"Command: `{meta['command']}` ({meta['seconds'] / 60:.1f} min; {meta['fingerprint'].get('cpu')}, "
+             f"{meta['fingerprint'].get('cores')} cores)  ",
+             f"Base checkpoint: `{base['weights']}`" + (f", trained by `{base['command']}` "
+                                                         f"({base.get('epochs_done')} epochs, test top-1 {base.get('test_top1')} "
+                                                         f"on {base.get('test_images')} images)" if base.get("command") else ""),
+             "", "| strategy | base top-1 | widest top-1 | widest - base (points) | narrowest top-1 (MFLOPs) | "
+             "Kendall tau (20 subnets) | train s | rank s |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in df.iterrows():
+        lines.append(f"| {r['strategy']} | {pct(r['base_top1'])} | {pct(r['widest_top1'])} | {100 * r['widest_minus_base']:+.2f} | "
+                     f"{pct(r['narrowest_top1'])} ({r['narrowest_mflops']:.2f}) | {r['kendall_tau']:.3f} | {r['train_s']:.0f} | {r['rank_s']:.0f} |")
+    lines += ["", f"Settings: {json.dumps(meta['settings'])}. {meta['notes']}.", ""]
+    shrink = out / "bsnas_shrink_log.csv"
+    if shrink.is_file():
+        log = pd.read_csv(shrink)
+        lines += [f"## BS-NAS shrinking log ({len(log)} choices switched off; `bsnas_shrink_log.csv`)", "",
+                  md_table(log.head(20)) if len(log) else "(nothing switched off)", ""]
+    if (out / "cafenet_flops_bins.csv").is_file():
+        lines += ["## CafeNet FLOPs-sensitive bins (`cafenet_flops_bins.csv`)", "", "![bins](cafenet_flops_bins.png)", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
