@@ -78,6 +78,10 @@ def main() -> int:
     if not args.weights.is_file():
         print(f"error: checkpoint {args.weights} not found: pass --weights PATH", file=sys.stderr)
         return 2
+    for flag, value in (("--minutes", args.minutes), ("--budget", args.budget)):
+        if not value > 0:
+            print(f"error: {flag} must be positive, got {value}", file=sys.stderr)
+            return 2
 
     from slimnas.errors import SlimnasError
     from slimnas.fileio import atomic_write_text

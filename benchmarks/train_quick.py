@@ -66,9 +66,23 @@ def main() -> None:
     if recipe.is_file():
         info = json.loads(recipe.read_text())
         base_info.update({k: info.get(k) for k in ("command", "recipe", "test_top1", "test_images", "epochs_done", "seconds")})
+    unknown = [n for n in args.strategies.split(",") if n not in STRATEGIES]
+    if unknown:
+        print(f"error: unknown strategy {', '.join(unknown)}: choose from {', '.join(STRATEGIES)}", file=sys.stderr)
+        sys.exit(2)
     prof = PROFILES["full" if args.full else "quick"]
     out = Path(args.out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        run_all(args, prof, out, base_info)
+    except BaseException:
+        if created and not any(out.iterdir()):  # failed before writing anything: leave no empty folder
+            out.rmdir()
+        raise
+
+
+def run_all(args, prof: dict, out: Path, base_info: dict) -> None:
     t_start = time.time()
     rows = []
     for name in args.strategies.split(","):
@@ -174,4 +188,10 @@ def report(df: pd.DataFrame, meta: dict, out: Path) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from slimnas.errors import SlimnasError
+
+    try:
+        main()
+    except SlimnasError as exc:  # a broken checkpoint, missing data, ...: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
