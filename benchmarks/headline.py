@@ -10,6 +10,7 @@ Finished stages are cached in the work folder: rerun the same command to resume,
     flock /tmp/slimnas-cpu.lock env PYTHONPATH=. python benchmarks/headline.py --smoke --methods uniform,torch-pruning,fastnas
     PYTHONPATH=. python benchmarks/headline.py --quick          # this 2-core CPU, < 2.5 h (run it in the background)
     PYTHONPATH=. python benchmarks/headline.py --full           # a GPU machine
+    PYTHONPATH=. python benchmarks/headline.py --quick --finetune 4x100 --distill off   # same searches, other fine-tune
 
 Needs the bench extra for the peers: pip install -e ".[bench]".
 """
@@ -43,19 +44,25 @@ def main(argv=None) -> int:
     p.add_argument("--train-base", action="store_true", help="train the base with tools/train_base.py instead (recipe recorded)")
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/headline/PROFILE)")
     p.add_argument("--work", type=Path, help="cache folder for checkpoints and ONNX files (default runs/headline/PROFILE)")
+    p.add_argument("--finetune", metavar="EPOCHSxSTEPS", help="replace the profile's fine-tune length, e.g. 4x300 "
+                   "(cached searches are reused; results go to PROFILE-ftEPOCHSxSTEPS[-kd] unless --out is given)")
+    p.add_argument("--distill", choices=("on", "off"), help="fine-tune with or without distillation from the base "
+                   "(the same for every method; default: the profile's)")
     p.add_argument("--device", help="training device (default: cuda when available)")
     p.add_argument("--retime", action="store_true", help="redo the closing timing run even if nothing changed")
     args = p.parse_args(argv)
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
     argv = sys.argv[1:] if argv is None else list(argv)
-    opts = RunOptions(profile=get_profile(name), out=args.out or HERE / "results" / "headline" / name,
-                      work=args.work or HERE.parent / "runs" / "headline" / name,
-                      methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), weights=args.weights,
-                      train_base=args.train_base, device=args.device, retime=args.retime,
-                      command="python benchmarks/headline.py " + " ".join(shlex.quote(a) for a in argv))
     from slimnas.errors import SlimnasError
 
     try:
+        profile = get_profile(name, finetune=args.finetune, distill=None if args.distill is None else args.distill == "on")
+        results = name if args.finetune is None and args.distill is None else f"{name}-{profile.finetune_label().rsplit('-', 1)[0]}"
+        opts = RunOptions(profile=profile, out=args.out or HERE / "results" / "headline" / results,
+                          work=args.work or HERE.parent / "runs" / "headline" / name,
+                          methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), weights=args.weights,
+                          train_base=args.train_base, device=args.device, retime=args.retime,
+                          command="python benchmarks/headline.py " + " ".join(shlex.quote(a) for a in argv))
         Run(opts).run()
     except SlimnasError as exc:
         print(f"headline: error: {exc}", file=sys.stderr)

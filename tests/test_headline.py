@@ -167,3 +167,28 @@ def test_ratio_statistics():
     assert r == pytest.approx(0.5) and repeat == pytest.approx(16.0)  # quietest: 2.0/4.0 (even rounds), 2.9/5.0 (odd)
     r, p10, p90, repeat = ratio_stats(model, base, "median")
     assert r == pytest.approx(0.5) and p10 <= r < p90 and repeat == pytest.approx(10.0)  # even 0.5, odd 0.55
+
+
+@pytest.mark.parametrize("value", ["4y300", "0x100", "4x0", "x", "4x-1"])
+def test_bad_finetune_length_is_one_line_error(tmp_path, capsys, value):
+    work, out = tmp_path / "work", tmp_path / "out"
+    assert headline_main()(["--smoke", "--methods", "uniform", "--finetune", value, "--work", str(work), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("headline: error: --finetune") and "EPOCHSxSTEPS" in err[-1]
+    assert not work.exists() and not out.exists()
+
+
+def test_finetune_recipe_is_separate_from_search_settings():
+    quick = get_profile("quick")
+    short = get_profile("quick", finetune="4x100", distill=False)
+    assert (short.finetune.epochs, short.finetune.steps_per_epoch, short.distill) == (4, 100, False)
+    assert get_profile("quick", finetune="2xall").finetune.steps_per_epoch is None
+    # another fine-tune recipe: another label (its own folders), the same searches and supernets
+    assert quick.finetune_label() != short.finetune_label() and short.finetune_label().startswith("ft4x100-")
+    assert quick.finetune_label().startswith("ft4x300-kd-")
+    assert quick.search_settings() == short.search_settings()
+    # a change that the supernet training sees is a change of search settings
+    from dataclasses import replace
+
+    wider_batch = replace(quick, finetune=replace(quick.finetune, batch_size=128))
+    assert wider_batch.search_settings() != quick.search_settings()

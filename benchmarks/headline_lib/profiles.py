@@ -1,9 +1,12 @@
 """The three sizes of the headline benchmark: ``smoke`` (plumbing), ``quick`` (2-core CPU), ``full`` (GPU)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
+from slimnas.errors import SlimnasError
 from slimnas.latency.e2e import E2EConfig
 from slimnas.train import TrainConfig
 
@@ -42,7 +45,7 @@ class Profile:
     train_subset: Optional[int]  # training images (per-class balanced); None: all 45,000 of the train split
     val_subset: Optional[int]  # validation images (carved from train/) that score candidates during search
     test_subset: Optional[int]  # CIFAR-10 test images for the reported top-1; None: all 10,000
-    finetune: TrainConfig  # the SAME fine-tune for every method and budget (no distillation)
+    finetune: TrainConfig  # the SAME fine-tune for every method and budget
     calib_images: int = 2048  # training images that re-estimate BatchNorm statistics before each test score
     budgets: tuple[float, ...] = (0.5, 0.7)  # fractions of the base model's measured latency
     section: SectionConfig = field(default_factory=SectionConfig)
@@ -50,6 +53,33 @@ class Profile:
     base_epochs: int = 25  # --train-base: epochs of tools/train_base.py
     base_steps_per_epoch: Optional[int] = None
     slimnas: SlimnasArmConfig = field(default_factory=SlimnasArmConfig)
+    distill: bool = False  # the fine-tune distils from the base model (for every method alike), alpha 0.5, T 4
+
+    def finetune_recipe(self) -> dict:
+        """What decides the fine-tuned models given the searched ones (searches do not depend on it)."""
+        return {"finetune": self.finetune.to_dict(), "distill": self.distill}
+
+    def finetune_label(self) -> str:
+        """Short, readable and unique name of the fine-tune recipe: ``ft4x300-kd-1a2b3c``."""
+        f = self.finetune
+        digest = hashlib.sha1(json.dumps(self.finetune_recipe(), sort_keys=True, default=str).encode()).hexdigest()[:6]
+        return f"ft{f.epochs}x{f.steps_per_epoch or 'all'}{'-kd' if self.distill else ''}-{digest}"
+
+    def search_settings(self) -> dict:
+        """The profile minus the fine-tune recipe: what the cached searches and supernets depend on.
+
+        The slimnas arms' supernet training borrows the fine-tune's optimiser settings except its length, learning
+        rate and warm-up (:meth:`SlimnasArm.train_config`), so those stay in.
+        """
+        d = asdict(self)
+        for k in ("purpose", "distill"):
+            d.pop(k)
+        for k in FINETUNE_ONLY:
+            d["finetune"].pop(k)
+        return d
+
+
+FINETUNE_ONLY = ("epochs", "steps_per_epoch", "lr", "warmup_fraction")  # fine-tune fields the supernet does not use
 
 
 def _finetune(**kw) -> TrainConfig:
@@ -66,17 +96,36 @@ PROFILES: dict[str, Profile] = {
                      final_timing=E2EConfig(30, 20), base_epochs=1, base_steps_per_epoch=5,
                      slimnas=SlimnasArmConfig(supernet_steps_per_epoch=5, population=8, generations=2, search_minutes=0.5,
                                               calib_images=64, verify_rounds=10, verify_samples=100)),
-    "quick": Profile("quick", "sized for a 2-core CPU (under 2.5 hours): short fine-tunes, full test set",
+    "quick": Profile("quick", "sized for a 2-core CPU (under 2.5 hours): 1,200-step distilled fine-tunes, full test set",
                      train_subset=None, val_subset=1000, test_subset=None,
-                     finetune=_finetune(epochs=4, steps_per_epoch=100, batch_size=64),
+                     finetune=_finetune(epochs=4, steps_per_epoch=300, batch_size=64), distill=True,
                      slimnas=SlimnasArmConfig(supernet_epochs=3, supernet_steps_per_epoch=150, supernet_lr=0.005,
                                               search_minutes=4.0)),
-    "full": Profile("full", "GPU machine: full training set, 10-epoch fine-tunes", train_subset=None, val_subset=5000, test_subset=None,
-                    finetune=_finetune(epochs=10, batch_size=256, lr=0.02, num_workers=8),
+    "full": Profile("full", "GPU machine: full training set, 10-epoch distilled fine-tunes", train_subset=None, val_subset=5000,
+                    test_subset=None, finetune=_finetune(epochs=10, batch_size=256, lr=0.02, num_workers=8), distill=True,
                     section=SectionConfig(step_timing=E2EConfig(30, 30)),
                     slimnas=SlimnasArmConfig(supernet_epochs=30, supernet_lr=0.05, search_minutes=10.0)),
 }
 
 
-def get_profile(name: str, **overrides) -> Profile:
-    return replace(PROFILES[name], **overrides)
+def get_profile(name: str, finetune: Optional[str] = None, distill: Optional[bool] = None, **overrides) -> Profile:
+    """The named profile; ``finetune="EPOCHSxSTEPS"`` and ``distill`` replace its fine-tune length and distillation."""
+    p = replace(PROFILES[name], **overrides)
+    if finetune is not None:
+        epochs, steps = parse_finetune(finetune)
+        p = replace(p, finetune=replace(p.finetune, epochs=epochs, steps_per_epoch=steps))
+    if distill is not None:
+        p = replace(p, distill=distill)
+    return p
+
+
+def parse_finetune(text: str) -> tuple[int, Optional[int]]:
+    """``"4x300"`` -> (4, 300); ``"2xall"`` -> (2, None) (whole epochs)."""
+    epochs, sep, steps = text.lower().partition("x")
+    try:
+        e, s = int(epochs), None if steps == "all" else int(steps)
+    except ValueError:
+        e, s = 0, 0
+    if not sep or e < 1 or (s is not None and s < 1):
+        raise SlimnasError(f"--finetune {text!r}: write EPOCHSxSTEPS with positive integers, e.g. 4x300 (or 2xall for whole epochs)")
+    return e, s

@@ -87,9 +87,10 @@ def markdown(results: dict, rows: list[dict]) -> str:
              f"Base latency when the budgets were set: {b['base']['latency_ms']:.4f} ms (pooled median {b['base']['median_ms']:.4f}, "
              f"p10–p90 {b['base']['p10_ms']:.4f}–{b['base']['p90_ms']:.4f}); in the closing run: {ft['base']['latency_ms']:.4f} ms. Searches aimed "
              f"{100 * b['margin']:.0f}% below each budget.", "",
-             f"Fine-tune, identical for every method: {f['epochs']} x {f['steps_per_epoch'] or 'all'} steps, batch {f['batch_size']}, "
+             f"Fine-tune (recipe `{results.get('finetune_label', '?')}`), identical for every method: {f['epochs']} x {f['steps_per_epoch'] or 'all'} steps, batch {f['batch_size']}, "
              f"{f['optimizer']} lr {f['lr']} (warm-up {f['warmup_fraction']}, cosine), label smoothing {f['label_smoothing']}, "
-             f"weight decay {f['weight_decay']}, no distillation. Data: CIFAR-10 JPEG copy; search scores on a validation split "
+             f"weight decay {f['weight_decay']}, "
+             f"{'distilled from the base (alpha 0.5, T 4)' if s.get('distill') else 'no distillation'}. Data: CIFAR-10 JPEG copy; search scores on a validation split "
              f"carved from train/ ({s['val_subset'] or 'all'} images); top-1 on {s['test_subset'] or 'all 10,000'} test images.", "",
              "Latency: every final model and the base timed in ONE fresh process, interleaved over "
              f"{s['final_timing']['rounds']} rounds ({s['final_timing']['samples_per_round']} samples each) with the reference probe. "

@@ -4,6 +4,10 @@
     per method: prepare once ─► per budget: search (by measurement) ─► the same fine-tune ─► test top-1
     every final model + the base: one interleaved fresh-process timing run ─► meets-budget checks ─► report
 
+Searches do not depend on the fine-tune recipe, so fine-tuned models, their scores and the closing timing run
+are kept per recipe (``<method>/<budget>/<recipe label>/``, ``final_timing-<recipe label>.json``): running the
+same profile with another ``--finetune``/``--distill`` reuses every search and only fine-tunes again.
+
 Heavy artefacts (ONNX files, checkpoints) go to the work folder; the committed results folder receives only
 ``results.json``, ``results.md`` and the plot.
 """
@@ -79,9 +83,11 @@ class Run:
 
     # -- stages ------------------------------------------------------------------------------------------------
     def check_settings(self) -> None:
-        """A work folder holds the results of one profile and one base model: refuse to mix in other settings."""
-        profile = {k: v for k, v in asdict(self.p).items() if k != "purpose"}
-        mine = json.loads(json.dumps({"profile": profile, "weights": str(self.opts.weights),
+        """A work folder holds the searches of one profile and one base model: refuse to mix in other settings.
+
+        The fine-tune recipe is not part of this: each recipe gets its own folders (see the module docstring).
+        """
+        mine = json.loads(json.dumps({"profile": self.p.search_settings(), "weights": str(self.opts.weights),
                                       "train_base": self.opts.train_base}, default=str))
         path = self.work / "settings.json"
         old = self.cached(path)
@@ -146,10 +152,11 @@ class Run:
 
     def method_budget(self, method, budget: Budget, meter: Meter, evaluator, prepared: dict) -> dict:
         folder = self.work / method.name / budget.label
-        done = self.cached(folder / "result.json")
+        tuned = folder / self.p.finetune_label()
+        done = self.cached(tuned / "result.json")
         if done is not None:
             return done
-        folder.mkdir(parents=True, exist_ok=True)
+        tuned.mkdir(parents=True, exist_ok=True)
         search = self.cached(folder / "search.json")
         if search is None:
             if "prepare_s" not in prepared:
@@ -173,15 +180,17 @@ class Run:
             self.log(f"{method.name} @ {budget.label}: knob {found.knob}, measured {found.ratio:.3f}x in {search_s:.0f} s")
         model = load_exported(folder / "searched.pt")
         t0 = time.time()
-        model = finetune(model, self.data, self.p.finetune, folder / "finetune", self.device)
+        model = finetune(model, self.data, self.p.finetune, tuned / "finetune", self.device,
+                         teacher=self.base_model if self.p.distill else None)
         finetune_s = time.time() - t0
-        save_exported(model, folder / "final.pt", arch=ARCH, num_classes=NUM_CLASSES)
+        save_exported(model, tuned / "final.pt", arch=ARCH, num_classes=NUM_CLASSES)
         scores = self.score(model, evaluator, f"{method.name} @ {budget.label}")
         prep = self.cached(self.work / method.name / "prepare.json") or {}
-        return self.write(folder / "result.json", {
+        return self.write(tuned / "result.json", {
             "method": method.name, "budget": budget.label, "fraction": budget.fraction, "knob_name": method.knob_name,
             "knob": search["knob"], "ratio_in_search": search["ratio_in_search"], "prepare_s": prep.get("prepare_s", 0.0),
-            "search_s": search["search_s"], "finetune_s": finetune_s, **scores, "final": str(folder / "final.pt")})
+            "search_s": search["search_s"], "finetune_s": finetune_s, "finetune_recipe": self.p.finetune_label(), **scores,
+            "final": str(tuned / "final.pt")})
 
     def prepare(self, method) -> dict:
         path = self.work / method.name / "prepare.json"
@@ -194,12 +203,13 @@ class Run:
         return self.write(path, {"prepare_s": time.time() - t0, "info": info})
 
     def final_timing(self, rows: list[dict]) -> dict:
-        path = self.work / "final_timing.json"
+        label = self.p.finetune_label()
+        path = self.work / f"final_timing-{label}.json"
         names = [f"{r['method']}@{r['budget']}" for r in rows]
         old = self.cached(path)
         if old is not None and old["names"] == names and not self.opts.retime:
             return old
-        onnx_dir = self.work / "onnx" / "final"
+        onnx_dir = self.work / "onnx" / f"final-{label}"
         paths = [onnx_for(load_exported(r["final"]), onnx_dir, INPUT_SHAPE, name=n.replace("@", "_")) for r, n in zip(rows, names)]
         self.log(f"closing timing run: {len(paths)} models + the base, {self.p.final_timing.rounds} interleaved rounds, fresh process")
         meter = Meter(onnx_for(self.base_model, self.work / "onnx", INPUT_SHAPE, name="base"))
@@ -261,7 +271,8 @@ class Run:
         timing = self.final_timing(rows)
         cuda = self.cuda_timing(rows)
         results = {
-            "profile": p.name, "settings": asdict(p), "command": self.opts.command, "methods": list(self.opts.methods),
+            "profile": p.name, "settings": asdict(p), "finetune_label": p.finetune_label(), "command": self.opts.command,
+            "methods": list(self.opts.methods),
             "fingerprint": {**fingerprint(torch.get_num_threads()), **machine()}, "base": {**base_info, **base_scores},
             "budgets": budget_info, "final_timing": timing, "cuda_timing": cuda, "rows": rows,
             "wall_s_this_invocation": time.time() - self.t_start, "wall_s_all_invocations": self.record_invocation(),
