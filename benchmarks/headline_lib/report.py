@@ -43,7 +43,7 @@ def goal_lines(rows: list[dict], base_top1: float) -> list[str]:
         arms = [r for r in at if r["method"] in SLIMNAS_ARMS]
         peers = [r for r in at if r["method"] in PEERS]
         if not arms:
-            lines.append(f"- {frac:g}x ({text}): not measured, no slimnas arm met this budget in this run.")
+            lines.append(f"- {frac:g}x ({text}): not judged: no slimnas arm in this run met this budget.")
             continue
         best = max(arms, key=lambda r: r["test_top1"])
         parts = [f"best arm {best['method']} {100 * best['test_top1']:.2f}"]
@@ -123,8 +123,15 @@ def markdown(results: dict, rows: list[dict]) -> str:
                   f"| base | {c['base']['median_ms']:.4f} |"]
         lines += [f"| {r['method']} @ {r['budget']} | {r['cuda_ms']:.4f} |" for r in rows if "cuda_ms" in r]
         lines.append("")
-    lines += [f"Wall time: {results['wall_s_all_invocations']:.0f} s over all invocations of this run "
-              f"({results['wall_s_this_invocation']:.0f} s the last; a rerun skips cached stages).",
+    prepare = {r["method"]: r["prepare_s"] for r in rows}
+    search, tune = sum(r["search_s"] for r in rows), sum(r["finetune_s"] for r in rows)
+    lines += [f"Stage wall times (each measured when it ran): supernets and other preparation {sum(prepare.values()):.0f} s, "
+              f"searches {search:.0f} s, fine-tunes with this recipe {tune:.0f} s; together "
+              f"{sum(prepare.values()) + search + tune:.0f} s ({(sum(prepare.values()) + search + tune) / 3600:.2f} h) before "
+              "test scoring and the closing timing run. "
+              f"The invocations of this work folder took {results['wall_s_all_invocations']:.0f} s in all "
+              f"({results['wall_s_this_invocation']:.0f} s the last; a rerun skips cached stages, another fine-tune recipe "
+              "reuses the searches).",
               "Plot: `accuracy_vs_latency.png`. Raw numbers: `results.json`.", ""]
     return "\n".join(lines)
 
