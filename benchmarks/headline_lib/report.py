@@ -149,7 +149,10 @@ def plot(results: dict, rows: list[dict], path: Path) -> None:
     for name in dict.fromkeys(r["method"] for r in rows):
         rs = sorted((r for r in rows if r["method"] == name), key=lambda r: r["latency_ratio"])
         ax.errorbar([r["latency_ratio"] for r in rs], [100 * r["test_top1"] for r in rs],
-                    xerr=[[r["latency_ratio"] - r["ratio_p10"] for r in rs], [r["ratio_p90"] - r["latency_ratio"] for r in rs]],
+                    # the quietest-round ratio pairs each model's and the base's quietest rounds, which need not be
+                    # the same round, so it can fall outside the per-round ratios' p10-p90: no negative bar then
+                    xerr=[[max(0.0, r["latency_ratio"] - r["ratio_p10"]) for r in rs],
+                          [max(0.0, r["ratio_p90"] - r["latency_ratio"]) for r in rs]],
                     marker=markers.get(name, "x"), ls="-" if name in SLIMNAS_ARMS else ":", capsize=2, label=name)
     ax.plot([1.0], [100 * base["test_top1"]], "k*", ms=12, label=f"base ({base_ms:.3f} ms)")
     for frac in results["budgets"]["fractions"]:
