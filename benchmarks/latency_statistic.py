@@ -13,6 +13,7 @@ script reports, per table:
   measured against it.
 
     PYTHONPATH=. python benchmarks/latency_statistic.py            # writes benchmarks/results/latency_statistic.md
+    PYTHONPATH=. python benchmarks/latency_statistic.py --runs runs/v1 runs/v2 --out runs/statistic.md
 """
 from __future__ import annotations
 
@@ -50,12 +51,13 @@ def repeat_error(half_diff_pct: pd.Series) -> float:
     return float(np.sqrt(np.mean(half_diff_pct.to_numpy() ** 2)) / np.sqrt(2))
 
 
-def analyse(results: Path) -> list[dict]:
+def analyse(folders: list[Path]) -> list[dict]:
     rows = []
-    for name in TABLES:
-        path = results / name / "validate.csv"
+    for folder in folders:
+        path, name = folder / "validate.csv", folder.name
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run benchmarks/latency_accuracy.py for {name} first")
+            raise FileNotFoundError(f"{path} not found: run `slimnas latency validate --out {folder}` (or "
+                                    "benchmarks/latency_accuracy.py) first")
         d = pd.read_csv(path)
         p = d.predicted_ms.to_numpy()
         rows.append({"table": name, "n": len(d),
@@ -66,10 +68,11 @@ def analyse(results: Path) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], command: str = "", reading: bool = True) -> str:
+    suffix = f" {command}" if command else ""
     lines = ["# Which median? The latency predictor against the two end-to-end statistics", "",
-             "Command: `PYTHONPATH=. python benchmarks/latency_statistic.py` (reads the committed `validate.csv` files; "
-             "no new timing). Source runs: `benchmarks/results/README.md`.", "",
+             f"Command: `PYTHONPATH=. python benchmarks/latency_statistic.py{suffix}` (reads `validate.csv` files; "
+             "no new timing).", "",
              "| table | subnets | vs quietest round: within ±10% / RMSPE | its repeat error | vs pooled median: within ±10% / RMSPE "
              "(mean error) | pooled, predictor re-fitted to it (2-fold): within ±10% / RMSPE | pooled's repeat error | "
              "one subnet's round medians spread (median) |",
@@ -79,7 +82,10 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['table']} | {r['n']} | {q['within10']:.1f}% / {q['rmspe']:.2f}% | {r['repeat_quietest']:.2f}% | "
                      f"{p['within10']:.1f}% / {p['rmspe']:.2f}% ({p['mean']:+.1f}%) | {f['within10']:.1f}% / {f['rmspe']:.2f}% | "
                      f"{r['repeat_pooled']:.2f}% | {r['round_spread']:.1f}% |")
-    lines += ["", "Reading: the pooled median carries the other jobs on this shared 2-core machine (one subnet's round medians "
+    lines.append("")
+    if not reading:  # the reading below is of the three committed runs
+        return "\n".join(lines)
+    lines += ["Reading: the pooled median carries the other jobs on this shared 2-core machine (one subnet's round medians "
               "spread by the last column), so predictions calibrated on the quietest round sit 13–15% below it. Re-fitting "
               "the same predictions to the pooled median removes that bias but not the noise: what remains is below the "
               "pooled statistic's own repeat error for MobileNetV2 at 32 and 1.7–1.8 times it at 224, and the targets "
@@ -93,12 +99,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[-1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=HERE / "results", help="folder holding <table>/validate.csv")
+    p.add_argument("--runs", type=Path, nargs="+", help="validation folders (each with validate.csv) instead of the "
+                   "three committed tables' runs")
     p.add_argument("--out", type=Path, default=HERE / "results" / "latency_statistic.md")
     args = p.parse_args(argv)
     from slimnas.fileio import atomic_write_text
 
     try:
-        text = markdown(analyse(args.results))
+        text = markdown(analyse(args.runs or [args.results / name for name in TABLES]), " ".join(sys.argv[1:] if argv is None else argv),
+                        reading=args.runs is None)
     except FileNotFoundError as exc:
         print(f"latency_statistic: error: {exc}", file=sys.stderr)
         return 2

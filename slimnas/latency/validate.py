@@ -183,7 +183,7 @@ def scatter(rows: pd.DataFrame, result: dict, path: Path, title: str) -> None:
     m = result["metrics"]
     what = {"best_round": "quietest round's median", "median": "median of all samples"}.get(result.get("statistic"), "median")
     ax.set(xlabel=f"measured, {what} (ms)", ylabel="predicted (ms)", xlim=(lo, hi), ylim=(lo, hi),
-           title=f"{title}\n{100 * m['within_10pct']:.0f}% within ±10%, RMSPE {m['rmspe_pct']:.1f}%, τ {m['kendall_tau']:.2f}")
+           title=f"{title}\n{100 * m['within_10pct']:.1f}% within ±10%, RMSPE {m['rmspe_pct']:.1f}%, τ {m['kendall_tau']:.2f}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
