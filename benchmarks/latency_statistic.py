@@ -18,21 +18,18 @@ script reports, per table:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from slimnas.latency.validate import metrics
+
 HERE = Path(__file__).resolve().parent
 TABLES = ("mobilenet_v2_32_onnxruntime_cpu_t1_b1_fp32", "mobilenet_v2_224_onnxruntime_cpu_t1_b1_fp32",
           "efficientnet_b0_224_onnxruntime_cpu_t1_b1_fp32")
-
-
-def scores(predicted: np.ndarray, measured: np.ndarray) -> dict:
-    err = (predicted - measured) / measured
-    return {"within10": 100 * float(np.mean(np.abs(err) <= 0.10)), "rmspe": 100 * float(np.sqrt(np.mean(err ** 2))),
-            "mean": 100 * float(err.mean())}
 
 
 def refit_two_fold(predicted: np.ndarray, measured: np.ndarray, seed: int = 0) -> dict:
@@ -44,27 +41,25 @@ def refit_two_fold(predicted: np.ndarray, measured: np.ndarray, seed: int = 0) -
         a = np.c_[predicted[fit], np.ones(len(fit))] / measured[fit, None]
         coef = np.linalg.lstsq(a, np.ones(len(fit)), rcond=None)[0]
         out_pred[test] = coef[0] * predicted[test] + coef[1]
-    return scores(out_pred, measured)
-
-
-def repeat_error(half_diff_pct: pd.Series) -> float:
-    return float(np.sqrt(np.mean(half_diff_pct.to_numpy() ** 2)) / np.sqrt(2))
+    return metrics(out_pred, measured)
 
 
 def analyse(folders: list[Path]) -> list[dict]:
+    """Per validation folder: the metrics and repeat errors its ``validate.json`` holds, plus the 2-fold re-fit."""
     rows = []
     for folder in folders:
-        path, name = folder / "validate.csv", folder.name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run `slimnas latency validate --out {folder}` (or "
-                                    "benchmarks/latency_accuracy.py) first")
-        d = pd.read_csv(path)
-        p = d.predicted_ms.to_numpy()
-        rows.append({"table": name, "n": len(d),
-                     "quietest": scores(p, d.best_round_ms.to_numpy()), "pooled": scores(p, d.median_ms.to_numpy()),
-                     "pooled_refit": refit_two_fold(p, d.median_ms.to_numpy()),
-                     "repeat_quietest": repeat_error(d.best_half_diff_pct), "repeat_pooled": repeat_error(d.half_diff_pct),
-                     "round_spread": float(d.round_spread_pct.median())})
+        csv, summary = folder / "validate.csv", folder / "validate.json"
+        for path in (csv, summary):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: run `slimnas latency validate --out {folder}` (or "
+                                        "benchmarks/latency_accuracy.py) first")
+        v = json.loads(summary.read_text())
+        d = pd.read_csv(csv)
+        rows.append({"table": folder.name, "n": len(d),
+                     "quietest": v["metrics_by_statistic"]["best_round"], "pooled": v["metrics_by_statistic"]["median"],
+                     "pooled_refit": refit_two_fold(d.predicted_ms.to_numpy(), d.median_ms.to_numpy()),
+                     "repeat_quietest": v["repeat_error_pct"]["best_round"], "repeat_pooled": v["repeat_error_pct"]["median"],
+                     "round_spread": v["median_round_spread_pct"]})
     return rows
 
 
@@ -79,8 +74,9 @@ def markdown(rows: list[dict], command: str = "", reading: bool = True) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         q, p, f = r["quietest"], r["pooled"], r["pooled_refit"]
-        lines.append(f"| {r['table']} | {r['n']} | {q['within10']:.1f}% / {q['rmspe']:.2f}% | {r['repeat_quietest']:.2f}% | "
-                     f"{p['within10']:.1f}% / {p['rmspe']:.2f}% ({p['mean']:+.1f}%) | {f['within10']:.1f}% / {f['rmspe']:.2f}% | "
+        lines.append(f"| {r['table']} | {r['n']} | {100 * q['within_10pct']:.1f}% / {q['rmspe_pct']:.2f}% | {r['repeat_quietest']:.2f}% | "
+                     f"{100 * p['within_10pct']:.1f}% / {p['rmspe_pct']:.2f}% ({p['mean_error_pct']:+.1f}%) | "
+                     f"{100 * f['within_10pct']:.1f}% / {f['rmspe_pct']:.2f}% | "
                      f"{r['repeat_pooled']:.2f}% | {r['round_spread']:.1f}% |")
     lines.append("")
     if not reading:  # the reading below is of the three committed runs

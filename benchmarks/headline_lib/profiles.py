@@ -53,7 +53,7 @@ class Profile:
     base_epochs: int = 25  # --train-base: epochs of tools/train_base.py
     base_steps_per_epoch: Optional[int] = None
     slimnas: SlimnasArmConfig = field(default_factory=SlimnasArmConfig)
-    distill: bool = False  # the fine-tune distils from the base model (for every method alike), alpha 0.5, T 4
+    distill: bool = False  # the fine-tune distils from the base model (for every method alike; DistillOptions())
 
     def finetune_recipe(self) -> dict:
         """What decides the fine-tuned models given the searched ones (searches do not depend on it)."""

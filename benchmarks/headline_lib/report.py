@@ -5,11 +5,15 @@ import json
 from pathlib import Path
 
 from slimnas.fileio import atomic_path, atomic_write_text
+from slimnas.train.strategies.distill import DistillOptions
 
 from .methods import METHODS, PEERS, SLIMNAS_ARMS
 
 GOALS = {0.5: ("best slimnas arm >= best peer + 1.0 pt, and >= base - 1.5 pt", 1.0, 1.5), 0.7: ("best slimnas arm >= base - 0.5 pt", None, 0.5)}
 
+
+_kd = DistillOptions()  # what headline_lib.finetune distils with
+DISTILLED = f"distilled from the base (alpha {_kd.alpha}, T {_kd.temperature:g})"
 
 STAT_TEXT = {"best_round": "the median of the quietest round (other jobs only ever slow a round down)",
              "median": "the median of all samples pooled (the ratio: the median of the per-round ratios)"}
@@ -90,7 +94,7 @@ def markdown(results: dict, rows: list[dict]) -> str:
              f"Fine-tune (recipe `{results.get('finetune_label', '?')}`), identical for every method: {f['epochs']} x {f['steps_per_epoch'] or 'all'} steps, batch {f['batch_size']}, "
              f"{f['optimizer']} lr {f['lr']} (warm-up {f['warmup_fraction']}, cosine), label smoothing {f['label_smoothing']}, "
              f"weight decay {f['weight_decay']}, "
-             f"{'distilled from the base (alpha 0.5, T 4)' if s.get('distill') else 'no distillation'}. Data: CIFAR-10 JPEG copy; search scores on a validation split "
+             f"{DISTILLED if s.get('distill') else 'no distillation'}. Data: CIFAR-10 JPEG copy; search scores on a validation split "
              f"carved from train/ ({s['val_subset'] or 'all'} images); top-1 on {s['test_subset'] or 'all 10,000'} test images.", "",
              "Latency: every final model and the base timed in ONE fresh process, interleaved over "
              f"{s['final_timing']['rounds']} rounds ({s['final_timing']['samples_per_round']} samples each) with the reference probe. "
@@ -123,11 +127,12 @@ def markdown(results: dict, rows: list[dict]) -> str:
                   f"| base | {c['base']['median_ms']:.4f} |"]
         lines += [f"| {r['method']} @ {r['budget']} | {r['cuda_ms']:.4f} |" for r in rows if "cuda_ms" in r]
         lines.append("")
-    prepare = {r["method"]: r["prepare_s"] for r in rows}
+    prepare = sum({r["method"]: r["prepare_s"] for r in rows}.values())  # once per method
     search, tune = sum(r["search_s"] for r in rows), sum(r["finetune_s"] for r in rows)
-    lines += [f"Stage wall times (each measured when it ran): supernets and other preparation {sum(prepare.values()):.0f} s, "
+    total = prepare + search + tune
+    lines += [f"Stage wall times (each measured when it ran): supernets and other preparation {prepare:.0f} s, "
               f"searches {search:.0f} s, fine-tunes with this recipe {tune:.0f} s; together "
-              f"{sum(prepare.values()) + search + tune:.0f} s ({(sum(prepare.values()) + search + tune) / 3600:.2f} h) before "
+              f"{total:.0f} s ({total / 3600:.2f} h) before "
               "test scoring and the closing timing run. "
               f"The invocations of this work folder took {results['wall_s_all_invocations']:.0f} s in all "
               f"({results['wall_s_this_invocation']:.0f} s the last; a rerun skips cached stages, another fine-tune recipe "
