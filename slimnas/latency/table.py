@@ -9,7 +9,6 @@ was ``measured`` or ``interpolated``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Mapping, Optional, Union
@@ -17,7 +16,7 @@ from typing import Mapping, Optional, Union
 import pandas as pd
 
 from ..errors import SlimnasError
-from ..fileio import atomic_write_text
+from ..fileio import append_line, atomic_write_text, read_complete_lines
 from .fingerprint import DEVICE_KEYS, MODEL_KEYS, mismatches
 
 COLUMNS = ["kind", "signature", "cin", "cout", "median_ms", "p10_ms", "p90_ms", "n", "inner", "spread_pct",
@@ -28,14 +27,11 @@ CALIBRATION = "calibration.json"
 
 
 def _read_rows(path: Path) -> pd.DataFrame:
-    """Read entries, dropping a trailing line cut short by a kill (no final newline)."""
+    """Read entries, leaving out a trailing line without its newline (cut short by a kill, or still being
+    appended by a profiler). Only reads: the next :meth:`LatencyTable.append` repairs a torn line."""
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        with open(path, "r+") as f:  # repair the file so the next append starts on a fresh line
-            f.truncate(len(text.encode()))
+    text = read_complete_lines(path)
     if not text.strip():
         return pd.DataFrame(columns=COLUMNS)
     from io import StringIO
@@ -86,17 +82,13 @@ class LatencyTable:
 
     # -- writing ---------------------------------------------------------------------------------------------
     def append(self, row: Mapping) -> None:
-        """Add one row and make it durable before returning."""
+        """Add one row and make it durable before returning (a torn last line left by a kill is cut off first)."""
         row = {c: row.get(c, "") for c in COLUMNS}
         row["time"] = row["time"] or round(time.time(), 3)
-        file = self.path / ENTRIES
-        new = not file.is_file() or file.stat().st_size == 0
-        line = pd.DataFrame([row], columns=COLUMNS).to_csv(index=False, header=new, lineterminator="\n")
-        with open(file, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        self.rows = pd.concat([self.rows, pd.DataFrame([row], columns=COLUMNS)], ignore_index=True) if len(self.rows) else pd.DataFrame([row], columns=COLUMNS)
+        frame = pd.DataFrame([row], columns=COLUMNS)
+        append_line(self.path / ENTRIES, frame.to_csv(index=False, header=False, lineterminator="\n"),
+                    header=pd.DataFrame(columns=COLUMNS).to_csv(index=False, lineterminator="\n"))
+        self.rows = pd.concat([self.rows, frame], ignore_index=True) if len(self.rows) else frame
 
     def rewrite(self, rows: pd.DataFrame) -> None:
         atomic_write_text(self.path / ENTRIES, rows[COLUMNS].to_csv(index=False, lineterminator="\n"))

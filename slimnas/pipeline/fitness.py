@@ -4,16 +4,18 @@ test split) after BatchNorm recalibration, taking the best of the strategy's arr
 Scores are kept by subnet hash with the winning arrangement, so export uses exactly the channels that were
 scored. Every score is appended (and fsync'ed) to a JSON-lines file the moment it is known: a search killed
 and rerun never scores a subnet twice, and the arrangement of every subnet it scored survives.
+Reading the file never writes to it (see :mod:`slimnas.fileio`).
 """
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Optional
 
+from ..errors import SlimnasError
 from ..evaluate import Evaluator
+from ..fileio import append_line, read_complete_lines
 from ..subnet import Subnet
 from .config import FitnessConfig
 
@@ -32,13 +34,13 @@ class SupernetFitness:
         self._evaluator: Optional[Evaluator] = None
         self.records: dict[str, dict] = {}
         if self.path is not None and self.path.is_file():
-            text = self.path.read_text()
-            if text and not text.endswith("\n"):  # a line cut short by a kill: drop it
-                text = text[: text.rfind("\n") + 1]
-                with open(self.path, "r+") as f:
-                    f.truncate(len(text.encode()))
-            for line in text.splitlines():
-                row = json.loads(line)
+            # Only read: a last line without its newline (cut short by a kill) is left out here and cut off by
+            # the next append.
+            for n, line in enumerate(read_complete_lines(self.path).splitlines(), 1):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise SlimnasError(f"{self.path} line {n} is not a fitness record; delete that line (or the file) and rerun") from None
                 self.records[row["hash"]] = row
 
     @property
@@ -53,11 +55,7 @@ class SupernetFitness:
     def _append(self, row: dict) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row, separators=(",", ":")) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(self.path, json.dumps(row, separators=(",", ":")) + "\n")
 
     def score(self, subnet: Subnet) -> dict:
         """The record of ``subnet`` (computed once): accuracy, loss, images scored and the winning arrangement."""
