@@ -56,12 +56,27 @@ def build_model(arch: str, num_classes: Optional[int] = None, weights: Optional[
         kwargs["num_classes"] = num_classes
     if weights is not None:
         kwargs["weights"] = weights
-        if num_classes is not None:  # torchvision refuses a class count that differs from the weights'
-            kwargs.pop("num_classes")
+        classes = _weights_classes(arch, weights)
+        if num_classes is not None and num_classes != classes:  # torchvision would refuse it; never drop it silently
+            raise SlimnasError(f"torchvision weights {weights} of {arch} have {classes} classes but num_classes={num_classes}: "
+                               f"drop num_classes (or set it to {classes}), or load your own state_dict file as weights")
     try:
         return torchvision.models.get_model(arch, **kwargs)
     except (ValueError, TypeError) as exc:
         raise SlimnasError(f"cannot build {arch}: {exc}") from None
+
+
+def _weights_classes(arch: str, weights: str) -> int:
+    """The class count of a torchvision weights name (from its metadata: nothing is downloaded)."""
+    try:
+        enum = torchvision.models.get_model_weights(arch)
+    except (ValueError, KeyError):
+        raise SlimnasError(f"{arch} has no torchvision weights: pass a state_dict file as weights") from None
+    names = [w.name for w in enum]
+    chosen = enum.DEFAULT if weights == "DEFAULT" else next((w for w in enum if w.name == weights or str(w) == weights), None)
+    if chosen is None:
+        raise SlimnasError(f"unknown weights {weights!r} for {arch}: one of DEFAULT, {', '.join(names)}, or a state_dict file")
+    return len(chosen.meta["categories"])
 
 
 def read_checkpoint(path: Union[str, Path]) -> Any:

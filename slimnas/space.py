@@ -35,6 +35,8 @@ class SpaceConfig:
             )
         if self.divisor < 1:
             raise SlimnasError(f"divisor must be a positive integer, got {self.divisor}")
+        if not 0.0 < self.broaden_step <= 4.0:  # all_ratios() steps up by it: zero or less would never end
+            raise SlimnasError(f"broaden_step must be in (0, 4], got {self.broaden_step}")
 
     def all_ratios(self) -> list[float]:
         extra = []
@@ -167,15 +169,20 @@ class SearchSpace:
         return Subnet(widths, indices)
 
     def validate(self, subnet: Subnet) -> Subnet:
-        """Check every group is known and every width a candidate; missing groups get their original width."""
+        """Check every group is known and every width one of its candidates; missing groups get their original width.
+
+        A width between candidates is refused here: the latency predictor and the cost tables have no entry for
+        it, and would fail later with a less helpful message.
+        """
         unknown = [k for k in subnet if k not in self._by_name]
         if unknown:
             raise SlimnasError(f"subnet names unknown groups: {', '.join(unknown[:5])}; run `slimnas inspect` for the names")
         widths = {}
         for g in self.groups:
             w = subnet.widths.get(g.name, g.width)
-            if w not in g.choices and not 1 <= w <= g.max_width:
-                raise SlimnasError(f"width {w} of group {g.name!r} is outside 1..{g.max_width}")
+            if w not in g.choices:  # the latency table and the cost model know candidate widths only
+                raise SlimnasError(f"width {w} of group {g.name!r} is not one of its candidates "
+                                   f"{', '.join(map(str, g.choices))}; run `slimnas inspect` for each group's widths")
             widths[g.name] = w
         for name, idx in subnet.indices.items():
             if max(idx, default=0) >= self._by_name[name].max_width:

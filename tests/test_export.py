@@ -52,3 +52,13 @@ def test_existing_checkpoint_on_real_images(cifar_images, tmp_path):
     half = slimnas.export_subnet(net, net.space.uniform(0.5)).eval()
     assert half(cifar_images).shape == (32, 10)
     assert sum(p.numel() for p in half.parameters()) < 0.5 * sum(p.numel() for p in full.parameters())
+
+
+def test_a_width_that_is_not_a_candidate_is_refused():
+    """The latency table only knows candidate widths: anything else must stop at validate, not in the predictor."""
+    net = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), 32)
+    g = net.space.groups[0]
+    odd = next(w for w in range(1, g.max_width) if w not in g.choices)
+    with pytest.raises(slimnas.SlimnasError, match=rf"width {odd} of group '{g.name}' is not one of its candidates"):
+        net.space.validate(net.space.max().replace({g.name: odd}))
+    assert net.space.validate(net.space.max().replace({g.name: g.choices[0]}))[g.name] == g.choices[0]

@@ -66,3 +66,11 @@ def test_missing_file_and_unnamed_checkpoint(tmp_path):
     torch.save(TinyNet().state_dict(), tmp_path / "anon.pth")
     with pytest.raises(slimnas.SlimnasError, match="does not say which architecture"):
         slimnas.load_model(str(tmp_path / "anon.pth"))
+
+
+def test_weights_name_with_another_class_count_is_refused():
+    """torchvision weights fix the class count: a different num_classes is an error, not silently dropped."""
+    with pytest.raises(slimnas.SlimnasError, match=r"IMAGENET1K_V1 .*1000 classes.*num_classes=10"):
+        slimnas.build_model("mobilenet_v2", num_classes=10, weights="IMAGENET1K_V1")
+    with pytest.raises(slimnas.SlimnasError, match="unknown weights 'NOPE' for mobilenet_v2: .*IMAGENET1K_V1"):
+        slimnas.build_model("mobilenet_v2", weights="NOPE")
