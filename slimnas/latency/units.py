@@ -3,7 +3,8 @@
 A unit is one searchable conv (or linear) layer together with the BatchNorm and activation that follow it:
 exported together, a runtime fuses them into one kernel. Its cost depends on the layer's fixed signature
 (kind, kernel, stride, input size, activation) and on the (in width, out width) pair a subnet gives it. Units of
-different layers with the same signature share table entries. Everything a unit does not cover (residual adds,
+different layers with the same signature share table entries. Units are read off the traced graph's data flow
+(what consumes what), one per call: a module called twice costs twice. Everything a unit does not cover (residual adds,
 pooling, frozen layers, the session call itself) is the network's *fixed part*.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from onnx import TensorProto, helper, numpy_helper
 
@@ -23,7 +24,7 @@ from ..errors import SlimnasError
 if TYPE_CHECKING:  # the timing worker imports this module and must not pay for importing torch
     from torch import nn
 
-    from ..trace import Layout
+    from ..trace import Layout, ModuleCall
 
 # Activation modules a unit absorbs, and the ONNX ops torch exports for them.
 ACTIVATIONS = {
@@ -79,26 +80,42 @@ def _layout_width(layout: Layout, w: np.ndarray) -> np.ndarray:
     return sum(w[:, s.space] for s in layout.segs) * layout.inner
 
 
+def _fused_next(call, by_node: dict, types) -> Optional["ModuleCall"]:
+    """The module call a runtime fuses into ``call``'s kernel: the only user of its output, if that user is a
+    module of ``types`` applied to that output (an activation after a residual add is not)."""
+    if len(call.users) != 1:
+        return None
+    nxt = by_node.get(call.users[0])
+    return nxt if nxt is not None and nxt.module_type in types and nxt.input == call.node else None
+
+
 def units_of(supernet) -> list[Unit]:
-    """The latency units of a supernet in execution order (each layer once), with each conv's kernel/stride/padding read from its module."""
+    """The latency units of a supernet in execution order, one per call (a module called twice is run twice),
+    with each conv's kernel/stride/padding read from its module.
+
+    A conv (or linear) absorbs the BatchNorm that alone consumes its output and the activation that alone
+    consumes that, following the traced graph's data flow: an exporter folds BN into the conv and a runtime
+    fuses the activation only along such a chain.
+    """
     graph = supernet.graph
     calls = graph.calls
+    by_node = {c.node: c for c in calls if c.node}
     units: list[Unit] = []
-    seen: set[str] = set()
-    for i, call in enumerate(calls):
+    for call in calls:
         spec = graph.layers.get(call.name)
-        if spec is None or spec.kind not in ("conv", "dwconv", "linear") or call.name in seen:
+        if spec is None or spec.kind not in ("conv", "dwconv", "linear"):
             continue
-        seen.add(call.name)
         absorbed, bn, act = [], False, ""
-        j = i + 1
-        if j < len(calls) and calls[j].module_type in ("BatchNorm2d", "BatchNorm1d") and calls[j].in_shape == call.out_shape:
+        tail = call
+        nxt = _fused_next(tail, by_node, ("BatchNorm2d", "BatchNorm1d"))
+        if nxt is not None:
             bn = True
-            absorbed.append(calls[j].name)
-            j += 1
-        if j < len(calls) and calls[j].module_type in ACTIVATIONS and calls[j].in_shape == call.out_shape:
-            act = ACTIVATIONS[calls[j].module_type]
-            absorbed.append(calls[j].name)
+            absorbed.append(nxt.name)
+            tail = nxt
+        nxt = _fused_next(tail, by_node, ACTIVATIONS)
+        if nxt is not None:
+            act = ACTIVATIONS[nxt.module_type]
+            absorbed.append(nxt.name)
         module = supernet.model.get_submodule(call.name)
         bias = getattr(module, "bias", None) is not None
         if spec.kind == "linear":

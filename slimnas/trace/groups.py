@@ -65,6 +65,9 @@ class ModuleCall:
     out_layout: Optional[Layout]
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
+    node: str = ""  # the call's fx node, its input's node and the nodes that use its output (the data flow)
+    input: str = ""
+    users: tuple[str, ...] = ()
 
 
 @dataclass
@@ -237,7 +240,8 @@ class _Analysis:
         x = node.args[0] if node.args else None
         in_shape = _shape(x) or ()
         out_shape = _shape(node) or ()
-        self.calls.append(ModuleCall(node.target, type(module).__name__, lin, lout, in_shape, out_shape))
+        self.calls.append(ModuleCall(node.target, type(module).__name__, lin, lout, in_shape, out_shape, node.name,
+                                     x.name if isinstance(x, fx.Node) else "", tuple(u.name for u in node.users)))
 
     def add_layer(self, spec: LayerSpec, node: fx.Node) -> LayerSpec:
         prev = self.layers.get(spec.name)
@@ -463,7 +467,8 @@ class _Analysis:
             return remap(layout)
 
         calls = [
-            ModuleCall(c.name, c.module_type, remap_known(c.in_layout), remap_known(c.out_layout), c.in_shape, c.out_shape)
+            ModuleCall(c.name, c.module_type, remap_known(c.in_layout), remap_known(c.out_layout), c.in_shape, c.out_shape,
+                       c.node, c.input, c.users)
             for c in self.calls
         ]
         return ChannelGraph(groups, layers, calls, self.notes)
