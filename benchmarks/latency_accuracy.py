@@ -78,7 +78,7 @@ def ablation(table: LatencyTable, net, rows: pd.DataFrame, result: dict) -> dict
     for drift in (False, True):
         for label, ridges in (("one slope", [math.inf]), ("per kind (ridge by LOO)", None)):
             pred = LatencyPredictor(table, net)
-            cal = pred.calibrate(subnets_cal, measured_cal, probe_ms, drift_corrected=drift, ridges=ridges)
+            pred, cal = pred.calibrated(subnets_cal, measured_cal, probe_ms, drift_corrected=drift, ridges=ridges)
             m = metrics(pred.predict(subnets) * speeds, rows["measured_ms"].to_numpy())
             out[f"{label}, drift correction {'on' if drift else 'off'}"] = {
                 "within_10pct": m["within_10pct"], "rmspe_pct": m["rmspe_pct"], "kendall_tau": m["kendall_tau"],
@@ -123,7 +123,7 @@ def uniform_sweep(size: int, num_classes: int, threads: int, pred: LatencyPredic
         change = (best[i + 1] - best[i]) / best[i] * 100
         kind = "faster" if change < -threshold else ("flat" if change <= threshold else "slower")
         steps.append({"from": ratios[i], "to": ratios[i + 1], "change_pct": change, "kind": kind})
-    pred.rescale(min(probes))
+    pred = pred.rescale(min(probes))
     cand = sorted({0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0})
     pred_ms = [float(pred.predict([net.space.uniform(r)])[0]) for r in cand]
     return {"ratios": ratios, "best_round_ms": best, "median_ms": med, "p10_ms": [m["p10_ms"] for m in res],

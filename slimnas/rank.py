@@ -7,11 +7,12 @@ from dataclasses import replace
 from typing import Optional, Sequence
 
 import pandas as pd
+from scipy.stats import kendalltau
 
 from .data import Datasets
 from .evaluate import Evaluator
 from .export import export_subnet
-from .stats import kendall_tau
+from .progress import Progress
 from .subnet import Subnet
 
 
@@ -43,12 +44,8 @@ def rank(net, strategy, data: Datasets, subnets: Sequence[Subnet], finetune, eva
     evaluator = evaluator or Evaluator(data.calib, data.val, device=device or "cpu", seed=seed)
     rng = random.Random(seed)
     rows = []
-    it = subnets
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(subnets, desc="rank", unit="subnet")
-    for sub in it:
+    bar = Progress(len(subnets), desc="rank", unit="subnet", enabled=progress)
+    for sub in subnets:
         best, best_sub = evaluator.best_of(net, strategy.candidates(sub, arrangements, rng))
         model = export_subnet(net, best_sub)
         trainer = Trainer(model, make_strategy("plain", model), data, replace(finetune, progress=False, eval_images=0),
@@ -58,6 +55,8 @@ def rank(net, strategy, data: Datasets, subnets: Sequence[Subnet], finetune, eva
         rows.append({"subnet": best_sub.hash, "mflops": net.flops(best_sub) / 1e6, "params_m": net.params(best_sub) / 1e6,
                      "supernet_top1": best.top1, "standalone_top1": alone.top1, "supernet_loss": best.loss,
                      "standalone_loss": alone.loss, "arranged": bool(best_sub.indices)})
+        bar.update(1)
+    bar.close()
     df = pd.DataFrame(rows)
-    tau = kendall_tau(df["supernet_top1"], df["standalone_top1"]) if len(df) >= 2 else float("nan")
+    tau = float(kendalltau(df["supernet_top1"], df["standalone_top1"]).statistic) if len(df) >= 2 else float("nan")
     return df, tau

@@ -140,10 +140,8 @@ def test_drift_correction_puts_entries_on_the_reference_speed(tiny_table, tmp_pa
     table.rewrite(rows)
     table = LatencyTable.load(copy)
     s = [net.space.min(), net.space.max()]
-    plain = LatencyPredictor(table, net)
-    plain._build_lookup(False)
-    corrected = LatencyPredictor(table, net)
-    corrected._build_lookup(True)
+    plain = LatencyPredictor(table, net)._with_drift_correction(False)
+    corrected = LatencyPredictor(table, net)._with_drift_correction(True)
     np.testing.assert_allclose(corrected.raw(s), 0.5 * plain.raw(s), rtol=1e-9)  # interpolated rows follow their signature
 
 

@@ -9,6 +9,7 @@ import pytest
 from slimnas import SlimnasError
 from slimnas.latency import LatencyPredictor, LatencyTable, create_backend, profile
 from slimnas.latency.predictor import fit_calibration
+from slimnas.search.costs import CostTable, supernet_costs
 from slimnas.latency.validate import device_of, kendall_tau, metrics
 
 from .latency_helpers import FAST, MODEL_ARGS, tiny_supernet
@@ -38,12 +39,40 @@ def test_calibration_and_rescale(table):
     pred = LatencyPredictor(table, net)
     s = [net.space.min(), net.space.max(), net.space.uniform(0.75)]
     raw = pred.raw(s)
-    cal = pred.calibrate(s, 2 * raw + 0.01, probe_ms=0.5)
+    before = pred.predict(s)
+    fitted, cal = pred.calibrated(s, 2 * raw + 0.01, probe_ms=0.5, drift_corrected=pred.drift_corrected)
     assert cal["a"] == pytest.approx(2.0) and cal["b"] == pytest.approx(0.01, abs=1e-9)
-    np.testing.assert_allclose(pred.predict(s), 2 * raw + 0.01)
-    pred.rescale(1.0)
-    np.testing.assert_allclose(pred.predict(s), 2 * (2 * raw + 0.01))
+    np.testing.assert_allclose(fitted.predict(s), 2 * raw + 0.01)
+    np.testing.assert_allclose(pred.predict(s), before)  # the predictor it was fitted from is as it was
+    np.testing.assert_allclose(fitted.rescale(1.0).predict(s), 2 * (2 * raw + 0.01))
     assert fit_calibration(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.0]))[0] == pytest.approx(2.0)
+
+
+def test_speed_is_a_fixed_part_of_a_predictor_value(table):
+    """Re-speeding gives a new predictor: a cost table built on the old one stays right (it caches by subnet)."""
+    net = tiny_supernet()
+    pred = LatencyPredictor(table, net)
+    rng = random.Random(1)
+    subnets = [net.space.sample(rng) for _ in range(8)]
+    costs = CostTable(supernet_costs(net, pred), [])
+    first = costs.column("latency_ms", subnets[:4])
+    slower = pred.rescale(2 * pred.reference_probe_ms)
+    assert isinstance(slower, LatencyPredictor) and slower is not pred
+    assert pred.speed == 1.0 and slower.speed == pytest.approx(2.0)
+    both = costs.column("latency_ms", subnets)  # half cached before, half computed after the re-speeding
+    np.testing.assert_allclose(both[:4], first)
+    np.testing.assert_allclose(both, pred.predict(subnets))
+    np.testing.assert_allclose(CostTable(supernet_costs(net, slower), []).column("latency_ms", subnets), 2 * both)
+    np.testing.assert_allclose(slower.at_speed(0.5).predict(subnets), 0.5 * both)
+    np.testing.assert_allclose(pred.predict(subnets), both)
+    for name, value in (("speed", 3.0), ("b", 0.0), ("reference_probe_ms", 1.0), ("calibration", None)):
+        with pytest.raises(AttributeError, match="cannot be changed"):
+            setattr(pred, name, value)
+    with pytest.raises(ValueError):
+        pred.slopes[0] = 5.0  # not even in place
+    with pytest.raises(AttributeError):
+        del pred.speed
+    np.testing.assert_allclose(pred.predict(subnets), both)
 
 
 def test_mismatch_is_refused_naming_it(table):

@@ -3,10 +3,11 @@
 raw_k(subnet) = Σ over units of kind k of (entry at the unit's (in, out) widths − the empty-call baseline)
 predict(subnet) = (Σ_k a_k · raw_k + b) · speed, where the slopes a_k and the fixed part b are fitted on a few
 end-to-end measurements (see :mod:`.calibration`), and ``speed`` is the reference probe now over the probe at
-calibration time. An entry timed in several passes is worth its best one. With ``drift_corrected``
-calibrations each measured entry is first rescaled by the table's reference probe over the probe timed
-closest before it, so entries timed while the machine ran slower or faster are put on one speed. Everything
-is vectorised over a width matrix: one numpy gather per unit.
+calibration time (a fixed part of a predictor: following the machine's speed makes a new predictor). An entry
+timed in several passes is worth its best one. With ``drift_corrected`` calibrations each measured entry is
+first rescaled by the table's reference probe over the probe timed closest before it, so entries timed while
+the machine ran slower or faster are put on one speed. Everything is vectorised over a width matrix: one numpy
+gather per unit.
 """
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ class LatencyPredictor:
     checked; the model's name only when ``model`` is given, since the space digest already pins its structure);
     pass ``device`` (a backend's ``describe()`` plus the machine's keys) to check the table was measured on this
     kind of machine and runtime.
+
+    A predictor is a value: its calibration and its ``speed`` are fixed when it is made, so anything that keeps
+    its predictions (the search's :class:`~slimnas.search.costs.CostTable`) stays right. :meth:`rescale`,
+    :meth:`at_speed` and :meth:`calibrated` return new predictors (sharing the table's lookups); assigning an
+    attribute raises.
     """
 
     def __init__(self, table: Union[LatencyTable, str], supernet, device: Optional[dict] = None,
@@ -55,18 +61,35 @@ class LatencyPredictor:
         self.units = units_of(supernet)
         self.baseline_ms = self.table.baseline_ms()
         cal = self.table.calibration() or {}
-        self._build_lookup(bool(cal.get("drift_corrected", False)))
+        self.drift_corrected = bool(cal.get("drift_corrected", False))
+        self._lookup = self._build_lookup(self.drift_corrected)
+        self.speed = 1.0
         self._set(Calibration.from_dict(cal, default_b=self._fixed_ms() if "b" not in cal else 0.0))
         self.reference_probe_ms = float(cal.get("probe_ms", self.table.probe_ms()))
-        self.speed = 1.0
+        self._frozen = True
 
-    def _build_lookup(self, drift_corrected: bool) -> None:
+    # -- a value: no attribute changes after construction ---------------------------------------------------
+    def __setattr__(self, name: str, value) -> None:
+        if self.__dict__.get("_frozen"):
+            raise AttributeError(f"LatencyPredictor.{name} cannot be changed: a predictor is a value "
+                                 "(use rescale(), at_speed() or calibrated() for a new one)")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"LatencyPredictor.{name} cannot be deleted: a predictor is a value")
+
+    def _replace(self, **changes) -> "LatencyPredictor":
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
+    def _build_lookup(self, drift_corrected: bool) -> list:
         """One (in widths, out widths, net-entry grid) per unit, entries optionally put on one machine speed."""
-        self.drift_corrected = drift_corrected
         entries = self.table.units()
         reference = self.table.probe_ms() if drift_corrected else 1.0
         by_sig = {sig: df for sig, df in entries.groupby("signature")}
-        self._lookup = []
+        lookup = []
         for u in self.units:
             df = by_sig.get(u.sig.key)
             if df is None:
@@ -79,11 +102,20 @@ class LatencyPredictor:
             grid = np.full((len(ins), len(outs)), np.inf)
             np.minimum.at(grid, (np.searchsorted(ins, cin), np.searchsorted(outs, cout)), values)  # best pass
             grid[np.isinf(grid)] = np.nan
-            self._lookup.append((u, KINDS.index(u.sig.kind), ins, outs, grid))
+            for a in (ins, outs, grid):
+                a.flags.writeable = False  # shared by every predictor made from this one
+            lookup.append((u, KINDS.index(u.sig.kind), ins, outs, grid))
+        return lookup
 
-    def _set(self, cal: Calibration) -> None:
+    def _with_drift_correction(self, drift_corrected: bool) -> "LatencyPredictor":
+        """The same predictor over entries put on one speed (or not): what :meth:`calibrated` fits on."""
+        if drift_corrected == self.drift_corrected:
+            return self
+        return self._replace(drift_corrected=drift_corrected, _lookup=self._build_lookup(drift_corrected))
+
+    def _set(self, cal: Calibration) -> None:  # construction only
         self.calibration = cal
-        self.slopes = np.array([cal.slope(k) for k in KINDS])
+        self.slopes = _frozen_array([cal.slope(k) for k in KINDS])
         self.a, self.b, self.error_pct = cal.a, cal.b, cal.loo_rmspe_pct
 
     # -- the model -------------------------------------------------------------------------------------------
@@ -125,25 +157,36 @@ class LatencyPredictor:
         subnets, measured, _ = calibration_rows(self.table, self.supernet)
         return float(np.median(np.asarray(measured) - self.raw(subnets))) if subnets else 0.0
 
-    def calibrate(self, subnets: Sequence[Subnet], measured_ms: Sequence[float], probe_ms: float,
-                  drift_corrected: bool = True, ridges: Optional[Sequence[float]] = None) -> dict:
-        """Fit per-kind slopes and the fixed part on end-to-end latencies measured while the reference probe
-        ran at ``probe_ms``; returns what ``calibration.json`` stores."""
-        if drift_corrected != self.drift_corrected:
-            self._build_lookup(drift_corrected)
-        raw_k = self.raw_by_kind(subnets)
+    def calibrated(self, subnets: Sequence[Subnet], measured_ms: Sequence[float], probe_ms: float,
+                   drift_corrected: bool = True, ridges: Optional[Sequence[float]] = None) -> tuple["LatencyPredictor", dict]:
+        """A new predictor with per-kind slopes and the fixed part fitted on end-to-end latencies measured while
+        the reference probe ran at ``probe_ms`` (its speed 1 at that probe), and what ``calibration.json`` stores."""
+        base = self._with_drift_correction(drift_corrected)
+        raw_k = base.raw_by_kind(subnets)
         measured = np.asarray(measured_ms, float)
-        self._set(calibration.calibrate(raw_k, measured, KINDS, ridges))
-        self.reference_probe_ms = float(probe_ms)
-        self.speed = 1.0
-        return {**self.calibration.to_dict(), "drift_corrected": drift_corrected, "probe_ms": self.reference_probe_ms,
-                "n": len(measured), "subnets": [s.hash for s in subnets], "measured_ms": measured.tolist(),
-                "raw_ms": raw_k.sum(1).tolist(), "raw_ms_by_kind": {k: raw_k[:, i].tolist() for i, k in enumerate(KINDS)}}
+        cal = calibration.calibrate(raw_k, measured, KINDS, ridges)
+        new = base._replace(calibration=cal, slopes=_frozen_array([cal.slope(k) for k in KINDS]), a=cal.a, b=cal.b,
+                            error_pct=cal.loo_rmspe_pct, reference_probe_ms=float(probe_ms), speed=1.0)
+        return new, {**cal.to_dict(), "drift_corrected": drift_corrected, "probe_ms": new.reference_probe_ms,
+                     "n": len(measured), "subnets": [s.hash for s in subnets], "measured_ms": measured.tolist(),
+                     "raw_ms": raw_k.sum(1).tolist(), "raw_ms_by_kind": {k: raw_k[:, i].tolist() for i, k in enumerate(KINDS)}}
 
-    def rescale(self, probe_now_ms: float) -> float:
-        """Follow the machine's speed: predictions scale by probe now / probe at calibration."""
-        self.speed = float(probe_now_ms) / self.reference_probe_ms
-        return self.speed
+    def at_speed(self, speed: float) -> "LatencyPredictor":
+        """A new predictor whose predictions are this calibration's times ``speed``."""
+        speed = float(speed)
+        if not np.isfinite(speed) or speed <= 0:
+            raise SlimnasError(f"a predictor's speed must be a positive number, got {speed}")
+        return self._replace(speed=speed)
+
+    def rescale(self, probe_now_ms: float) -> "LatencyPredictor":
+        """A new predictor following the machine's speed: predictions scale by probe now / probe at calibration."""
+        return self.at_speed(float(probe_now_ms) / self.reference_probe_ms)
+
+
+def _frozen_array(values) -> np.ndarray:
+    a = np.array(values, dtype=float)
+    a.flags.writeable = False
+    return a
 
 
 def _drift_factors(df, reference_ms: float) -> np.ndarray:

@@ -225,7 +225,7 @@ def calibrate_from_table(table: LatencyTable, supernet, drift_corrected: bool = 
     if not subnets:
         return {}
     pred = LatencyPredictor(table, supernet)
-    cal = pred.calibrate(subnets, measured, probe_ms, drift_corrected=drift_corrected)
+    pred, cal = pred.calibrated(subnets, measured, probe_ms, drift_corrected=drift_corrected)
     cal["fixed_ms"] = pred._fixed_ms()
     cal["e2e_statistic"] = (table.fingerprint.get("e2e") or {}).get("statistic", "median")
     table.save_calibration(cal)

@@ -141,7 +141,7 @@ def _compare(predictor: LatencyPredictor, net, subnets, chunks: list[dict], e2e:
     models = [m for c in chunks for m in c["models"]]
     chunk_of = np.concatenate([np.full(len(c["models"]), k) for k, c in enumerate(chunks)])
     speeds = np.array([e2e.probe_ms(c["probe_ms"]) / predictor.reference_probe_ms for c in chunks])
-    predictor.speed = 1.0
+    predictor = predictor.at_speed(1.0)
     unscaled = predictor.predict(subnets)
     pred = unscaled * speeds[chunk_of]
     stats = {name: replace(e2e, statistic=name) for name in STATISTICS}

@@ -168,17 +168,18 @@ def _costs(net: Supernet, subnet: Subnet, predictor: Optional[LatencyPredictor],
     return out
 
 
-def anchor(predictor: LatencyPredictor, net: Supernet, reference: dict) -> dict:
-    """Set the predictor to the machine's speed of the reference timing: rescaled by the reference probe, then
-    anchored on the original model timed end to end in that same run (the small probe does not follow every
-    slowdown of a shared machine: on this project's CPU the original timed 6% and 33% above the probe-rescaled
-    prediction on two occasions). Relative budgets then mean the same on both sides of the comparison."""
-    probe_factor = predictor.rescale(reference["probe_ms"])
-    predicted = float(predictor.predict([net.space.original()])[0])
+def anchor(predictor: LatencyPredictor, net: Supernet, reference: dict) -> tuple[LatencyPredictor, dict]:
+    """A new predictor at the machine's speed of the reference timing, and how it was set: rescaled by the
+    reference probe, then anchored on the original model timed end to end in that same run (the small probe does
+    not follow every slowdown of a shared machine: on this project's CPU the original timed 6% and 33% above the
+    probe-rescaled prediction on two occasions). Relative budgets then mean the same on both sides of the
+    comparison. The predictor given is left as it was (a predictor is a value)."""
+    rescaled = predictor.rescale(reference["probe_ms"])
+    predicted = float(rescaled.predict([net.space.original()])[0])
     factor = reference["original"]["median_ms"] / predicted
-    predictor.speed *= factor
-    return {"probe_factor": probe_factor, "anchor_factor": factor, "speed": predictor.speed,
-            "original_predicted_by_probe_ms": predicted}
+    anchored = rescaled.at_speed(rescaled.speed * factor)
+    return anchored, {"probe_factor": rescaled.speed, "anchor_factor": factor, "speed": anchored.speed,
+                      "original_predicted_by_probe_ms": predicted}
 
 
 def check_budget(constraints: list[Constraint], reference: dict, smallest: dict) -> list[Constraint]:
@@ -265,7 +266,7 @@ def prepare(config: SlimConfig, out: Optional[Path] = None, log: Callable[[str],
             shutil.rmtree(measured_in, ignore_errors=True)
             raise
     try:
-        speed = anchor(predictor, net, reference) if predictor is not None else {}
+        predictor, speed = anchor(predictor, net, reference) if predictor is not None else (None, {})
         ref_costs = {"latency_ms": reference["original"]["median_ms"], "flops": reference["original_flops"],
                      "params": reference["original_params"]}
         budget = check_budget(constraints, ref_costs, _costs(net, smallest, predictor, reference["smallest"]["median_ms"]))

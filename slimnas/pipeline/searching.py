@@ -108,7 +108,7 @@ def search(job: SearchJob, progress: bool = True, log: Callable[[str], None] = p
         original = load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights)
         with tempfile.TemporaryDirectory(prefix="slimnas-search-") as tmp:
             ref = measure_reference(original, net, backend, job.latency, Path(tmp), log)
-        anchor(predictor, net, ref)
+        predictor, _ = anchor(predictor, net, ref)
     smallest = net.space.min() if strategy.space is None else strategy.space.min()
     small = {"flops": net.flops(smallest), "params": net.params(smallest)}
     if predictor is not None:

@@ -52,7 +52,7 @@ def _profile(plan: Plan, log: Callable[[str], None]):
     profile(plan.net, plan.backend, plan.table_path, model=cfg.model.name, config=cfg.latency.profile, model_args=model_args,
             log=log)
     predictor = open_predictor(plan.table_path, plan.net, plan.backend)
-    plan.speed = anchor(predictor, plan.net, plan.reference)
+    predictor, plan.speed = anchor(predictor, plan.net, plan.reference)
     ref = plan.reference
     smallest = plan.net.space.min()
     check_budget(plan.constraints, {"latency_ms": ref["original"]["median_ms"], "flops": ref["original_flops"],

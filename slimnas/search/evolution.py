@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SlimnasError
+from ..progress import Progress
 from ..space import SearchSpace
 from ..subnet import Subnet
 from .config import SearchConfig
@@ -64,13 +65,10 @@ class _Evolution:
         self.start = time.monotonic()
         self.wall_before = state.wall_s
         self.last_save = self.start
-        from tqdm.auto import tqdm
-
         total = config.population * (config.generations + 1)
         if config.max_evaluations is not None:
             total = min(total, config.max_evaluations)
-        self.bar = tqdm(total=total, initial=len(state.cache), desc="search", unit="subnet", disable=not progress,
-                        leave=False)
+        self.bar = Progress(total=total, initial=len(state.cache), desc="search", unit="subnet", enabled=progress)
 
     # -- bookkeeping -------------------------------------------------------------------------------------------
     def elapsed(self) -> float:

@@ -22,6 +22,7 @@ from ..data import Datasets, make_loader
 from ..errors import SlimnasError
 from ..evaluate import Evaluator
 from ..fileio import atomic_path, atomic_torch_save
+from ..progress import Progress
 from .config import TrainConfig, lr_at
 from .distributed import DistInfo, barrier, gather_strings, init_distributed, mean_across, state_digest
 from .strategies import StepContext, Strategy
@@ -232,10 +233,7 @@ class Trainer:
         barrier(self.dist)
         bar = None
         if c.progress and self.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.strategy.name}", unit="step",
-                       dynamic_ncols=True, disable=None)
+            bar = Progress(total=self.total_steps, initial=self.step, desc=f"train {self.strategy.name}", unit="step")
         self.model.train()
         while self.epoch < c.epochs:
             t0 = time.time()
