@@ -9,7 +9,7 @@ import slimnas
 from slimnas.data import DataConfig, load_data
 from slimnas.dynamic import DynamicMixin
 from slimnas.evaluate import Evaluator, _active_positions, batch_norms, recalibrate_bn
-from slimnas.rank import kendall_tau, sample_subnets
+from slimnas.rank import sample_subnets
 from tests.conftest import calibrate
 from tests.nets import TinyNet
 
@@ -55,19 +55,6 @@ def test_evaluator_restores_statistics_and_caches_batches(digits):
     for k, v in net.state_dict().items():
         assert torch.equal(v, state[k]), k
     assert net.active == net.space.max()
-
-
-def test_kendall_tau_matches_definition():
-    a = [0.1, 0.4, 0.35, 0.8, 0.7]
-    b = [0.2, 0.5, 0.3, 0.9, 0.95]
-    # pairs: 10; discordant: (0.8,0.7) vs (0.9,0.95) only -> tau = (9 - 1) / 10
-    assert kendall_tau(a, b) == pytest.approx(0.8)
-    assert kendall_tau(a, a) == pytest.approx(1.0)
-    assert kendall_tau(a, [-v for v in a]) == pytest.approx(-1.0)
-    scipy = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 5, 30), rng.integers(0, 5, 30)  # with ties
-    assert kendall_tau(x, y) == pytest.approx(scipy.kendalltau(x, y).statistic)
 
 
 def test_sample_subnets_distinct_with_ends():

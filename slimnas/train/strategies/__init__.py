@@ -1,5 +1,6 @@
-"""Training strategies, by name: ``plain``, ``distill``, ``sandwich``, ``cafenet``, ``bsnas`` (see :func:`make_strategy`)."""
-from .base import STRATEGIES, StepContext, Strategy, make_strategy, strategy
-from . import bsnas, cafenet, distill, plain, sandwich  # noqa: F401,E402  (register the built-in strategies)
+"""Training strategies: the contract (:mod:`.base`), the registry (:mod:`.registry`) and the built-ins."""
+from .base import StepContext, Strategy
+from .registry import STRATEGIES, make_strategy, strategy
+from . import bsnas, cafenet, distill, plain, sandwich  # noqa: F401,E402  (the built-ins register themselves)
 
 __all__ = ["STRATEGIES", "StepContext", "Strategy", "make_strategy", "strategy"]

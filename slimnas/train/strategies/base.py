@@ -1,4 +1,4 @@
-"""The strategy contract and its registry: one file plus one ``@strategy`` decorator per training method.
+"""The strategy contract: one file plus one ``@strategy`` decorator (:mod:`.registry`) per training method.
 
 A strategy decides, for each step, which subnets run forward and backward and with which targets; the
 :class:`~slimnas.train.Trainer` owns the optimiser, schedule, precision, checkpoints and processes. Options
@@ -7,7 +7,6 @@ are a frozen dataclass per strategy, validated by :func:`make_strategy` (the edg
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Optional
@@ -19,20 +18,6 @@ from torch import nn
 from ...errors import SlimnasError
 from ...space import SearchSpace
 from ...subnet import Subnet
-
-STRATEGIES: dict[str, type["Strategy"]] = {}
-
-
-def strategy(name: str):
-    """Class decorator: register a :class:`Strategy` subclass under ``name``."""
-
-    def deco(cls):
-        cls.name = name
-        STRATEGIES[name] = cls
-        return cls
-
-    return deco
-
 
 @dataclass
 class StepContext:
@@ -111,21 +96,3 @@ class Strategy:
     def logs(self) -> dict[str, list[dict]]:
         """Tables (name → rows) the trainer writes to ``<run>/<name>.csv``."""
         return {}
-
-
-def make_strategy(name: str, net: nn.Module, space: Optional[SearchSpace] = None, **options) -> Strategy:
-    """Build a registered strategy by name, checking its options."""
-    from . import bsnas, cafenet, distill, plain, sandwich  # noqa: F401  (register)
-
-    if name not in STRATEGIES:
-        raise SlimnasError(f"unknown training strategy {name!r}: choose one of {', '.join(sorted(STRATEGIES))}")
-    cls = STRATEGIES[name]
-    known = {f.name: f for f in dataclasses.fields(cls.Options)}
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise SlimnasError(f"strategy {name!r} has no option {', '.join(unknown)}; its options: {', '.join(known) or 'none'}")
-    try:
-        opts = cls.Options(**options)
-    except (TypeError, ValueError) as exc:
-        raise SlimnasError(f"bad options for strategy {name!r}: {exc}") from None
-    return cls(net, opts, space)

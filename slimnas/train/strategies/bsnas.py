@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from ...errors import SlimnasError
-from .base import StepContext, strategy
+from .base import StepContext
+from .registry import strategy
 from .sandwich import Sandwich, SandwichOptions
 
 
@@ -65,19 +66,19 @@ class Score(NamedTuple):
     var: float  # sample variance of the scores (ddof 1; nan below 2 samples)
 
 
-def welch_se(a: Score, b: Score) -> float:
-    """Standard error of the difference of two means with unequal variances."""
-    return float(np.sqrt(a.var / a.n + b.var / b.n))
+def welch_test(worse: Score, best: Score) -> tuple[float, float]:
+    """Welch's one-sided t test that ``worse``'s mean exceeds ``best``'s.
 
+    Returns the standard error of the difference and the p-value (scipy's ``ttest_ind_from_stats`` with
+    unequal variances; scipy comes with scikit-learn, a dependency)."""
+    from scipy.stats import ttest_ind_from_stats
 
-def welch_quantile(a: Score, b: Score, q: float) -> float:
-    """The ``q`` quantile of Student's t with the Welch-Satterthwaite degrees of freedom of ``a`` and ``b``."""
-    from scipy.stats import t  # scipy comes with scikit-learn, a dependency
-
-    va, vb = a.var / a.n, b.var / b.n
-    den = va * va / (a.n - 1) + vb * vb / (b.n - 1)
-    df = (va + vb) ** 2 / den if den > 0 else float(a.n + b.n - 2)
-    return float(t.ppf(q, df))
+    se = float(np.sqrt(worse.var / worse.n + best.var / best.n))
+    if se == 0.0:  # no spread at all: the difference is certain (scipy would return nan)
+        return se, 0.0 if worse.mean > best.mean else 1.0
+    res = ttest_ind_from_stats(worse.mean, np.sqrt(worse.var), worse.n, best.mean, np.sqrt(best.var), best.n,
+                               equal_var=False, alternative="greater")
+    return se, float(res.pvalue)
 
 
 class Record(NamedTuple):
@@ -138,15 +139,13 @@ class BSNAS(Sandwich):
         worst = max(candidates, key=lambda w: (scores[w].mean, w))
         sw, sb = scores[worst], scores[best]
         gap = sw.mean - sb.mean
-        se = welch_se(sw, sb)
-        required = opts.margin
-        if opts.confidence > 0:
-            pairs = len(scored) * (len(scored) - 1)  # Bonferroni: any ordered pair could have come out worst/best
-            required = max(required, welch_quantile(sw, sb, 1 - (1 - opts.confidence) / pairs) * se)
-        if not gap > required:
+        se, p = welch_test(sw, sb)
+        pairs = len(scored) * (len(scored) - 1)  # Bonferroni: any ordered pair could have come out worst/best
+        alpha = (1 - opts.confidence) / pairs if opts.confidence > 0 else 1.0
+        if not gap > opts.margin or not p < alpha:
             return None
         return {"width": worst, "score": sw.mean, "samples": sw.n, "best_width": best, "best_score": sb.mean,
-                "best_samples": sb.n, "gap": gap, "se": se, "required_gap": required}
+                "best_samples": sb.n, "gap": gap, "se": se, "p_value": p, "alpha": alpha}
 
     def shrink(self, step: int) -> list[dict]:
         """Switch off, per group, the worst choice if it is clearly worse than the best (see the module doc)."""

@@ -20,7 +20,8 @@ import torch
 from ...errors import SlimnasError
 from ...evaluate import bn_state_restored
 from ...subnet import Subnet
-from .base import StepContext, strategy
+from .base import StepContext
+from .registry import strategy
 from .sandwich import Sandwich, SandwichOptions
 
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import SlimnasError
-from .base import StepContext, strategy
+from .base import StepContext
+from .registry import strategy
 from .plain import Plain
 
 

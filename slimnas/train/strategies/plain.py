@@ -1,7 +1,8 @@
 """``plain``: ordinary training of one network (a base checkpoint, or a stand-alone fine-tune of a subnet)."""
 from __future__ import annotations
 
-from .base import StepContext, Strategy, strategy
+from .base import StepContext, Strategy
+from .registry import strategy
 
 
 @strategy("plain")

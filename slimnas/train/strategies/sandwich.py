@@ -13,7 +13,8 @@ import torch
 
 from ...errors import SlimnasError
 from ...subnet import Subnet
-from .base import StepContext, Strategy, soft_ce, strategy
+from .base import StepContext, Strategy, soft_ce
+from .registry import strategy
 
 
 @dataclass(frozen=True)
