@@ -150,6 +150,9 @@ def headline_main():
     (["--methods", "uniform,bogus"], "unknown method 'bogus'"),
     (["--methods", "uniform", "--weights", "missing.pth"], "base checkpoint missing.pth not found"),
     (["--methods", ","], "no methods given"),
+    # the arguments are checked before the files they name: a clone without ../shared has no default checkpoint
+    (["--methods", "uniform,bogus", "--weights", "missing.pth"], "unknown method 'bogus'"),
+    (["--methods", ",", "--weights", "missing.pth"], "no methods given"),
 ])
 def test_bad_input_is_one_line_error_and_leaves_no_folder(tmp_path, capsys, args, message):
     work, out = tmp_path / "work", tmp_path / "out"

@@ -100,16 +100,18 @@ class Run:
                                "pass another --work folder or delete that one")
 
     def check_inputs(self) -> None:
-        if not self.opts.train_base and not self.opts.weights.is_file():
-            raise SlimnasError(f"base checkpoint {self.opts.weights} not found: pass --weights PATH or --train-base")
+        """The arguments first, then the files they name (a clone without ../shared has no default checkpoint)."""
         if not self.opts.methods:
             raise SlimnasError("no methods given: --methods uniform,torch-pruning,fastnas (for example)")
         for name in self.opts.methods:
             if name not in METHODS:
                 raise SlimnasError(f"unknown method {name!r}: choose from {', '.join(METHODS)}")
+        for name in self.opts.methods:
             why = METHODS[name].unavailable()
             if why:
                 raise SlimnasError(f"method {name!r} cannot run: {why}")
+        if not self.opts.train_base and not self.opts.weights.is_file():
+            raise SlimnasError(f"base checkpoint {self.opts.weights} not found: pass --weights PATH or --train-base")
 
     def base_checkpoint(self) -> tuple[Path, dict]:
         if not self.opts.train_base:
