@@ -139,7 +139,7 @@ def test_broken_yaml_through_the_installed_command(tmp_path):
     ("search:\n  populaton: 4\n", "line 2: unknown key 'search.populaton'; search takes population, generations"),
     ("model:\n  input_size: big\n", "line 2: model.input_size must be an integer, got 'big'"),
     ("constraints: latency<=2ms\n", "line 1: constraints must be a list of a string"),
-    ("finetune:\n  train:\n    lr: -1\n", "line 2: finetune.train: learning rate must be positive"),
+    ("finetune:\n  train:\n    lr: -1\n", "line 2: finetune.train: lr (learning rate) must be positive"),
     ("- just\n- a list\n", "must be a YAML mapping of sections"),
 ])
 def test_config_mistakes_name_the_line_and_key(capsys, tmp_path, text, fragment):

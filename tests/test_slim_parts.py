@@ -15,6 +15,7 @@ from slimnas.data import DataConfig, load_data
 from slimnas.pipeline import FitnessConfig, SlimConfig, demo_config, dump_config, load_config
 from slimnas.pipeline.config import with_overrides
 from slimnas.pipeline.fitness import SupernetFitness
+from slimnas.pipeline.config import absolute_paths
 from slimnas.pipeline.schema import parse_assignment
 from slimnas.pipeline.verify import _candidates, latency_limit, meets_latency, ratio_to_original
 from slimnas.search import parse_constraints
@@ -28,7 +29,8 @@ def test_config_round_trips_through_yaml(tmp_path):
     config = demo_config("runs/x")
     path = tmp_path / "c.yaml"
     path.write_text(dump_config(config))
-    assert load_config(path) == config
+    assert load_config(path) == absolute_paths(config, tmp_path), "a relative path in a file is relative to the file"
+    assert load_config(path).out == str(tmp_path / "runs" / "x")
     assert load_config(path, [{"search": {"population": 7}}]).search.population == 7
 
 

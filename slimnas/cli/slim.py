@@ -11,9 +11,9 @@ from . import command
 from .common import add_tensorrt_arguments
 
 
-def overrides_from_args(args: argparse.Namespace) -> list[dict]:
-    """The flags as nested config mappings, in the order they apply (``--set`` last)."""
-    out: list[dict] = []
+def overrides_from_args(args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """The flags as (the flag as typed, nested config mapping), in the order they apply (``--set`` last)."""
+    out: list[tuple[str, dict]] = []
     simple = {"model": ("model", "name"), "weights": ("model", "weights"), "num_classes": ("model", "num_classes"),
               "input_size": ("model", "input_size"), "data": ("data", "source"), "table": ("latency", "table"),
               "backend": ("latency", "backend"), "threads": ("latency", "threads"), "batch": ("latency", "batch"),
@@ -26,10 +26,10 @@ def overrides_from_args(args: argparse.Namespace) -> list[dict]:
         d = value
         for key in reversed(path):
             d = {key: d}
-        out.append(d)
+        out.append((f"--{attr.replace('_', '-')} {value}", d))
     if args.constraint:
-        out.append({"constraints": list(args.constraint)})
-    out += [parse_assignment(s) for s in args.set or []]
+        out.append((" ".join(f"--constraint {c}" for c in args.constraint), {"constraints": list(args.constraint)}))
+    out += [(f"--set {s}", parse_assignment(s)) for s in args.set or []]
     return out
 
 
@@ -46,11 +46,17 @@ def config_from_args(args: argparse.Namespace) -> SlimConfig:
       --constraint 'latency<=0.5x' --out runs/mbv2_half
   slimnas slim --config slim.yaml --constraint 'latency<=5ms' --constraint 'params<=1.5M' --set search.generations=40
   slimnas slim --supernet-run runs/cafenet --constraint 'latency<=0.6x' --out runs/from_run
-  slimnas slim --config slim.yaml --out runs/a          # rerun after a kill: finished stages are skipped""")
+  slimnas slim --config slim.yaml --out runs/a          # rerun after a kill: finished stages are skipped
+  slimnas slim --config slim.yaml --set supernet.train.epochs=3 --print-config   # the resolved config, nothing run
+
+Paths in a YAML config are relative to the config file, paths in flags to the working directory; the run
+folder stores them absolute. A budget is an upper bound that may be met exactly: 'latency<0.5x' reads as
+'latency<=0.5x'. Without model.weights (--weights) and without a base: section the model is slimmed from
+its random initialisation (said in one line at the start).""")
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    if args.print_config:
-        print(dump_config(config), end="")
+    if args.print_config:  # the values the run uses: the seed in every section, the data at the model's size
+        print(dump_config(config.seeded()), end="")
         return 0
     slim(config, args.out, command="slimnas " + shlex.join(args.argv), progress=not args.no_progress)
     return 0
@@ -66,7 +72,8 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int)
     p.add_argument("--data", help="digits, cifar10, cifar10:PATH or an ImageFolder root")
     p.add_argument("--constraint", action="append", metavar="BUDGET",
-                   help="latency<=5ms, latency<=0.6x (of the original, measured), flops<=150M, params<=1.2M (repeatable)")
+                   help="latency<=5ms, latency<=0.6x (of the original, measured), flops<=150M, params<=1.2M "
+                        "(repeatable; '<' reads as '<=')")
     p.add_argument("--table", help="latency table folder (default: a matching shipped one, else one is profiled)")
     p.add_argument("--backend", help="onnxruntime (default) or tensorrt")
     p.add_argument("--threads", type=int, help="intra-op threads on the device (default: 1)")

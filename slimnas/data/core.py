@@ -30,6 +30,11 @@ class DataConfig:
             raise SlimnasError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
         if self.image_size < 8:
             raise SlimnasError(f"image_size must be at least 8 pixels, got {self.image_size}")
+        for name in ("train_subset", "val_subset", "test_subset"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise SlimnasError(f"{name} must be at least 1 (or null: all images), got {getattr(self, name)}")
+        if self.seed < 0:
+            raise SlimnasError(f"seed must be >= 0, got {self.seed}")
 
 
 @dataclass
@@ -49,6 +54,15 @@ class Datasets:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def check_classes(self, count: int, what: str) -> None:
+        """Refuse a model whose class count (``what``, e.g. ``model.num_classes``) is not the data's: its scores
+        would be a wrong answer presented as a result."""
+        if count == self.num_classes:
+            return
+        names = ", ".join(self.classes[:12]) + (", ..." if self.num_classes > 12 else "")
+        raise SlimnasError(f"{what} is {count} but the data has {self.num_classes} classes ({names}): give a model and "
+                           f"checkpoint for these {self.num_classes} classes, or data with the model's {count}")
 
 
 def stratified_split(labels: Sequence[int], val_fraction: float, seed: int,

@@ -6,17 +6,21 @@ back into the run folder.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from .. import paths
 from ..data import DataConfig
 from ..errors import SlimnasError
 from ..latency import ProfileConfig
 from ..search import SearchConfig
 from ..space import SpaceConfig
 from ..train import TrainConfig
-from .schema import build, dump_yaml, load_yaml, merge, parse_yaml, to_plain
+from .schema import build, dump_yaml, merge, parse_yaml, to_plain
+
+Override = Union[dict, tuple[str, dict]]  # a nested mapping, or (how it was given, e.g. "--set a.b=1", the mapping)
 
 
 @dataclass(frozen=True)
@@ -47,13 +51,41 @@ class LatencyConfig:
     dtype: str = "fp32"  # fp32 | fp16
     rounds: int = 10  # interleaved rounds of every end-to-end timing; a model's latency is its quietest round's median
     samples: int = 100  # timed samples per model in an end-to-end timing (over all rounds)
+    steady_pct: float = 5.0  # a timing whose even and odd rounds disagree by this much or more is repeated
+    attempts: int = 3  # timings at most until one is steady; the original's (the budget's) must be steady
     profile: ProfileConfig = field(default_factory=ProfileConfig)  # how a table is built when none fits
 
     def __post_init__(self) -> None:
+        if self.threads < 1 or self.batch < 1:
+            raise SlimnasError(f"threads and batch must be at least 1, got {self.threads} and {self.batch}")
         if self.rounds < 1:
             raise SlimnasError(f"rounds must be at least 1, got {self.rounds}")
         if self.samples < 30:
             raise SlimnasError(f"samples must be at least 30, got {self.samples}")
+        if not (self.steady_pct >= 0 and math.isfinite(self.steady_pct)):
+            raise SlimnasError(f"steady_pct must be a percentage >= 0, got {self.steady_pct}")
+        if self.attempts < 1:
+            raise SlimnasError(f"attempts must be at least 1, got {self.attempts}")
+        _check_profile(self.profile)
+
+
+def _check_profile(p: ProfileConfig) -> None:
+    """The table-building settings (``latency.profile``), checked where the YAML is read."""
+    t, e = p.timing, p.e2e
+    finite = math.isfinite
+    checks = [("profile.grid_step", p.grid_step, p.grid_step >= 1, "at least 1"),
+              ("profile.refine_tol", p.refine_tol, p.refine_tol > 0 and finite(p.refine_tol), "positive"),
+              ("profile.probe_every_s", p.probe_every_s, p.probe_every_s > 0 and finite(p.probe_every_s), "positive"),
+              ("profile.passes", p.passes, p.passes >= 1, "at least 1"),
+              ("profile.calibration_subnets", p.calibration_subnets, p.calibration_subnets >= 2, "at least 2"),
+              ("profile.timing.warmup_ms", t.warmup_ms, t.warmup_ms >= 0 and finite(t.warmup_ms), ">= 0"),
+              ("profile.timing.samples", t.samples, t.samples >= 1, "at least 1"),
+              ("profile.timing.min_sample_ms", t.min_sample_ms, t.min_sample_ms > 0 and finite(t.min_sample_ms), "positive"),
+              ("profile.timing.max_inner", t.max_inner, t.max_inner >= 1, "at least 1"),
+              ("profile.e2e.warmup_ms", e.warmup_ms, e.warmup_ms >= 0 and finite(e.warmup_ms), ">= 0")]
+    for name, value, ok, want in checks:
+        if not ok:
+            raise SlimnasError(f"{name} must be {want}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -78,7 +110,9 @@ class FitnessConfig:
 
     def __post_init__(self) -> None:
         if self.calib_images < 1 or self.batch_size < 1:
-            raise SlimnasError("calib_images and batch_size must be positive")
+            raise SlimnasError(f"calib_images and batch_size must be positive, got {self.calib_images} and {self.batch_size}")
+        if self.val_images is not None and self.val_images < 1:
+            raise SlimnasError(f"val_images must be at least 1 (or null: the whole validation split), got {self.val_images}")
         if self.arrangements is not None and self.arrangements < 1:
             raise SlimnasError(f"arrangements must be at least 1, got {self.arrangements}")
 
@@ -92,7 +126,7 @@ class VerifyConfig:
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.rounds < 1:
-            raise SlimnasError("top_k and rounds must be at least 1")
+            raise SlimnasError(f"top_k and rounds must be at least 1, got {self.top_k} and {self.rounds}")
 
 
 @dataclass(frozen=True)
@@ -120,6 +154,10 @@ class ExportConfig:
     fp16: bool = False  # build the TensorRT engine in FP16
     opset: int = 17
 
+    def __post_init__(self) -> None:
+        if not 9 <= self.opset <= 23:
+            raise SlimnasError(f"opset must be an ONNX opset between 9 and 23, got {self.opset}")
+
 
 @dataclass(frozen=True)
 class SlimConfig:
@@ -141,6 +179,10 @@ class SlimConfig:
     device: Optional[str] = None  # torch device for training and scoring (default: cuda when available)
     out: Optional[str] = None  # run folder (default: runs/slim)
 
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise SlimnasError(f"seed must be >= 0, got {self.seed}")
+
     def seeded(self) -> "SlimConfig":
         """The config with ``seed`` copied into every section that has one, and the data at the model's size."""
         s = self.seed
@@ -158,24 +200,70 @@ def config_from_dict(data: dict, source: str = "config", lines: Optional[dict] =
     return build(SlimConfig, data, source, lines)
 
 
-def load_config(path: Union[str, Path], overrides: Sequence[dict] = ()) -> SlimConfig:
-    """Read a YAML config (missing keys keep their defaults) and lay ``overrides`` (nested mappings) over it."""
-    if not overrides:
-        return load_yaml(SlimConfig, path)
+def resolve_paths(data: dict, base: Union[str, Path, None] = None) -> dict:
+    """The path values of a (partial) plain config made absolute against ``base`` (default: the working
+    directory): the config file's folder for a YAML file, the working directory for flags and ``--set``."""
+    def get(section: str, key: str):
+        sec = data.get(section)
+        return sec.get(key) if isinstance(sec, dict) else None
+
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    fixes = {("model", "name"): paths.model_name, ("model", "weights"): paths.weights,
+             ("latency", "table"): paths.absolute, ("data", "source"): paths.data_source,
+             ("data", "cache_dir"): paths.absolute, ("supernet", "run"): paths.absolute, ("supernet", "bins"): paths.bins}
+    for (section, key), fix in fixes.items():
+        value = get(section, key)
+        if isinstance(value, str) and value:
+            out[section][key] = fix(value, base)
+    if isinstance(out.get("out"), str) and out["out"]:
+        out["out"] = paths.absolute(out["out"], base)
+    return out
+
+
+def absolute_paths(config: SlimConfig, base: Union[str, Path, None] = None) -> SlimConfig:
+    """``config`` with every relative path made absolute against ``base`` (default: the working directory)."""
+    return build(SlimConfig, resolve_paths(to_plain(config), base))
+
+
+def _labelled(overrides: Sequence[Override]) -> list[tuple[str, dict]]:
+    """Each override as (how it was given, its mapping with paths made absolute against the working directory)."""
+    out = []
+    for o in overrides:
+        label, mapping = o if isinstance(o, tuple) else ("command line", o)
+        out.append((label, resolve_paths(mapping)))
+    return out
+
+
+def _build_blamed(data: dict, source: str, lines: Optional[dict], overrides: list[tuple[str, dict]]) -> SlimConfig:
+    """``overrides`` laid over ``data`` and built; a mistake is blamed on the file (with its line) only when the
+    file alone has it, else on the first override that brings it in (e.g. ``--set search.populaton=4``)."""
+    merged = data
+    for _, o in overrides:
+        merged = merge(merged, o)
+    try:
+        return build(SlimConfig, merged, source, lines)
+    except SlimnasError:
+        build(SlimConfig, data, source, lines)
+        acc = data
+        for label, o in overrides:
+            acc = merge(acc, o)
+            build(SlimConfig, acc, label)
+        raise
+
+
+def load_config(path: Union[str, Path], overrides: Sequence[Override] = ()) -> SlimConfig:
+    """Read a YAML config (missing keys keep their defaults, paths are relative to the file) and lay ``overrides``
+    (nested mappings, or ``(label, mapping)`` pairs whose label names them in errors) over it."""
     path = Path(path)
     if not path.is_file():
         raise SlimnasError(f"config file {path} does not exist")
     data, lines = parse_yaml(path.read_text(), str(path))
-    for o in overrides:
-        data = merge(data, o)
-    return build(SlimConfig, data, str(path), lines)
+    data = resolve_paths(data, path.resolve().parent)
+    return _build_blamed(data, str(path), lines, _labelled(overrides))
 
 
-def with_overrides(config: SlimConfig, overrides: Sequence[dict], source: str = "command line") -> SlimConfig:
-    data = to_plain(config)
-    for o in overrides:
-        data = merge(data, o)
-    return build(SlimConfig, data, source)
+def with_overrides(config: SlimConfig, overrides: Sequence[Override], source: str = "command line") -> SlimConfig:
+    return _build_blamed(to_plain(config), source, None, _labelled(overrides))
 
 
 def dump_config(config: SlimConfig) -> str:

@@ -117,11 +117,12 @@ def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig,
                 log: Optional[Callable[[str], None]] = None) -> tuple[list[dict], float, list[float]]:
     """Time ONNX files end to end in one fresh process, interleaved: per-model summaries, probe median, probes.
 
-    A shared machine is sometimes busy for a while: when some model's even and odd rounds disagree by more
-    than ``STABLE_REPEAT_PCT``, the whole timing is repeated (``ATTEMPTS`` in all) and the steadiest is kept.
+    A shared machine is sometimes busy for a while: when some model's even and odd rounds disagree by
+    ``config.steady_pct`` or more, the whole timing is repeated (``config.attempts`` in all) and the steadiest
+    is kept (each model's ``attempt`` says which one it came from).
     """
     best = None
-    for attempt in range(1, ATTEMPTS + 1):
+    for attempt in range(1, config.attempts + 1):
         e2e = e2e_config(config)
         res = time_onnx_files(list(paths), backend.name, backend.config, TimingConfig(samples=config.samples), e2e)
         models = [summary(m, e2e) for m in res["models"]]
@@ -131,8 +132,8 @@ def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig,
             m["attempt"] = attempt
         if best is None or worst < best[0]:
             best = (worst, models, e2e.probe_ms(probes), probes)
-        if worst <= STABLE_REPEAT_PCT or config.rounds < 2:
+        if worst < config.steady_pct or config.rounds < 2:
             break
-        if log is not None and attempt < ATTEMPTS:
+        if log is not None and attempt < config.attempts:
             log(f"the timing was unsteady (even and odd rounds disagree by {worst:.0f}%): timing again")
     return best[1], best[2], best[3]

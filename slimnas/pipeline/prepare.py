@@ -26,13 +26,15 @@ from ..fileio import atomic_write_text
 from ..latency import LatencyPredictor
 from ..latency.backends.base import Backend
 from ..latency.backends.tensorrt_backend import INSTALL_HINT
+from ..latency.e2e import export_subnets
 from ..models import load_model
 from ..search import Constraint, parse_constraints
 from ..search.constraints import check_reachable, resolve_constraints
 from ..subnet import Subnet
 from ..supernet import ConvertConfig, Supernet, convert
-from .config import LatencyConfig, ModelConfig, SlimConfig, dump_config
-from .device import (export_model_onnx, export_subnets_kept_threads, find_table, make_backend, open_predictor,
+from .. import paths
+from .config import LatencyConfig, ModelConfig, SlimConfig, absolute_paths, dump_config
+from .device import (export_model_onnx, find_table, make_backend, open_predictor,
                      time_models)
 from .schema import to_plain
 
@@ -139,11 +141,36 @@ def _check_batches(config: SlimConfig, data: Datasets) -> None:
 
 
 def _check_outputs(model: nn.Module, config: ModelConfig, data: Datasets) -> None:
+    """The model's classifier must fit the data's classes: a 10-class model scored on 3-class data runs to the
+    end with a meaningless accuracy."""
     with torch.no_grad():
         out = model.eval()(torch.zeros(1, 3, config.input_size, config.input_size))
-    if out.ndim != 2 or out.shape[1] < data.num_classes:
-        raise SlimnasError(f"model {config.name} gives {tuple(out.shape)} outputs but the data has {data.num_classes} "
-                           f"classes: set model.num_classes to {data.num_classes}")
+    if out.ndim != 2:
+        raise SlimnasError(f"model {config.name} gives {tuple(out.shape)} outputs, not one score per class: "
+                           "give a classifier")
+    data.check_classes(int(out.shape[1]), f"the class count of model {config.name} (its outputs)")
+
+
+def _check_strategy(config: SlimConfig, net: Supernet) -> None:
+    """The supernet strategy, its options and the bins, checked before anything is timed or trained."""
+    from ..train import make_strategy
+    from ..train.layout import make_layout
+
+    s = config.supernet
+    try:
+        layout = make_layout(s.bins, net)
+        make_strategy(s.strategy, net, space=layout.space if layout is not None else None, **s.options)
+    except SlimnasError as exc:
+        raise SlimnasError(f"supernet: {exc}") from None
+
+
+def _warn_untrained(config: SlimConfig, log: Callable[[str], None]) -> None:
+    """Slimming a random-init model is legal (and the demo's way to start), but never silent."""
+    name = config.model.name
+    saved = name.endswith(paths.CHECKPOINT_SUFFIXES) and Path(name).is_file()  # a saved model carries its weights
+    if config.model.weights is None and config.base is None and config.supernet.run is None and not saved:
+        log(f"warning: no model.weights (--weights) and no base: section: {name} is slimmed from its random "
+            "initialisation; give its trained state_dict, or a base: section to train it first")
 
 
 def _reuse_run(config: SlimConfig, device: Optional[str]) -> tuple[SlimConfig, tuple]:
@@ -191,6 +218,17 @@ def check_budget(constraints: list[Constraint], reference: dict, smallest: dict)
     return budget
 
 
+def check_steady(original: dict, cfg: LatencyConfig) -> None:
+    """The budget is resolved against this timing of the original: it must be steady (its even and odd rounds
+    agree within ``latency.steady_pct``); :func:`.device.time_models` has already re-timed it up to
+    ``latency.attempts`` times. With one round there is no repeat error to judge."""
+    rep = float(original.get("repeat_pct", float("nan")))
+    if cfg.rounds >= 2 and not rep < cfg.steady_pct:
+        raise SlimnasError(f"the original model's timing stayed unsteady over {cfg.attempts} attempt(s) (repeat error "
+                           f"{rep:.1f}%, latency.steady_pct is {cfg.steady_pct:g}%): the machine is busy; rerun when it "
+                           "is quieter, or raise latency.rounds / latency.attempts")
+
+
 def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg: LatencyConfig, folder: Path,
                       log: Callable[[str], None] = print) -> dict:
     """The original model and the smallest subnet, timed end to end in one fresh process with the probe."""
@@ -198,9 +236,13 @@ def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg:
     log(f"timing the original model and the smallest subnet end to end on {backend.name} ({backend.config.device}, "
         f"{cfg.threads} thread(s), batch {cfg.batch}; fresh process)")
     orig = export_model_onnx(original, folder / "original.onnx", net.input_shape, cfg.batch)
-    (small,) = export_subnets_kept_threads(net, [smallest], folder, cfg.batch)
+    (small,) = export_subnets(net, [smallest], folder, cfg.batch)
     small = small.rename(folder / "smallest.onnx")
     (o, s), probe, probes = time_models([orig, small], backend, cfg, log)
+    check_steady(o, cfg)
+    log(f"original model: {o['median_ms']:.4f} ms (quietest round's median), repeat error {o['repeat_pct']:.1f}% "
+        f"(even vs odd rounds; steady below {cfg.steady_pct:g}%), spread of the round medians {o['spread_pct']:.0f}%, "
+        f"timing attempt {o.get('attempt', 1)} of at most {cfg.attempts}")
     return {"original": o, "smallest": s, "smallest_subnet": smallest.to_dict(), "probe_ms": probe,
             "probe_rounds_ms": probes, "backend": backend.describe(),
             "original_flops": net.flops(net.space.original()), "original_params": net.params(net.space.original())}
@@ -208,8 +250,8 @@ def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg:
 
 def prepare(config: SlimConfig, out: Optional[Path] = None, log: Callable[[str], None] = print) -> Plan:
     """Validate ``config`` completely (see the module's description); nothing is written."""
-    out = Path(out or config.out or "runs/slim")
-    config = replace(config.seeded(), out=str(out))
+    out = Path(paths.absolute(str(out or config.out or "runs/slim")))  # stored absolute: usable from anywhere
+    config = replace(absolute_paths(config).seeded(), out=str(out))
     constraints = parse_constraints(config.constraints)
     if not constraints:
         raise SlimnasError("no constraint given: add one, e.g. latency<=0.5x or flops<=150M")
@@ -222,12 +264,16 @@ def prepare(config: SlimConfig, out: Optional[Path] = None, log: Callable[[str],
     else:
         data = load_data(config.data)
     num_classes = config.model.num_classes or data.num_classes
+    _warn_untrained(config, log)
+    if config.model.num_classes is not None:
+        data.check_classes(config.model.num_classes, "model.num_classes")
     torch.manual_seed(config.seed)
     original = load_model(config.model.name, num_classes=num_classes, weights=config.model.weights)
     _check_outputs(original, config.model, data)
     _check_batches(config, data)
     if run is None:
         net = convert(original, config.model.input_size, ConvertConfig(space=config.space))
+        _check_strategy(config, net)
 
     # The latency table: given, found among the shipped ones, or profiled into the run folder later.
     if config.latency.table is not None:

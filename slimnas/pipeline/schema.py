@@ -116,6 +116,22 @@ def _coerce(tp: Any, value: Any, path: str, source: str, lines: Lines) -> Any:
     return value
 
 
+def _over_default(f: dataclasses.Field, value: Any) -> Any:
+    """A section given in part keeps its field's own default for every key it does not name: ``supernet:
+    {train: {epochs: 1}}`` keeps slim's ``supernet.train.lr`` 0.01, not the bare ``TrainConfig`` default."""
+    if not isinstance(value, Mapping):
+        return value
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    elif f.default is not dataclasses.MISSING:
+        default = f.default
+    else:
+        return value
+    if not dataclasses.is_dataclass(default) or isinstance(default, type):
+        return value
+    return merge(to_plain(default), value)
+
+
 def build(cls: type, data: Mapping, source: str = "config", lines: Optional[Lines] = None, prefix: str = ""):
     """An instance of dataclass ``cls`` from ``data``; every key and value checked."""
     lines = lines or {}
@@ -126,7 +142,7 @@ def build(cls: type, data: Mapping, source: str = "config", lines: Optional[Line
         path = f"{prefix}{unknown[0]}"
         raise SlimnasError(f"{_where(source, lines, path)}: unknown key {path!r}; "
                            f"{prefix.rstrip('.') or 'the config'} takes {', '.join(fields)}")
-    kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}", source, lines) for k, v in data.items()}
+    kwargs = {k: _coerce(hints[k], _over_default(fields[k], v), f"{prefix}{k}", source, lines) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except SlimnasError as exc:

@@ -18,12 +18,14 @@ from ..fileio import atomic_write_text
 from ..search import Constraint, SearchConfig, SearchResult, evolve, parse_constraints
 from ..search.costs import supernet_costs
 from .config import FitnessConfig, LatencyConfig
+from .schema import to_plain
 from .fitness import SupernetFitness
 
 STATE = "search_state.json"
 PARETO = "pareto.csv"
 HISTORY = "search_history.csv"
 UNIFORM = "uniform.csv"
+REFERENCE = "reference.json"  # `slimnas search`: the original's end-to-end timing the budget was resolved against
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -62,6 +64,22 @@ def uniform_points(net, strategy, fitness: SupernetFitness, costs, budget: Seque
         row["feasible"] = all(bool(c.ok([row[c.metric]])[0]) for c in budget if c.metric in row)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _saved_reference(out: Path, measured_for: dict) -> Optional[dict]:
+    """The original's timing a previous ``slimnas search`` into ``out`` made for the same run, table and latency
+    settings (None if there is none): re-timing it would move a relative budget, and the saved search would
+    then be refused as one with other settings."""
+    f = out / REFERENCE
+    if not f.is_file():
+        return None
+    try:
+        ref = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if "original" not in ref or json.loads(json.dumps(ref.get("measured_for"))) != json.loads(json.dumps(measured_for)):
+        return None
+    return ref
 
 
 @dataclass(frozen=True)
@@ -104,11 +122,20 @@ def search(job: SearchJob, progress: bool = True, log: Callable[[str], None] = p
     predictor = open_predictor(table, net, backend) if table is not None else None
     original_widths = net.space.original()
     ref = {"original_flops": net.flops(original_widths), "original_params": net.params(original_widths)}
+    measured_for = {"run": str(Path(job.run).resolve()), "table": str(Path(table).resolve()) if table else None,
+                    "latency": to_plain(job.latency)}
     if needs_latency:  # the original measured end to end with the probe: relative budgets and the rescale
-        original = load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights)
-        with tempfile.TemporaryDirectory(prefix="slimnas-search-") as tmp:
-            ref = measure_reference(original, net, backend, job.latency, Path(tmp), log)
+        saved = _saved_reference(out, measured_for)
+        if saved is not None:  # a rerun: the same budget (and so the same search to resume), as prepare() does
+            ref = saved
+            log(f"the original's timing of the first invocation is reused ({out / REFERENCE}): "
+                f"{ref['original']['median_ms']:.4f} ms, repeat error {ref['original'].get('repeat_pct', float('nan')):.1f}%")
+        else:
+            original = load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights)
+            with tempfile.TemporaryDirectory(prefix="slimnas-search-") as tmp:
+                ref = measure_reference(original, net, backend, job.latency, Path(tmp), log)
         predictor, _ = anchor(predictor, net, ref)
+    ref["measured_for"] = measured_for
     smallest = net.space.min() if strategy.space is None else strategy.space.min()
     small = {"flops": net.flops(smallest), "params": net.params(smallest)}
     if predictor is not None:
@@ -116,7 +143,7 @@ def search(job: SearchJob, progress: bool = True, log: Callable[[str], None] = p
     budget = check_budget(constraints, {"latency_ms": ref.get("original", {}).get("median_ms"),
                                         "flops": ref["original_flops"], "params": ref["original_params"]}, small)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "reference.json", json.dumps(ref, indent=1))
+    atomic_write_text(out / REFERENCE, json.dumps(ref, indent=1))
     result, fitness = run_search(net, strategy, data, predictor, budget, job.search, job.fitness, out, job.search.seed,
                                  progress, log)
     best = fitness.arranged(result.best())

@@ -57,7 +57,8 @@ def train_supernet(config: SlimConfig, weights: Optional[str], num_classes: int,
     """Train the supernet into ``out/supernet`` (or finish it); returns (net, strategy, data) of the trained run."""
     run_dir = out / SUPERNET
     if not (out / SUPERNET_DONE).is_file():
-        trainer = train(supernet_spec(config, weights, num_classes), run_dir, resume=True)
+        # prepare() has said it once already when there are no weights
+        trainer = train(supernet_spec(config, weights, num_classes), run_dir, resume=True, log=lambda m: None)
         return trainer.model, trainer.strategy, trainer.data
     _, net, strategy, data = load_run(run_dir, config.device)
     return net, strategy, data

@@ -35,17 +35,31 @@ class TrainConfig:
         if self.epochs < 1:
             raise SlimnasError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise SlimnasError(f"batch size must be positive, got {self.batch_size}")
+            raise SlimnasError(f"batch_size must be positive, got {self.batch_size}")
         if self.optimizer not in ("sgd", "adamw"):
             raise SlimnasError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SlimnasError(f"learning rate must be positive, got {self.lr}")
+            raise SlimnasError(f"lr (learning rate) must be positive, got {self.lr}")
         if not 0.0 <= self.warmup_fraction < 1.0:
-            raise SlimnasError(f"warmup fraction must be in [0, 1), got {self.warmup_fraction}")
+            raise SlimnasError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise SlimnasError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise SlimnasError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise SlimnasError(f"steps per epoch must be positive, got {self.steps_per_epoch}")
+            raise SlimnasError(f"steps_per_epoch must be positive, got {self.steps_per_epoch}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise SlimnasError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise SlimnasError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise SlimnasError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            raise SlimnasError(f"grad_clip must be positive (or null: no clipping), got {self.grad_clip}")
+        if self.seed < 0 or self.num_workers < 0:
+            raise SlimnasError(f"seed and num_workers must be >= 0, got {self.seed} and {self.num_workers}")
+        if self.log_every < 1 or self.calib_images < 1:
+            raise SlimnasError(f"log_every and calib_images must be at least 1, got {self.log_every} and {self.calib_images}")
+        if self.eval_images is not None and self.eval_images < 0:
+            raise SlimnasError(f"eval_images must be >= 0 (0: no evaluation), got {self.eval_images}")
 
     def to_dict(self) -> dict:
         return asdict(self)

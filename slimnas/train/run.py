@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 
+from .. import paths
 from ..data import DataConfig, Datasets, load_data
 from ..errors import SlimnasError
 from ..models import load_model
@@ -58,26 +59,76 @@ class Built(NamedTuple):
     bins: Optional[BinLayout]  # the bin layout the strategy's space comes from (None without --bins)
 
 
+def absolute_paths(spec: RunSpec) -> RunSpec:
+    """``spec`` with its relative paths (model file, weights, data folder, cache, bins table) made absolute
+    against the working directory: ``config.json`` then works from any directory."""
+    return replace(spec, model=paths.model_name(spec.model), weights=paths.weights(spec.weights), bins=paths.bins(spec.bins),
+                   data=replace(spec.data, source=paths.data_source(spec.data.source),
+                                cache_dir=paths.absolute(spec.data.cache_dir)))
+
+
+# Settings a resume may change: how the run is shown and where it runs, not what it computes.
+RESUME_FREE = ("train.progress", "train.num_workers", "device")
+
+
+def resume_diff(saved: RunSpec, now: RunSpec) -> list[str]:
+    """One phrase per setting that differs between the saved run and this invocation, e.g. ``train.lr 0.05 there,
+    0.1 here`` (the keys in ``RESUME_FREE`` excepted)."""
+    from ..search.state import settings_diff
+
+    plain = lambda s: json.loads(json.dumps(s.to_dict(), default=list))  # noqa: E731
+    a, b = plain(saved), plain(now)
+    for key in RESUME_FREE:
+        for d in (a, b):
+            section, _, name = key.rpartition(".")
+            (d.get(section, {}) if section else d).pop(name, None)
+    return settings_diff(a, b)
+
+
 def build(spec: RunSpec) -> Built:
     """The data, the supernet converted from the base checkpoint, and the strategy (with bins applied)."""
     data = load_data(replace(spec.data, image_size=spec.input_size))
+    if spec.num_classes is not None:
+        data.check_classes(spec.num_classes, "num_classes")
     num_classes = spec.num_classes or data.num_classes
     torch.manual_seed(spec.train.seed)  # layers the checkpoint does not cover (or a model without one) start the same
     model = load_model(spec.model, num_classes=num_classes, weights=spec.weights)
+    outputs = _outputs(model, spec.input_size)
+    if outputs is not None:
+        data.check_classes(outputs, f"the class count of model {spec.model} (its outputs)")
     net = convert(model, spec.input_size, ConvertConfig(space=spec.space))
     bins = make_layout(spec.bins, net)
     strategy = make_strategy(spec.strategy, net, space=bins.space if bins else None, **spec.strategy_options)
     return Built(net, strategy, data, bins)
 
 
-def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False) -> Trainer:
-    """Train a supernet as ``spec`` says, writing checkpoints and logs into ``run_dir``."""
+def _outputs(model: torch.nn.Module, input_size: int) -> Optional[int]:
+    """The classifier's output count (None when the model does not give one score vector per image)."""
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, 3, input_size, input_size))
+    return int(out.shape[1]) if out.ndim == 2 else None
+
+
+def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False,
+          log: Callable[[str], None] = print) -> Trainer:
+    """Train a supernet as ``spec`` says, writing checkpoints and logs into ``run_dir``.
+
+    A resume must be asked with the settings the run was started with (paths compared absolute): one that
+    differs is refused, naming the settings, as a resumed search is."""
     run_dir = Path(run_dir)
     cfg = run_dir / "config.json"
+    spec = absolute_paths(spec)
     if resume and cfg.is_file():
-        saved = RunSpec.from_dict(json.loads(cfg.read_text()))
-        if saved.to_dict() != spec.to_dict():
-            spec = saved  # resume exactly what was started
+        saved = absolute_paths(RunSpec.from_dict(json.loads(cfg.read_text())))  # older runs stored them relative
+        diff = resume_diff(saved, spec)
+        if diff:
+            raise SlimnasError(f"{run_dir} holds a run with other settings ({'; '.join(diff)}): resume it with the "
+                               "settings it was started with, or train into a new --out")
+        spec = replace(saved, train=replace(saved.train, progress=spec.train.progress,
+                                            num_workers=spec.train.num_workers), device=spec.device)
+    if spec.weights is None and not str(spec.model).endswith(paths.CHECKPOINT_SUFFIXES):
+        log(f"warning: no weights (--weights): {spec.model} is trained from its random initialisation; "
+            "give its trained state_dict file to start from the trained model")
     net, strategy, data, bins = build(spec)
     trainer = Trainer(net, strategy, data, spec.train, run_dir, spec.device)
     if trainer.is_main:
