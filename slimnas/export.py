@@ -3,12 +3,14 @@
 ``export_subnet`` copies the supernet's network and replaces each dynamic layer by the plain torch layer of
 the active channels: the result is, say, a torchvision ``MobileNetV2`` with narrower convs, and holds nothing
 of slimnas. ``save_exported``/``load_exported`` store it as a state_dict plus JSON metadata (loadable with
-``weights_only=True``; no pickled classes). ``export_onnx`` writes an ONNX file and checks it against
-onnxruntime before returning.
+``weights_only=True``; no pickled classes); they live in :mod:`slimnas.models`, beside the model intake that
+reads such files, and are re-exported here. ``export_onnx`` writes an ONNX file (optionally with a dynamic
+batch axis and metadata saying how to feed it) and checks it against onnxruntime before returning.
 """
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -19,10 +21,12 @@ from torch import nn
 
 from .dynamic import DynamicMixin
 from .errors import SlimnasError
-from .fileio import atomic_path, atomic_torch_save
+from .fileio import atomic_path
+from .models import FORMAT, layer_shapes, load_exported, read_exported, reshape_to, save_exported  # noqa: F401
 from .subnet import Subnet
 
-FORMAT = "slimnas.exported/1"
+__all__ = ["FORMAT", "export_onnx", "export_subnet", "layer_shapes", "load_exported", "onnx_max_abs_diff",
+           "onnx_metadata", "read_exported", "reshape_to", "save_exported"]
 
 
 def export_subnet(supernet, subnet: Optional[Subnet] = None) -> nn.Module:
@@ -44,113 +48,48 @@ def export_subnet(supernet, subnet: Optional[Subnet] = None) -> nn.Module:
     return model
 
 
-def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
-    """Constructor arguments of every conv, BatchNorm and linear layer: enough to rebuild narrower layers."""
-    out: dict[str, dict[str, int]] = {}
-    for name, m in model.named_modules():
-        if type(m) is nn.Conv2d:
-            out[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
-        elif type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
-            out[name] = {"out": m.num_features}
-        elif type(m) is nn.Linear:
-            out[name] = {"in": m.in_features, "out": m.out_features}
-    return out
-
-
-def save_exported(model: nn.Module, path: Union[str, Path], subnet: Optional[Subnet] = None,
-                  arch: Optional[str] = None, num_classes: Optional[int] = None) -> Path:
-    """Save an exported model as ``{state_dict, slimnas metadata}``; readable with ``weights_only=True``.
-
-    ``arch`` is a torchvision model name or ``module:factory`` so :func:`load_exported` can rebuild the class;
-    without it, pass the freshly built original model to :func:`load_exported` instead.
-    """
-    meta = {
-        "format": FORMAT,
-        "arch": arch,
-        "num_classes": num_classes,
-        "class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "layers": layer_shapes(model),
-        "subnet": subnet.to_dict() if subnet is not None else None,
-    }
-    atomic_torch_save({"state_dict": model.state_dict(), "slimnas": meta}, path)
-    return Path(path)
-
-
-def reshape_to(model: nn.Module, layers: dict[str, dict[str, int]]) -> nn.Module:
-    """Rebuild ``model``'s conv, BatchNorm and linear layers with the given channel counts (in place)."""
-    for name, shape in layers.items():
-        try:
-            old = model.get_submodule(name)
-        except AttributeError:
-            raise SlimnasError(f"the saved model has a layer {name!r} that this architecture lacks") from None
-        if type(old) is nn.Conv2d:
-            if (old.in_channels, old.out_channels, old.groups) == (shape["in"], shape["out"], shape["groups"]):
-                continue
-            new = nn.Conv2d(shape["in"], shape["out"], old.kernel_size, old.stride, old.padding, old.dilation,
-                            shape["groups"], old.bias is not None, old.padding_mode)
-        elif type(old) in (nn.BatchNorm1d, nn.BatchNorm2d):
-            if old.num_features == shape["out"]:
-                continue
-            new = type(old)(shape["out"], old.eps, old.momentum, old.affine, old.track_running_stats)
-        elif type(old) is nn.Linear:
-            if (old.in_features, old.out_features) == (shape["in"], shape["out"]):
-                continue
-            new = nn.Linear(shape["in"], shape["out"], old.bias is not None)
-        else:
-            raise SlimnasError(f"layer {name!r} is a {type(old).__name__} here but was saved as a conv/BN/linear")
-        parent_name, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
-    return model
-
-
-def read_exported(path: Union[str, Path]) -> dict[str, Any]:
-    """The raw ``{state_dict, slimnas}`` contents of a file written by :func:`save_exported`."""
-    from .models import read_checkpoint
-
-    data = read_checkpoint(path)
-    if not isinstance(data, dict) or not isinstance(data.get("slimnas"), dict):
-        raise SlimnasError(f"{path} is not a slimnas export (no 'slimnas' metadata); use slimnas.load_model for checkpoints")
-    return data
-
-
-def load_exported(path: Union[str, Path], model: Optional[nn.Module] = None) -> nn.Module:
-    """Load a file written by :func:`save_exported` into the original class, without any supernet.
-
-    ``model`` is a freshly built instance of the original architecture; by default it is rebuilt from the
-    saved torchvision name (or ``module:factory``).
-    """
-    data = read_exported(path)
-    meta = data["slimnas"]
-    if model is None:
-        if not meta.get("arch"):
-            raise SlimnasError(f"{path} does not name its architecture: pass the original model, load_exported(path, model)")
-        from .models import build_model
-
-        model = build_model(meta["arch"], num_classes=meta.get("num_classes"))
-    reshape_to(model, meta["layers"])
-    model.load_state_dict(data["state_dict"])
-    return model.eval()
-
-
 def export_onnx(model: nn.Module, path: Union[str, Path], input_shape: tuple[int, ...], *, batch: int = 1,
-                opset: int = 17, check: bool = True, atol: float = 1e-4) -> Path:
+                opset: int = 17, check: bool = True, atol: float = 1e-4, dynamic_batch: bool = False,
+                metadata: Optional[dict[str, Any]] = None) -> Path:
     """Write ``model`` as ONNX and (by default) check onnxruntime reproduces its outputs within ``atol``.
 
-    The file appears only once the check has passed: a failed export leaves nothing behind.
+    ``dynamic_batch`` names the batch axis ``batch`` instead of fixing it at ``batch`` (the check then runs at
+    batch 1 and 3); timing files keep the fixed batch their tables were measured with. ``metadata`` becomes the
+    graph's ``metadata_props``, each value JSON-encoded (read back with :func:`onnx_metadata`). The file
+    appears only once the check has passed: a failed export leaves nothing behind.
     """
     path = Path(path)
     model = model.eval()
     example = torch.randn((batch,) + tuple(input_shape))
+    axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
     with atomic_path(path, suffix=".tmp.onnx") as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["output"],
-                              opset_version=opset, dynamo=False)
+                              opset_version=opset, dynamo=False, dynamic_axes=axes)
+        if metadata:
+            import onnx
+
+            graph = onnx.load(str(tmp))
+            for key, value in metadata.items():
+                graph.metadata_props.add(key=str(key), value=json.dumps(value))
+            onnx.save(graph, str(tmp))
         if check:
-            diff = onnx_max_abs_diff(model, tmp, example)
-            if not diff <= atol:
-                raise SlimnasError(f"ONNX export of {type(model).__name__} differs from PyTorch by {diff:.3g} (> {atol:g})")
+            for n in ((1, 3) if dynamic_batch else (batch,)):
+                x = example if n == batch else torch.randn((n,) + tuple(input_shape))
+                diff = onnx_max_abs_diff(model, tmp, x)
+                if not diff <= atol:
+                    raise SlimnasError(f"ONNX export of {type(model).__name__} differs from PyTorch by {diff:.3g} "
+                                       f"(> {atol:g}) at batch {n}")
     return path
+
+
+def onnx_metadata(path: Union[str, Path]) -> dict[str, Any]:
+    """The ``metadata_props`` of an ONNX file written by :func:`export_onnx`, JSON-decoded."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False)
+    return {p.key: json.loads(p.value) for p in graph.metadata_props}
 
 
 def onnx_max_abs_diff(model: nn.Module, onnx_path: Union[str, Path], example: torch.Tensor) -> float:

@@ -1,22 +1,36 @@
-"""Model intake: torchvision names, checkpoint files, ``module:factory`` specs, or a user's own module.
+"""Model intake and storage: torchvision names, checkpoint files, ``module:factory`` specs, a user's own module,
+and the self-describing ``model.pt`` of an exported (slimmed) model.
 
 Checkpoints are read with ``weights_only=True``: a file that needs pickled classes is refused with an error
 saying so. Every mistake (unknown name, wrong architecture or class count, unreadable file) is a
 :class:`SlimnasError` whose one line names the problem and what to do.
+
+``save_exported``/``load_exported`` store an exported model as a state_dict plus JSON metadata: the
+architecture to rebuild (a torchvision name or ``module:factory``), every conv/BN/linear layer's width, the
+subnet, and how to feed it (:class:`slimnas.data.transforms.InputSpec`, class names). When the caller does not
+name the architecture, :func:`rebuild_spec` finds one that provably rebuilds the model (a torchvision builder
+of its class, or its importable ``module:Class``); a class that cannot be rebuilt by import (one defined in
+``__main__`` or a function) is saved too, and loads by passing a fresh instance: ``load_exported(path, MyNet())``.
+No code is pickled: TorchScript is deprecated and ``torch.export.load`` unpickles, so neither is stored.
+This module needs nothing from :mod:`slimnas.export` (which re-exports these names).
 """
 from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import pickle
+import warnings
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 import torchvision
 from torch import nn
 
+from .data.transforms import InputSpec
 from .errors import SlimnasError
+from .fileio import atomic_torch_save
 
 ModelSpec = Union[str, Path, nn.Module]
 
@@ -163,8 +177,6 @@ def load_model(name_or_path: ModelSpec, num_classes: Optional[int] = None,
             path = Path(spec)
             data = read_checkpoint(path)
             if isinstance(data, dict) and isinstance(data.get("slimnas"), dict):
-                from .export import load_exported
-
                 return load_exported(path)
             arch = data.get("arch") if isinstance(data, dict) else None
             if not isinstance(arch, str):
@@ -182,4 +194,178 @@ def load_model(name_or_path: ModelSpec, num_classes: Optional[int] = None,
     if weights is not None:
         path = Path(str(weights))
         load_state(model, _state_dict_of(read_checkpoint(path), path), str(path))
+    return model.eval()
+
+
+def architecture_of(spec: ModelSpec) -> Optional[str]:
+    """What :func:`build_model` rebuilds ``spec``'s class from: the name or ``module:factory`` itself, or, for a
+    file, the architecture it records (a checkpoint's ``arch``, an exported model's); ``None`` if unknown."""
+    if isinstance(spec, nn.Module):
+        return None
+    spec = str(spec)
+    if not (_looks_like_path(spec) and ":" not in spec.split("/")[-1]):
+        return spec
+    data = read_checkpoint(spec)
+    if isinstance(data, dict) and isinstance(data.get("slimnas"), dict):
+        arch = data["slimnas"].get("arch")
+    else:
+        arch = data.get("arch") if isinstance(data, dict) else None
+    return arch if isinstance(arch, str) else None
+
+
+# -- exported models: model.pt -------------------------------------------------------------------------------
+FORMAT = "slimnas.exported/1"
+
+
+def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Constructor arguments of every conv, BatchNorm and linear layer: enough to rebuild narrower layers."""
+    out: dict[str, dict[str, int]] = {}
+    for name, m in model.named_modules():
+        if type(m) is nn.Conv2d:
+            out[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
+        elif type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
+            out[name] = {"out": m.num_features}
+        elif type(m) is nn.Linear:
+            out[name] = {"in": m.in_features, "out": m.out_features}
+    return out
+
+
+def reshape_to(model: nn.Module, layers: dict[str, dict[str, int]]) -> nn.Module:
+    """Rebuild ``model``'s conv, BatchNorm and linear layers with the given channel counts (in place)."""
+    for name, shape in layers.items():
+        try:
+            old = model.get_submodule(name)
+        except AttributeError:
+            raise SlimnasError(f"the saved model has a layer {name!r} that this architecture lacks") from None
+        if type(old) is nn.Conv2d:
+            if (old.in_channels, old.out_channels, old.groups) == (shape["in"], shape["out"], shape["groups"]):
+                continue
+            new = nn.Conv2d(shape["in"], shape["out"], old.kernel_size, old.stride, old.padding, old.dilation,
+                            shape["groups"], old.bias is not None, old.padding_mode)
+        elif type(old) in (nn.BatchNorm1d, nn.BatchNorm2d):
+            if old.num_features == shape["out"]:
+                continue
+            new = type(old)(shape["out"], old.eps, old.momentum, old.affine, old.track_running_stats)
+        elif type(old) is nn.Linear:
+            if (old.in_features, old.out_features) == (shape["in"], shape["out"]):
+                continue
+            new = nn.Linear(shape["in"], shape["out"], old.bias is not None)
+        else:
+            raise SlimnasError(f"layer {name!r} is a {type(old).__name__} here but was saved as a conv/BN/linear")
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+    return model
+
+
+def _candidate_archs(cls: type) -> list[str]:
+    """Specs that may build ``cls``: torchvision builders returning it, then the class's own import path."""
+    out = []
+    if cls.__module__.startswith("torchvision.models"):
+        for name in torchvision_names():
+            if inspect.signature(torchvision.models.get_model_builder(name)).return_annotation is cls:
+                out.append(name)
+    if cls.__module__ != "__main__" and "<locals>" not in cls.__qualname__:
+        try:
+            mod = importlib.import_module(cls.__module__)
+            obj = mod
+            for part in cls.__qualname__.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError):
+            obj = None
+        if obj is cls:
+            out.append(f"{cls.__module__}:{cls.__qualname__}")
+    return out
+
+
+@torch.no_grad()
+def rebuild_spec(model: nn.Module, num_classes: Optional[int] = None, inputs: Optional[InputSpec] = None) -> Optional[str]:
+    """A torchvision name or ``module:Class`` from which :func:`load_exported` provably rebuilds ``model``.
+
+    Each candidate is built (with ``num_classes`` when given), reshaped to the model's layer widths and must take
+    its state_dict strictly, with the same module types; with ``inputs``, it must also compute the same outputs.
+    ``None`` when no candidate does (a class defined in ``__main__``, or one whose constructor needs arguments).
+    """
+    state, layers = model.state_dict(), layer_shapes(model)
+    kinds = [type(m) for m in model.modules()]
+    for spec in _candidate_archs(type(model)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fresh = reshape_to(build_model(spec, num_classes=num_classes), layers)
+            fresh.load_state_dict(state)
+        except Exception:  # any constructor may fail in its own way: the candidate simply does not fit
+            continue
+        if [type(m) for m in fresh.modules()] != kinds:
+            continue
+        if inputs is not None:
+            x = torch.randn(2, 3, inputs.size, inputs.size, generator=torch.Generator().manual_seed(0))
+            was = model.training
+            try:
+                same = torch.allclose(fresh.eval()(x), model.eval()(x), atol=1e-5, rtol=1e-4)
+            except Exception:
+                same = False
+            finally:
+                model.train(was)
+            if not same:
+                continue
+        return spec
+    return None
+
+
+def save_exported(model: nn.Module, path: Union[str, Path], subnet=None, arch: Optional[str] = None,
+                  num_classes: Optional[int] = None, *, inputs: Optional[InputSpec] = None,
+                  classes: Optional[Sequence[str]] = None) -> Path:
+    """Save an exported model as ``{state_dict, slimnas metadata}``; readable with ``weights_only=True``.
+
+    ``arch`` is a torchvision model name or ``module:factory`` so :func:`load_exported` can rebuild the class;
+    without it, :func:`rebuild_spec` looks for one (a warning says when there is none: then load the file with
+    ``load_exported(path, fresh_instance)``). ``inputs`` and ``classes`` record how to feed the model and what
+    its outputs mean.
+    """
+    if classes is not None and num_classes is not None and len(classes) != num_classes:
+        raise SlimnasError(f"{len(classes)} class names given for a model with {num_classes} classes")
+    if arch is None:
+        arch = rebuild_spec(model, num_classes, inputs)
+        if arch is None:
+            cls = type(model)
+            warnings.warn(f"{path}: slimnas cannot rebuild {cls.__module__}.{cls.__qualname__} by import; load the file "
+                          f"with load_exported(path, {cls.__name__}(...)) or pass arch='package.module:factory'", stacklevel=2)
+    meta = {
+        "format": FORMAT,
+        "arch": arch,
+        "num_classes": num_classes,
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "layers": layer_shapes(model),
+        "subnet": subnet.to_dict() if subnet is not None else None,
+        "input": inputs.to_dict() if inputs is not None else None,
+        "classes": [str(c) for c in classes] if classes is not None else None,
+    }
+    atomic_torch_save({"state_dict": model.state_dict(), "slimnas": meta}, path)
+    return Path(path)
+
+
+def read_exported(path: Union[str, Path]) -> dict[str, Any]:
+    """The raw ``{state_dict, slimnas}`` contents of a file written by :func:`save_exported`."""
+    data = read_checkpoint(path)
+    if not isinstance(data, dict) or not isinstance(data.get("slimnas"), dict):
+        raise SlimnasError(f"{path} is not a slimnas export (no 'slimnas' metadata); use slimnas.load_model for checkpoints")
+    return data
+
+
+def load_exported(path: Union[str, Path], model: Optional[nn.Module] = None) -> nn.Module:
+    """Load a file written by :func:`save_exported` into the original class, without any supernet.
+
+    ``model`` is a freshly built instance of the original architecture; by default it is rebuilt from the
+    saved torchvision name (or ``module:factory``).
+    """
+    data = read_exported(path)
+    meta = data["slimnas"]
+    if model is None:
+        if not meta.get("arch"):
+            cls = meta.get("class") or "its class"
+            raise SlimnasError(f"{path} holds a {cls}, which slimnas cannot rebuild by import: pass a fresh instance, "
+                               f"load_exported(path, {cls.rpartition('.')[2]}(...)), or deploy model.onnx")
+        model = build_model(meta["arch"], num_classes=meta.get("num_classes"))
+    reshape_to(model, meta["layers"])
+    load_state(model, data["state_dict"], str(path))
     return model.eval()

@@ -8,7 +8,7 @@ digits, shipped inside that package, upsampled to RGB in memory: the default tha
 and optionally ``ROOT/val`` or ``ROOT/test``). The validation split is always carved from the training
 images with a fixed seed: the test split is for reporting only.
 """
-from .core import DataConfig, Datasets, load_data, make_loader
-from .sources import SOURCES, source
+from .core import DataConfig, Datasets, make_loader
+from .sources import SOURCES, load_data, source
 
 __all__ = ["DataConfig", "Datasets", "SOURCES", "load_data", "make_loader", "source"]

@@ -139,10 +139,3 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: 
         order = order[rank * per_rank:(rank + 1) * per_rank]
     return DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(), drop_last=drop_last,
                       num_workers=num_workers, persistent_workers=False)
-
-
-def load_data(config: DataConfig) -> Datasets:
-    """The train / validation / calibration / test sets named by ``config.source``."""
-    from .sources import resolve
-
-    return resolve(config)

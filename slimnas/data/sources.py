@@ -37,6 +37,14 @@ def source(name: str):
     return deco
 
 
+def load_data(config: DataConfig) -> Datasets:
+    """The train / validation / calibration / test sets named by ``config.source``.
+
+    It lives beside the registry it reads (not in :mod:`.core`), so that ``core`` needs nothing from here.
+    """
+    return resolve(config)
+
+
 def resolve(config: DataConfig) -> Datasets:
     spec = config.source
     name, _, arg = spec.partition(":")

@@ -1,12 +1,17 @@
 """Deployable files of a slimmed model: ``model.pt`` (loads into the original class), ``model.onnx`` (checked
 against onnxruntime) and ``model.engine`` (TensorRT, where it and a GPU are present).
 
+``model.onnx`` has a dynamic batch axis (checked at batch 1 and 3) unless a fixed batch is asked for, and its
+``metadata_props`` repeat ``model.pt``'s input spec and class names (normalisation, resize, crop, class order),
+so it can be fed from an image file with nothing else. The engine is built at the fixed batch given.
+
 :func:`export` is the library side of ``slimnas export``: from a ``slimnas slim`` run folder (its fine-tuned
 ``model.pt``), or from a ``slimnas train`` run plus a ``subnet.json`` (e.g. from ``slimnas search``).
 """
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -14,9 +19,11 @@ import torch
 from torch import nn
 
 from ..errors import SlimnasError
-from ..export import export_onnx, export_subnet, load_exported, read_exported, save_exported
+from ..data.transforms import InputSpec
+from ..export import export_onnx, export_subnet, onnx_max_abs_diff
 from ..fileio import atomic_path
 from ..latency.backends.tensorrt_backend import INSTALL_HINT, build_engine
+from ..models import architecture_of, load_exported, read_exported, save_exported
 from ..subnet import Subnet
 from .config import ExportConfig
 
@@ -25,12 +32,21 @@ def tensorrt_available() -> bool:
     return importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
 
 
-def arch_name(model_spec: str) -> Optional[str]:
-    """What :func:`slimnas.load_exported` can rebuild the class from: a torchvision name or module:factory."""
-    spec = str(model_spec)
-    if spec.endswith((".pt", ".pth", ".ckpt", ".bin")) or "/" in spec:
-        return None
-    return spec
+def arch_name(model_spec) -> Optional[str]:
+    """What :func:`slimnas.load_exported` can rebuild the class from: a torchvision name or module:factory, or the
+    architecture a model file records (``None`` where it records none)."""
+    return architecture_of(model_spec)
+
+
+def onnx_metadata_of(meta: dict) -> dict:
+    """``model.onnx``'s metadata from ``model.pt``'s: how to feed it and what its outputs mean."""
+    out = {"format": "slimnas.onnx/1", "arch": meta.get("arch"), "num_classes": meta.get("num_classes"),
+           "classes": meta.get("classes")}
+    if meta.get("input"):
+        out.update(meta["input"])
+    if meta.get("subnet"):
+        out["subnet"] = meta["subnet"]
+    return out
 
 
 def write_engine(onnx_path: Path, engine_path: Path, fp16: bool) -> Path:  # pragma: no cover - needs TensorRT + GPU
@@ -41,27 +57,38 @@ def write_engine(onnx_path: Path, engine_path: Path, fp16: bool) -> Path:  # pra
 
 
 def write_exports(model: nn.Module, out: Path, input_shape, config: ExportConfig, batch: int = 1,
-                  log: Callable[[str], None] = print) -> dict:
+                  log: Callable[[str], None] = print, dynamic_batch: bool = True) -> dict:
     """``model.onnx`` and ``model.engine`` beside ``model.pt`` in ``out``, as ``config`` asks; returns what was written
-    and what was skipped (with why)."""
+    and what was skipped (with why).
+
+    ``model.onnx`` gets a dynamic batch axis (``dynamic_batch``) or a fixed ``batch``; the engine is built at
+    ``batch``. Its metadata comes from ``out/model.pt`` where that file records it.
+    """
     out = Path(out)
     done: dict = {"files": [], "skipped": []}
     model = model.eval().cpu()
+    meta = read_exported(out / "model.pt")["slimnas"] if (out / "model.pt").is_file() else {}
     if config.onnx:
         path = out / "model.onnx"
-        export_onnx(model, path, tuple(input_shape), batch=batch, opset=config.opset, check=True)
+        export_onnx(model, path, tuple(input_shape), batch=batch, opset=config.opset, check=True,
+                    dynamic_batch=dynamic_batch, metadata=onnx_metadata_of(meta))
         done["files"].append(path.name)
-        ex = torch.randn((batch,) + tuple(input_shape))
-        from ..export import onnx_max_abs_diff
-
-        done["onnx_max_abs_diff"] = onnx_max_abs_diff(model, path, ex)
+        done["onnx_batch"] = "dynamic" if dynamic_batch else batch
+        sizes = (1, 3) if dynamic_batch else (batch,)
+        done["onnx_max_abs_diff"] = max(onnx_max_abs_diff(model, path, torch.randn((n,) + tuple(input_shape)))
+                                        for n in sizes)
     want = config.tensorrt if config.tensorrt is not None else tensorrt_available()
     if want:
         if not config.onnx:
             raise SlimnasError("export.tensorrt needs export.onnx: the engine is built from model.onnx")
         if importlib.util.find_spec("tensorrt") is None:
             raise SlimnasError(INSTALL_HINT)
-        write_engine(out / "model.onnx", out / "model.engine", config.fp16)
+        with tempfile.TemporaryDirectory() as tmp:
+            source = out / "model.onnx"
+            if dynamic_batch:  # TensorRT wants fixed shapes without an optimisation profile: the timed batch
+                source = export_onnx(model, Path(tmp) / "fixed.onnx", tuple(input_shape), batch=batch,
+                                     opset=config.opset, check=False)
+            write_engine(source, out / "model.engine", config.fp16)
         done["files"].append("model.engine")
     else:
         reason = ("TensorRT is not installed (pip install slimnas[trt])" if importlib.util.find_spec("tensorrt") is None
@@ -73,11 +100,12 @@ def write_exports(model: nn.Module, out: Path, input_shape, config: ExportConfig
 
 def export(run: Union[str, Path], out: Optional[Union[str, Path]] = None, subnet: Optional[Union[str, Path]] = None,
            config: ExportConfig = ExportConfig(), batch: int = 1, device: Optional[str] = None,
-           log: Callable[[str], None] = print) -> dict:
+           log: Callable[[str], None] = print, dynamic_batch: bool = True) -> dict:
     """Write model.pt, model.onnx (and model.engine) into ``out`` (default: ``run``).
 
     ``run`` is a ``slimnas slim`` run folder (its ``model.pt`` is exported) or a ``slimnas train`` run folder, in
-    which case ``subnet`` names a subnet JSON file (``slimnas search`` writes one).
+    which case ``subnet`` names a subnet JSON file (``slimnas search`` writes one). ``batch`` is the engine's
+    batch, and ``model.onnx``'s where ``dynamic_batch`` is false.
     """
     run = Path(run)
     out = Path(out) if out is not None else run
@@ -90,7 +118,9 @@ def export(run: Union[str, Path], out: Optional[Union[str, Path]] = None, subnet
         out.mkdir(parents=True, exist_ok=True)
         if out.resolve() != run.resolve():
             save_exported(model, out / "model.pt", Subnet.from_dict(meta["subnet"]) if meta.get("subnet") else None,
-                          meta.get("arch"), meta.get("num_classes"))
+                          meta.get("arch"), meta.get("num_classes"),
+                          inputs=InputSpec.from_dict(meta["input"]) if meta.get("input") else None,
+                          classes=meta.get("classes"))
     else:
         from ..train.run import load_run
 
@@ -105,8 +135,9 @@ def export(run: Union[str, Path], out: Optional[Union[str, Path]] = None, subnet
         model = export_subnet(net, chosen).cpu().eval()
         size = tuple(net.input_shape)
         out.mkdir(parents=True, exist_ok=True)
-        save_exported(model, out / "model.pt", chosen, arch_name(spec.model), spec.num_classes or data.num_classes)
-    result = write_exports(model, out, size, config, batch, log)
+        save_exported(model, out / "model.pt", chosen, arch_name(spec.model), spec.num_classes or data.num_classes,
+                      inputs=InputSpec(size[-1], data.mean, data.std), classes=data.classes)
+    result = write_exports(model, out, size, config, batch, log, dynamic_batch)
     result["files"].insert(0, "model.pt")
     log(f"wrote {', '.join(result['files'])} into {out}")
     return result
