@@ -109,10 +109,6 @@ def summary(record: dict, e2e: E2EConfig) -> dict:
             "round_medians_ms": [float(v) for v in record.get("round_medians_ms", [])], "n": int(record["n"])}
 
 
-STABLE_REPEAT_PCT = 5.0  # a timing whose even and odd rounds disagree by more than this is repeated
-ATTEMPTS = 3  # timings of the same files at most; the steadiest is kept
-
-
 def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig,
                 log: Optional[Callable[[str], None]] = None) -> tuple[list[dict], float, list[float]]:
     """Time ONNX files end to end in one fresh process, interleaved: per-model summaries, probe median, probes.
