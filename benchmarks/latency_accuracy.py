@@ -224,7 +224,7 @@ def main() -> int:
         summary["uniform_sweep"] = uniform_sweep(args.input_size, args.num_classes, args.threads, pred, net, args.sweep_rounds)
         summary["torchvision_075_vs_1"] = torchvision_075_vs_1(args.input_size, args.threads, args.sweep_rounds)
     elif not args.skip_validate:
-        v = validate(table_dir, samples=args.samples, seed=args.seed, out=out, rounds=args.rounds, chunk=args.chunk,
+        v = validate(table_dir, net, samples=args.samples, seed=args.seed, out=out, rounds=args.rounds, chunk=args.chunk,
                      max_chunks=args.max_chunks)
         if v["finished"]:
             summary["validate"] = v

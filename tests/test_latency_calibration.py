@@ -164,10 +164,10 @@ def test_worker_statistics():
 def test_chunked_validation_resumes(tiny_table, tmp_path):
     out = tmp_path / "v"
     logs = []
-    first = validate(tiny_table.path, samples=4, seed=1, out=out, chunk=2, max_chunks=1, log=logs.append)
+    first = validate(tiny_table.path, tiny_supernet(), samples=4, seed=1, out=out, chunk=2, max_chunks=1, log=logs.append)
     assert first == {"finished": False, "timed": 2, "samples": 4}
     chunk0 = (out / "work" / "chunk_000.json").read_text()
-    result = validate(tiny_table.path, samples=4, seed=1, out=out, chunk=2, max_chunks=1, log=logs.append)
+    result = validate(tiny_table.path, tiny_supernet(), samples=4, seed=1, out=out, chunk=2, max_chunks=1, log=logs.append)
     assert result["finished"] and (out / "work" / "chunk_000.json").read_text() == chunk0  # not timed again
     assert sum("chunk" in line for line in logs) == 2
     assert len(result["speed_factors"]) == 2 and set(result["metrics_by_statistic"]) == {"best_round", "median"}

@@ -72,3 +72,16 @@ def test_torch_backend_times_a_unit():
 
     t = time_probe(create_backend("torch", BackendConfig(threads=1)), TimingConfig(warmup_ms=1, samples=30, min_sample_ms=0.05))
     assert t.n == 30 and t.p10_ms <= t.median_ms <= t.p90_ms
+
+
+def test_profile_too_few_samples(capsys):
+    _one_line_error(capsys, ["profile", "mobilenet_v2", "--samples", "5"], "--samples", "at least 30")
+
+
+def test_latency_unknown_action_is_one_line(capsys):
+    _one_line_error(capsys, ["latency", "check"], "'check'", "validate", "calibrate")
+    _one_line_error(capsys, ["latency"], "validate", "calibrate")
+
+
+def test_latency_missing_table_is_one_line(capsys):
+    _one_line_error(capsys, ["latency", "validate"], "--table")

@@ -92,7 +92,7 @@ def test_truncated_last_line_is_dropped(table_dir, tmp_path):
     with open(entries, "a") as f:
         f.write("unit,conv-half-written,8,")
     assert len(LatencyTable.load(copy).rows) == n
-    assert entries.read_text().endswith("\n")
+    assert entries.read_text().endswith("conv-half-written,8,")  # a reader never writes (the appender cuts it off)
 
 
 def test_resume_refuses_a_table_for_something_else(table_dir):
@@ -153,3 +153,74 @@ def test_kill_9_then_rerun_does_not_measure_finished_entries_again(tmp_path):
     last = table.fingerprint["last_run"]
     assert last["measured"] == len(after) - len(before)
     assert last["reused"] >= len(before)
+
+
+def test_public_verbs_keep_the_callers_thread_count(table_dir, tmp_path):
+    """Exporting, profiling, timing on the torch backend and validating set thread counts of their own; the
+    caller's (which trains and searches afterwards) must be what it was."""
+    import torch
+
+    from slimnas.export import export_onnx
+    from slimnas.latency import BackendConfig, TimingConfig
+    from slimnas.latency.e2e import export_subnets
+    from slimnas.latency.probe import time_probe
+    from slimnas.latency.validate import validate
+
+    before = torch.get_num_threads()
+    want = 3 if before != 3 else 2
+    torch.set_num_threads(want)
+    try:
+        net = tiny_supernet()
+        export_subnets(net, [net.space.max()], tmp_path / "onnx")
+        assert torch.get_num_threads() == want, "export_subnets (onnx)"
+        export_subnets(net, [net.space.min()], tmp_path / "pt", fmt="torch")
+        assert torch.get_num_threads() == want, "export_subnets (torch)"
+        backend = create_backend("torch", BackendConfig(threads=1))
+        assert torch.get_num_threads() == want, "create_backend('torch')"
+        time_probe(backend, TimingConfig(warmup_ms=1, samples=3, min_sample_ms=0.01))
+        assert torch.get_num_threads() == want, "torch backend timing"
+        profile(net, create_backend("onnxruntime"), tmp_path / "table", "tiny", FAST, model_args=MODEL_ARGS, log=lambda s: None)
+        assert torch.get_num_threads() == want, "profile"
+        validate(table_dir, net, samples=2, rounds=1, log=lambda s: None)
+        assert torch.get_num_threads() == want, "validate"
+        export_onnx(torch.nn.Conv2d(3, 4, 3).eval(), tmp_path / "conv.onnx", (3, 8, 8))
+        assert torch.get_num_threads() == want, "export_onnx"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_profile_and_validate_on_the_torch_backend(tmp_path, capsys):
+    """`slimnas profile --backend torch` times units and whole subnets with PyTorch and finishes; `latency
+    validate` checks the table on the same backend."""
+    import json
+
+    import torch
+
+    from slimnas.cli import main
+
+    out = tmp_path / "torch_table"
+    argv = ["profile", "tests.nets:tiny_net", "--num-classes", "10", "--input-size", "16", "--ratios", "0.5,1.0",
+            "--backend", "torch", "--threads", "1", "--calibration-subnets", "3", "--passes", "1", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    table = LatencyTable.load(out)
+    fp = table.fingerprint
+    assert fp["backend"] == "torch" and fp["backend_version"] == torch.__version__ and fp["threads"] == 1
+    assert len(table.of_kind("model")) == 3 and table.calibration()["n"] == 3
+    assert not list(out.rglob("*.pt")) and not list(out.rglob("*.onnx"))
+    v = tmp_path / "v"
+    assert main(["latency", "validate", "--table", str(out), "--samples", "2", "--rounds", "2", "--out", str(v)]) == 0
+    result = json.loads((v / "validate.json").read_text())
+    assert result["metrics"]["n"] == 2 and result["device"]["backend"] == "torch"
+    assert all(m > 0 for m in json.loads((v / "validate.json").read_text())["probe_rounds_ms"][0])
+
+
+def test_onnx_backend_refuses_torch_files_in_one_line(tmp_path):
+    """A backend given the wrong form of a whole network fails at once with one line, never hangs."""
+    from slimnas.latency import BackendConfig, TimingConfig
+    from slimnas.latency.e2e import export_subnets, time_onnx_files
+
+    net = tiny_supernet()
+    paths = export_subnets(net, [net.space.max()], tmp_path, fmt="torch")
+    with pytest.raises(SlimnasError, match="ONNX") as err:
+        time_onnx_files(paths, "onnxruntime", BackendConfig(), TimingConfig(warmup_ms=1, samples=3))
+    assert len(str(err.value).splitlines()) == 1

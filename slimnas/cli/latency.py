@@ -6,9 +6,15 @@ import argparse
 from pathlib import Path
 
 from ..errors import SlimnasError
-from ..latency.profiler import recalibrate
-from ..latency.validate import validate
 from . import command
+
+ACTIONS = ("validate", "calibrate")
+
+
+def default_out(table: Path) -> Path:
+    """Where ``validate`` writes without ``--out``: a run folder of its own, never the table's folder (a
+    shipped table may sit in a read-only installation, and its folder holds only what ``profile`` made)."""
+    return Path("runs") / f"validate_{table.resolve().name}"
 
 
 @command("latency", "Check a latency table (predicted vs measured end-to-end latency), or fit its calibration again.", """\
@@ -17,19 +23,32 @@ from . import command
   slimnas latency validate --table T --samples 50 --out runs/validate_mbv2
   slimnas latency validate --table T --samples 200 --chunk 50 --max-chunks 2 --out runs/v   # rerun to go on""")
 def run(args: argparse.Namespace) -> int:
+    if args.action not in ACTIONS:
+        what = "no action given" if args.action is None else f"unknown action {args.action!r}"
+        raise SlimnasError(f"{what}: use one of {', '.join(ACTIONS)} (slimnas latency --help)")
+    if args.table is None:
+        raise SlimnasError(f"latency {args.action} needs --table FOLDER (a table from `slimnas profile`)")
+    if args.action == "validate" and args.samples < 2:
+        raise SlimnasError(f"--samples must be at least 2, got {args.samples}")
+    if args.action == "validate" and args.chunk < 0:
+        raise SlimnasError(f"--chunk must be 0 (all at once) or a positive number of subnets, got {args.chunk}")
+    from ..latency import LatencyTable
+    from ..tables import supernet_for
+
+    table = LatencyTable.load(args.table)
     if args.action == "calibrate":
-        cal = recalibrate(args.table)
+        from ..latency.profiler import recalibrate
+
+        cal = recalibrate(table.path, supernet_for(table))
         slopes = ", ".join(f"{k} {v:.3f}" for k, v in cal["slopes"].items())
-        print(f"wrote {Path(args.table) / 'calibration.json'}: slopes {slopes}, b {cal['b']:.4f} ms, "
+        print(f"wrote {table.path / 'calibration.json'}: slopes {slopes}, b {cal['b']:.4f} ms, "
               f"leave-one-out RMSPE {cal['loo_rmspe_pct']:.2f}% on {cal['n']} subnets")
         return 0
-    if args.samples < 2:
-        raise SlimnasError(f"--samples must be at least 2, got {args.samples}")
-    out = Path(args.out) if args.out else Path(args.table) / "validate"
-    if args.chunk < 0:
-        raise SlimnasError(f"--chunk must be 0 (all at once) or a positive number of subnets, got {args.chunk}")
-    result = validate(args.table, samples=args.samples, seed=args.seed, out=out, rounds=args.rounds, chunk=args.chunk,
-                      max_chunks=args.max_chunks)
+    from ..latency.validate import validate
+
+    out = Path(args.out) if args.out else default_out(table.path)
+    result = validate(table.path, supernet_for(table), samples=args.samples, seed=args.seed, out=out, rounds=args.rounds,
+                      chunk=args.chunk, max_chunks=args.max_chunks)
     if result["finished"]:
         print(f"wrote {out}/validate.csv, validate.json, validate.png")
     return 0
@@ -37,11 +56,12 @@ def run(args: argparse.Namespace) -> int:
 
 @run.arguments
 def _(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("validate", "calibrate"))
-    p.add_argument("--table", required=True, help="latency table directory (from `slimnas profile`)")
+    # Checked in run(), not by argparse: a wrong action or a missing --table is one line, not the usage.
+    p.add_argument("action", nargs="?", metavar="ACTION", help=f"{' or '.join(ACTIONS)}")
+    p.add_argument("--table", help="latency table directory (from `slimnas profile`); required")
     p.add_argument("--samples", type=int, default=50, help="random subnets to export and time (default: 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, help="interleaved timing rounds (default: the table's, 10 for new tables)")
     p.add_argument("--chunk", type=int, default=0, help="time the subnets in chunks of this many, resumable (default: all at once)")
     p.add_argument("--max-chunks", type=int, help="stop after timing this many new chunks; rerun to go on")
-    p.add_argument("--out", help="folder for validate.csv/json/png (default: TABLE/validate)")
+    p.add_argument("--out", help="folder for validate.csv/json/png (default: runs/validate_<table folder's name>)")

@@ -10,6 +10,9 @@ from . import command
 from .common import add_model_arguments, add_space_arguments, parse_ratios, supernet_from_args
 
 
+MIN_SAMPLES = 30  # timed samples per table entry: the timing protocol's floor (see slimnas.latency.timing)
+
+
 def default_table_dir(args: argparse.Namespace) -> Path:
     name = Path(str(args.model)).stem.replace(":", "_").replace(".", "_")
     return Path("latency_tables") / (f"{name}_{args.input_size}_{args.backend}_{args.device}_t{args.threads}"
@@ -23,6 +26,8 @@ def default_table_dir(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.passes < 1:
         raise SlimnasError(f"--passes must be at least 1, got {args.passes}")
+    if args.samples < MIN_SAMPLES:
+        raise SlimnasError(f"--samples must be at least {MIN_SAMPLES} (timed samples per table entry), got {args.samples}")
     backend = create_backend(args.backend, BackendConfig(args.device, args.threads, args.batch, args.dtype))
     net = supernet_from_args(args)
     out = Path(args.out) if args.out else default_table_dir(args)
@@ -43,7 +48,7 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads, fixed and recorded (default: 1)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16"))
-    p.add_argument("--samples", type=int, default=30, help="timed samples per entry (at least 30; default: 30)")
+    p.add_argument("--samples", type=int, default=30, help=f"timed samples per entry (at least {MIN_SAMPLES}; default: 30)")
     p.add_argument("--grid-step", type=int, default=2, help="coarse grid: every k-th candidate width (default: 2)")
     p.add_argument("--refine-tol", type=float, default=0.05, help="refine cells missing interpolation by more (default: 0.05)")
     p.add_argument("--passes", type=int, default=2, help="time every measured entry this many times, keep the best (default: 2)")

@@ -1,9 +1,10 @@
 """End-to-end timing of whole networks, interleaved, in a process of its own.
 
 A process that has just run PyTorch keeps its OpenMP workers spinning and steals the cores (measured here:
-0.39 ms fresh vs 0.56 ms after training), so ONNX models are timed by ``python -m slimnas.latency.worker`` in
-a fresh process. Models are timed in rounds (each round times every model a little, in alternating order,
-plus the reference probe), so a change of machine speed affects all of them alike.
+0.39 ms fresh vs 0.56 ms after training), so exported models (ONNX, or plain PyTorch modules for the torch
+backend) are timed by ``python -m slimnas.latency.worker`` in a fresh process. Models are timed in rounds
+(each round times every model a little, in alternating order, plus the reference probe), so a change of
+machine speed affects all of them alike.
 
 Two statistics per model: the median of all samples, and the median of the quietest round (``best_round_ms``,
 the lowest round median). Other engineers' jobs share these machines and only ever slow a round down, often
@@ -27,13 +28,13 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from ..errors import SlimnasError
 from ..export import export_onnx, export_subnet
+from ..fileio import atomic_torch_save
 from ..subnet import Subnet
 from .backends.base import BackendConfig
-from .timing import TimingConfig
+from .timing import TimingConfig, torch_threads
 
 
 # statistic -> (latency key, even-vs-odd difference key) in a worker's per-model result
@@ -67,40 +68,62 @@ class E2EConfig:
         return repeat_error_pct([m[STATISTICS[self.statistic][1]] for m in models])
 
 
-def export_subnets(supernet, subnets: Sequence[Subnet], folder: Path, batch: int = 1) -> list[Path]:
-    """Each subnet as a plain exported model in ONNX (``<hash>.onnx``; existing files are reused), at ``batch``."""
+MODEL_FORMATS = {"onnx": ".onnx", "torch": ".pt"}  # how a backend takes a whole network (Backend.model_format)
+TORCH_FORMAT = "slimnas.e2e_torch/1"
+
+
+def export_subnets(supernet, subnets: Sequence[Subnet], folder: Path, batch: int = 1, fmt: str = "onnx") -> list[Path]:
+    """Each subnet as a plain exported model at ``batch`` (``<hash>.onnx`` or ``<hash>.pt``; existing files
+    are reused), in the form its backend times: ONNX for onnxruntime and TensorRT, the plain PyTorch module
+    (the original class, see :func:`slimnas.export.export_subnet`) for the torch backend.
+
+    The export runs on one thread; the caller's thread count is given back afterwards
+    (:func:`.timing.torch_threads`), so training or searching after it keeps its own.
+    """
+    if fmt not in MODEL_FORMATS:
+        raise SlimnasError(f"whole networks are exported as {' or '.join(MODEL_FORMATS)}, not {fmt!r}")
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    torch.set_num_threads(1)
-    for s in subnets:
-        path = folder / f"{s.hash}.onnx"
-        if not path.is_file():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                export_onnx(export_subnet(supernet, s).eval(), path, tuple(supernet.input_shape), batch=batch,
-                            check=False)
-        paths.append(path)
+    with torch_threads(1):
+        for s in subnets:
+            path = folder / f"{s.hash}{MODEL_FORMATS[fmt]}"
+            if not path.is_file():
+                model = export_subnet(supernet, s).eval()
+                if fmt == "onnx":
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        export_onnx(model, path, tuple(supernet.input_shape), batch=batch, check=False)
+                else:
+                    # A pickled module, written and read back only by slimnas's own timing worker.
+                    atomic_torch_save({"format": TORCH_FORMAT, "model": model,
+                                       "input_shape": [batch, *supernet.input_shape]}, path)
+            paths.append(path)
     return paths
 
 
 def time_onnx_files(paths: Sequence[Path], backend: str, config: BackendConfig, timing: TimingConfig,
                     e2e: E2EConfig = E2EConfig(), output_shape: Sequence[int] = ()) -> dict:
-    """Time ONNX files end to end in a fresh worker process.
+    """Time exported models (``.onnx`` files, or ``.pt`` files from :func:`export_subnets` for the torch
+    backend) end to end in a fresh worker process.
 
     Returns ``{"models": [...], "probe_ms": [...]}``: per model the median over all rounds' samples, p10/p90,
     the quietest round's median, each round's median, ``spread_pct`` (range of the round medians) and the
     even-vs-odd-rounds differences (see ``worker.summarise``); the reference probe once per round and at the end.
+    A worker that fails (a backend refusing the files, say) is a one-line :class:`SlimnasError`.
     """
     with tempfile.TemporaryDirectory(prefix="slimnas-e2e-") as tmp:
         job = {"paths": [str(p) for p in paths], "backend": backend, "config": asdict(config),
                "timing": asdict(timing), "e2e": asdict(e2e), "output_shape": list(output_shape)}
         job_file, out_file = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job_file.write_text(json.dumps(job))
-        env = dict(os.environ, OMP_NUM_THREADS=str(config.threads))
+        # The worker unpickles torch models: it must import what this process imports (a model from a
+        # ``module:factory`` next to the caller, say).
+        path = os.pathsep.join([p for p in sys.path if p and Path(p).is_dir()] + [os.environ.get("PYTHONPATH", "")])
+        env = dict(os.environ, OMP_NUM_THREADS=str(config.threads), PYTHONPATH=path.rstrip(os.pathsep))
         proc = subprocess.run([sys.executable, "-m", "slimnas.latency.worker", str(job_file), str(out_file)],
-                              env=env, capture_output=True, text=True)
+                              env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if proc.returncode != 0 or not out_file.is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit code {proc.returncode}, no output"]
             raise SlimnasError(f"the timing worker failed ({tail[0]})")
         return json.loads(out_file.read_text())
 

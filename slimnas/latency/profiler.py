@@ -10,21 +10,20 @@ answers finished entries from disk and times only what is missing.
 from __future__ import annotations
 
 import datetime
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-import numpy as np
 import pandas as pd
 
 from ..errors import SlimnasError
-from ..subnet import Subnet
 from .backends.base import Backend
+from .calibration_set import calibration_rows, calibration_subnets
 from .e2e import E2EConfig, export_subnets, time_onnx_files
 from .fingerprint import machine, space_hash
 from .grid import adaptive
+from .predictor import LatencyPredictor
 from .probe import time_baseline, time_probe, unit_workload
 from .table import LatencyTable
 from .timing import TimingConfig
@@ -43,23 +42,6 @@ class ProfileConfig:
     calibration_subnets: int = 30  # whole subnets timed end to end for the fixed part and calibration
     e2e: E2EConfig = field(default_factory=E2EConfig)  # how those subnets are timed
     drift_corrected: bool = True  # calibrate on entries rescaled by the probe timed before each
-
-
-def calibration_subnets(supernet, n: int) -> list[Subnet]:
-    """Uniform-ratio subnets (narrowest to widest), then random ones, ``n`` in all (deterministic)."""
-    ratios = sorted({c / g.width for g in supernet.space.groups for c in g.choices} or {1.0})
-    uniform = []
-    for r in np.linspace(min(ratios), max(ratios), max(2, min(n, 5))):
-        s = supernet.space.uniform(float(r))
-        if s not in uniform:
-            uniform.append(s)
-    out = uniform[:n]
-    rng = random.Random(20240601)
-    while len(out) < n and len(out) < supernet.space.size():
-        s = supernet.space.sample(rng)
-        if s not in out:
-            out.append(s)
-    return out
 
 
 def fingerprint_for(supernet, backend: Backend, model: str, model_args: Optional[dict], config: ProfileConfig) -> dict:
@@ -180,7 +162,8 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
     missing = [s for s in wanted if s.hash not in have]
     if missing:
         log(f"timing {len(missing)} whole subnets end to end (fresh process)")
-        paths = export_subnets(supernet, missing, out / "onnx")
+        folder = out / backend.model_format
+        paths = export_subnets(supernet, missing, folder, batch, fmt=backend.model_format)
         res = time_onnx_files(paths, backend.name, backend.config, timing, config.e2e)
         p = config.e2e.probe_ms(res["probe_ms"])
         for s, m in zip(missing, res["models"]):
@@ -190,7 +173,7 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
         for f in paths:
             f.unlink(missing_ok=True)
         try:
-            (out / "onnx").rmdir()
+            folder.rmdir()
         except OSError:
             pass
     calibrate_from_table(table, supernet, drift_corrected=config.drift_corrected)
@@ -204,23 +187,11 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
     return table
 
 
-def calibration_rows(table: LatencyTable, supernet) -> tuple[list[Subnet], list[float], float]:
-    """The table's end-to-end rows: their subnets, latencies (ms) and the reference probe of their run."""
-    models = table.of_kind("model")
-    by_hash = {s.hash: s for s in calibration_subnets(supernet, len(models))}
-    rows = [(by_hash[h], float(m), float(p)) for h, m, p in zip(models["signature"], models["median_ms"], models["probe_ms"])
-            if h in by_hash]
-    probe_ms = float(np.median([p for *_, p in rows])) if rows else float("nan")
-    return [s for s, *_ in rows], [m for _, m, _ in rows], probe_ms
-
-
 def calibrate_from_table(table: LatencyTable, supernet, drift_corrected: bool = True) -> dict:
     """Fit the predictor's calibration on the table's end-to-end rows and store it next to the table.
 
     Model rows hold the statistic of the table's ``e2e`` settings (tables from before them: pooled medians).
     """
-    from .predictor import LatencyPredictor
-
     subnets, measured, probe_ms = calibration_rows(table, supernet)
     if not subnets:
         return {}
@@ -232,15 +203,14 @@ def calibrate_from_table(table: LatencyTable, supernet, drift_corrected: bool = 
     return cal
 
 
-def recalibrate(table_path, drift_corrected: bool = True) -> dict:
+def recalibrate(table_path, supernet, drift_corrected: bool = True) -> dict:
     """Fit ``calibration.json`` again from a table's own end-to-end rows (no timing): upgrades a table
-    calibrated by an older slimnas to per-kind slopes and drift correction."""
-    from .validate import supernet_for
-
+    calibrated by an older slimnas to per-kind slopes and drift correction. ``supernet`` is the network the
+    table was made for (the caller builds it, e.g. :func:`slimnas.tables.supernet_for`)."""
     table = LatencyTable.load(table_path)
     if not len(table.of_kind("model")):
         raise SlimnasError(f"{table.path} has no end-to-end rows to calibrate on; run `slimnas profile` on it again")
-    return calibrate_from_table(table, supernet_for(table), drift_corrected=drift_corrected)
+    return calibrate_from_table(table, supernet, drift_corrected=drift_corrected)
 
 
 def _stats(t) -> dict:

@@ -8,8 +8,9 @@ while the machine changed speed is visible in the table.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -72,3 +73,23 @@ def wall_clock(run: Callable[[], object]) -> Callable[[int], float]:
         return (time.perf_counter_ns() - t0) / 1e6
 
     return call
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with torch's intra-op thread count at ``n``, then give the caller back its own.
+
+    Every place in slimnas that needs a thread count sets it through this, so no public verb changes the
+    count its caller trains, searches or fine-tunes with. torch is imported here, not at module level: the
+    timing worker imports this module and must not pay for torch unless it times with it.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

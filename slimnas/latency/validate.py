@@ -1,8 +1,9 @@
 """``validate``: predicted vs measured end-to-end latency of random subnets, on the table's own backend.
 
-N random subnets are exported to ONNX, then timed end to end in a fresh process, interleaved in rounds with
-the reference probe (optionally in chunks, resumable); the table's calibrated predictions are rescaled by the
-probe of that same run. Reports the share within ±10%, RMSPE and Kendall's τ against the statistic the table
+N random subnets of the supernet the caller gives (the latency layer loads no model or checkpoint) are
+exported (ONNX, or plain PyTorch modules for the torch backend), then timed end to end in a fresh process,
+interleaved in rounds with the reference probe (optionally in chunks, resumable); the table's calibrated
+predictions are rescaled by the probe of that same run. Reports the share within ±10%, RMSPE and Kendall's τ against the statistic the table
 was calibrated on (and against the other one), with the measurement's own repeat error beside them, and
 writes a CSV, a JSON summary and a scatter plot.
 """
@@ -19,12 +20,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from ..errors import SlimnasError
+from scipy.stats import kendalltau
+
 from ..fileio import atomic_write_text
-from ..models import load_model
-from ..stats import kendall_tau
-from ..space import SpaceConfig
-from ..supernet import ConvertConfig, convert
 from .backends import BackendConfig, create_backend
 from .e2e import STATISTICS, E2EConfig, export_subnets, time_onnx_files
 from .fingerprint import DEVICE_KEYS, machine
@@ -33,22 +31,16 @@ from .table import LatencyTable
 from .timing import TimingConfig
 
 
+def kendall_tau(a, b) -> float:
+    """Kendall's τ-b of two sequences (scipy's)."""
+    return float(kendalltau(a, b).statistic)
+
+
 def metrics(pred: np.ndarray, meas: np.ndarray) -> dict:
     rel = (pred - meas) / meas
     return {"n": int(len(meas)), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
             "rmspe_pct": float(np.sqrt(np.mean(rel ** 2)) * 100), "mean_error_pct": float(np.mean(rel) * 100),
             "max_abs_error_pct": float(np.max(np.abs(rel)) * 100), "kendall_tau": kendall_tau(pred, meas) if len(meas) >= 2 else float("nan")}
-
-
-def supernet_for(table: LatencyTable):
-    """Rebuild the supernet a table was made for, from its fingerprint's ``model_args``."""
-    args = table.fingerprint.get("model_args") or {}
-    if not args.get("model"):
-        raise SlimnasError(f"{table.path}'s fingerprint does not record how to build its model (model_args)")
-    model = load_model(args["model"], num_classes=args.get("num_classes"), weights=args.get("weights"))
-    space = SpaceConfig(ratios=tuple(args.get("ratios", SpaceConfig().ratios)), divisor=args.get("divisor", 8),
-                        max_ratio=args.get("max_ratio", 1.0))
-    return convert(model, tuple(table.fingerprint["input_shape"]), ConvertConfig(space=space))
 
 
 def device_of(backend) -> dict:
@@ -79,7 +71,7 @@ def _time_chunks(net, subnets, backend, timing, e2e, work: Path, chunk: int, max
         if max_chunks is not None and timed >= max_chunks:
             break
         t0 = time.time()
-        paths = export_subnets(net, part, work / "onnx")
+        paths = export_subnets(net, part, work / backend.model_format, backend.config.batch, fmt=backend.model_format)
         res = time_onnx_files(paths, backend.name, backend.config, timing, e2e)
         for p in paths:
             p.unlink(missing_ok=True)
@@ -91,20 +83,22 @@ def _time_chunks(net, subnets, backend, timing, e2e, work: Path, chunk: int, max
     return done
 
 
-def validate(table_path, samples: int = 50, seed: int = 0, out: Optional[Path] = None, rounds: Optional[int] = None,
+def validate(table_path, supernet, samples: int = 50, seed: int = 0, out: Optional[Path] = None, rounds: Optional[int] = None,
              timing: Optional[TimingConfig] = None, chunk: int = 0, max_chunks: Optional[int] = None, log=print) -> dict:
-    """Time ``samples`` random subnets end to end and compare with the table's predictions.
+    """Time ``samples`` random subnets of ``supernet`` (the network the table was made for; the caller builds
+    it, e.g. with :func:`slimnas.tables.supernet_for`) end to end and compare with the table's predictions.
 
     ``chunk`` > 0 times them in chunks of that many, each in a worker run of its own with its own reference
     probe (predictions of a chunk are rescaled by that chunk's probe); with ``out`` given, finished chunks are
     kept under ``out/work`` and a rerun (after a kill, or after stopping at ``max_chunks`` new chunks) goes on
-    from there. Returns the summary, or ``{"finished": False, ...}`` while chunks remain.
+    from there. Without ``out`` nothing is written anywhere (the table folder is only read). Returns the
+    summary, or ``{"finished": False, ...}`` while chunks remain.
     """
     table = LatencyTable.load(table_path)
     fp = table.fingerprint
     backend = create_backend(fp["backend"], BackendConfig(fp.get("device", "cpu"), int(fp["threads"]),
                                                           int(fp["batch"]), fp.get("dtype", "fp32")))
-    net = supernet_for(table)
+    net = supernet
     predictor = LatencyPredictor(table, net, device=device_of(backend))
     rng = random.Random(seed)
     subnets = [net.space.sample(rng) for _ in range(samples)]

@@ -1,8 +1,10 @@
-"""``python -m slimnas.latency.worker JOB OUT``: time ONNX files end to end in this fresh process.
+"""``python -m slimnas.latency.worker JOB OUT``: time exported models end to end in this fresh process.
 
-JOB (JSON) names the files, backend, config, timing and the end-to-end settings (rounds, samples per round);
-OUT receives per-model medians over all rounds, each round's median, the even-vs-odd rounds' difference, and
-the reference probe of every round. Nothing here runs PyTorch.
+JOB (JSON) names the files (``.onnx``, or ``.pt`` modules from :func:`.e2e.export_subnets` for the torch
+backend), backend, config, timing and the end-to-end settings (rounds, samples per round); OUT receives
+per-model medians over all rounds, each round's median, the even-vs-odd rounds' difference, and the reference
+probe of every round. PyTorch is imported only for ``.pt`` files or the torch backend. A backend that refuses
+the files ends the worker with one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -38,12 +40,29 @@ def summarise(round_samples: list[list[float]]) -> dict:
             "half_diff_pct": half, "best_half_diff_pct": best_half}
 
 
-def main(job_file: str, out_file: str) -> int:
-    from .backends import BackendConfig, Workload, create_backend
+def _workload(path: str, out_shape: tuple):
+    """One file as a :class:`Workload` in the form it holds (ONNX bytes or a torch module)."""
+    from .backends import Workload
+
+    if path.endswith(".pt"):
+        import torch
+
+        data = torch.load(path, map_location="cpu", weights_only=False)  # written by export_subnets for this job
+        return Workload(tuple(data["input_shape"]), out_shape, torch=lambda m=data["model"]: m)
+    import onnx
+
+    data = Path(path).read_bytes()
+    m = onnx.load_from_string(data)
+    dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+    odims = [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim] or list(out_shape)
+    return Workload(tuple(dims), tuple(odims), onnx=lambda d=data: d)
+
+
+def run(job: dict) -> dict:
+    from .backends import BackendConfig, create_backend
     from .probe import time_probe
     from .timing import TimingConfig, sample_calls
 
-    job = json.loads(Path(job_file).read_text())
     backend = create_backend(job["backend"], BackendConfig(**job["config"]))
     timing = TimingConfig(**job["timing"])
     e2e = job["e2e"]
@@ -51,25 +70,29 @@ def main(job_file: str, out_file: str) -> int:
     round_timing = TimingConfig(warmup_ms=float(e2e["warmup_ms"]), samples=max(1, int(e2e["samples_per_round"])),
                                 min_sample_ms=timing.min_sample_ms, max_inner=timing.max_inner)
     out_shape = tuple(job.get("output_shape") or ())
-    import onnx
-
-    calls = []
-    for p in job["paths"]:
-        data = Path(p).read_bytes()
-        m = onnx.load_from_string(data)
-        dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
-        odims = [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim] or list(out_shape)
-        calls.append(backend.loader(Workload(tuple(dims), tuple(odims), onnx=lambda d=data: d)))
+    calls = [backend.loader(_workload(p, out_shape)) for p in job["paths"]]
     samples: list[list[list[float]]] = [[] for _ in calls]
     probes = []
-    for r in range(rounds):
+    with backend.session_threads():
+        for r in range(rounds):
+            probes.append(time_probe(backend, round_timing).median_ms)
+            order = range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))
+            for i in order:
+                samples[i].append(sample_calls(calls[i], round_timing)[0].tolist())
         probes.append(time_probe(backend, round_timing).median_ms)
-        order = range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))
-        for i in order:
-            samples[i].append(sample_calls(calls[i], round_timing)[0].tolist())
-    probes.append(time_probe(backend, round_timing).median_ms)
     models = [{"path": p, **summarise(s)} for p, s in zip(job["paths"], samples)]
-    Path(out_file).write_text(json.dumps({"models": models, "probe_ms": probes, "backend": backend.describe()}))
+    return {"models": models, "probe_ms": probes, "backend": backend.describe()}
+
+
+def main(job_file: str, out_file: str) -> int:
+    from ..errors import SlimnasError
+
+    try:
+        result = run(json.loads(Path(job_file).read_text()))
+    except SlimnasError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    Path(out_file).write_text(json.dumps(result))
     return 0
 
 

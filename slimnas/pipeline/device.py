@@ -21,19 +21,10 @@ from ..latency.backends.base import Backend
 from ..latency.e2e import E2EConfig, time_onnx_files
 from ..latency.fingerprint import DEVICE_KEYS, mismatches, space_hash
 from ..latency.validate import device_of
+from ..tables import table_dirs
 from .config import LatencyConfig
 
-ROOT = Path(__file__).resolve().parents[2]
 E2E_BACKENDS = ("onnxruntime", "tensorrt")
-
-
-def table_dirs() -> list[Path]:
-    """Where shipped tables are looked for: ./latency_tables, then the one beside the slimnas package."""
-    out = []
-    for d in (Path.cwd() / "latency_tables", ROOT / "latency_tables"):
-        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
-            out.append(d)
-    return out
 
 
 def make_backend(config: LatencyConfig) -> Backend:
@@ -77,17 +68,6 @@ def export_model_onnx(model: torch.nn.Module, path: Path, input_shape: Sequence[
             warnings.simplefilter("ignore")
             export_onnx(model.eval(), path, tuple(input_shape), batch=batch, check=False)
     return path
-
-
-def export_subnets_kept_threads(net, subnets, folder: Path, batch: int) -> list[Path]:
-    """:func:`slimnas.latency.e2e.export_subnets`, restoring torch's thread count (it sets one thread)."""
-    from ..latency.e2e import export_subnets
-
-    threads = torch.get_num_threads()
-    try:
-        return export_subnets(net, subnets, folder, batch=batch)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def e2e_config(config: LatencyConfig) -> E2EConfig:

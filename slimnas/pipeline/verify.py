@@ -25,7 +25,8 @@ from ..fileio import atomic_write_text
 from ..search import Constraint, SearchResult
 from ..subnet import Subnet
 from .config import LatencyConfig, VerifyConfig
-from .device import export_subnets_kept_threads, time_models
+from ..latency.e2e import export_subnets
+from .device import time_models
 
 CSV = "verify.csv"
 
@@ -71,7 +72,7 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
         if picks.empty:
             break
         subnets = [fitness.arranged(Subnet.from_json(t)) for t in picks["subnet"]]
-        paths = export_subnets_kept_threads(net, subnets, folder, latency.batch)
+        paths = export_subnets(net, subnets, folder, latency.batch)
         log(f"verify round {rnd}: timing {len(paths)} candidates and the original end to end (fresh process)")
         timings, probe, _ = time_models([original_onnx] + paths, backend, latency, log)
         original = timings[0]

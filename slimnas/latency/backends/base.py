@@ -1,8 +1,9 @@
 """The backend contract: load a workload (ONNX bytes or a torch module), time it, describe the runtime."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, ContextManager, Optional
 
 import numpy as np
 
@@ -44,6 +45,7 @@ class Backend:
     """A runtime that times workloads. Subclasses implement :meth:`loader` and :meth:`version`."""
 
     name = ""
+    model_format = "onnx"  # how it takes a whole network: "onnx" (a graph file) or "torch" (a plain nn.Module)
 
     def __init__(self, config: BackendConfig):
         self.config = config
@@ -60,8 +62,14 @@ class Backend:
         """A function ``call(k)`` that runs the loaded workload k times and returns elapsed milliseconds."""
         raise NotImplementedError
 
+    def session_threads(self) -> ContextManager:
+        """A block in which this backend's process-wide thread settings hold (and are undone after); runtimes
+        with per-session settings (onnxruntime, TensorRT) need none."""
+        return nullcontext()
+
     def time(self, workload: Workload, timing: TimingConfig) -> Timing:
-        return time_calls(self.loader(workload), timing)
+        with self.session_threads():
+            return time_calls(self.loader(workload), timing)
 
     def describe(self) -> dict:
         return {"backend": self.name, "backend_version": self.version(), "device": self.config.device,

@@ -1,16 +1,23 @@
-"""torch: eager PyTorch on the CPU (threads fixed) or CUDA (timed with CUDA events after synchronising)."""
+"""torch: eager PyTorch on the CPU (threads fixed) or CUDA (timed with CUDA events after synchronising).
+
+Units are timed as the conv → BN → activation module of :func:`..units.unit_torch`, whole networks as the
+plain exported module (``.pt`` files from :func:`..e2e.export_subnets`). torch's thread count is process-wide,
+so it is set only around the timing (:meth:`session_threads`) and the caller's count is given back.
+"""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, ContextManager
 
 from ...errors import SlimnasError
+from ..timing import torch_threads
 from .base import Backend, BackendConfig, Workload, register
 
 
 @register
 class TorchBackend(Backend):
     name = "torch"
+    model_format = "torch"
 
     def __init__(self, config: BackendConfig):
         super().__init__(config)
@@ -21,7 +28,9 @@ class TorchBackend(Backend):
             raise SlimnasError("--device cuda: torch sees no CUDA device here; use --device cpu")
         if config.dtype == "fp16" and config.device != "cuda":
             raise SlimnasError("--dtype fp16 is timed on CUDA only; use --dtype fp32 on the CPU")
-        torch.set_num_threads(config.threads)
+
+    def session_threads(self) -> ContextManager:
+        return torch_threads(self.config.threads)
 
     def version(self) -> str:
         return self.torch.__version__
@@ -33,7 +42,8 @@ class TorchBackend(Backend):
 
     def loader(self, workload: Workload) -> Callable[[int], float]:
         if workload.torch is None:
-            raise SlimnasError("the torch backend needs a torch form of the workload")
+            raise SlimnasError("the torch backend times PyTorch modules, not ONNX files: export whole networks "
+                               "with export_subnets(..., fmt='torch')")
         torch = self.torch
         dev = torch.device(self.config.device)
         dtype = torch.float16 if self.config.dtype == "fp16" else torch.float32
@@ -44,7 +54,7 @@ class TorchBackend(Backend):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
             def call(k: int) -> float:
-                with torch.inference_mode():
+                with torch.inference_mode(), self.session_threads():
                     torch.cuda.synchronize()
                     start.record()
                     for _ in range(k):
@@ -54,7 +64,7 @@ class TorchBackend(Backend):
                 return float(start.elapsed_time(end))
         else:
             def call(k: int) -> float:
-                with torch.inference_mode():
+                with torch.inference_mode(), self.session_threads():  # no-op inside time(): already set
                     t0 = time.perf_counter_ns()
                     for _ in range(k):
                         model(x)
