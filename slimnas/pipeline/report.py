@@ -1,6 +1,13 @@
-"""``report.md``: what a slim run was asked, what it measured, and what it handed back."""
+"""``report.md``: what a slim run was asked, what it measured, and what it handed back.
+
+Accuracies compare deployable models as they are exported (eval mode, their saved BatchNorm statistics, the
+same images); where recalibrating the original's statistics moves its score by more than :data:`BN_WARN`, both
+figures are shown with a warning. The report ends with how to feed ``model.onnx`` (its metadata) and a few
+lines that classify an image file with it (:data:`ONNX_SNIPPET`).
+"""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -8,6 +15,22 @@ from typing import Optional
 import pandas as pd
 
 from ..fileio import atomic_write_text
+
+BN_WARN = 0.01  # a change of the original's top-1 by recalibration beyond this (one point) is shown and warned about
+
+# Classifies IMAGE with model.onnx using only its metadata, numpy, PIL and onnxruntime (tested as written).
+ONNX_SNIPPET = """\
+import json, numpy as np, onnxruntime as ort
+from PIL import Image
+sess = ort.InferenceSession("model.onnx")
+m = {k: json.loads(v) for k, v in sess.get_modelmeta().custom_metadata_map.items()}
+img = Image.open("image.jpg").convert("RGB"); w, h = img.size; r, c = m["resize"], m["crop"]
+img = img.resize((int(r * w / h), r) if w > h else (r, int(r * h / w)), Image.BILINEAR)
+left, top = round((img.width - c) / 2), round((img.height - c) / 2)
+x = (np.asarray(img.crop((left, top, left + c, top + c)), np.float32) / 255 - m["mean"]) / m["std"]
+logits = sess.run(None, {"input": x.transpose(2, 0, 1)[None].astype(np.float32)})[0]
+print(m["classes"][int(logits.argmax())])
+"""
 
 
 def _ms(v: Optional[float]) -> str:
@@ -28,6 +51,87 @@ def _m(v: Optional[float]) -> str:
     return "–" if v is None else f"{v / 1e6:.3f}"
 
 
+def _num(v) -> Optional[float]:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def bn_shift(original: dict, split: str = "val") -> Optional[float]:
+    """How much recalibrating the original's BatchNorm statistics changes its top-1 on ``split`` (None: unknown)."""
+    a, b = _num(original.get(f"{split}_top1")), _num(original.get(f"{split}_top1_recalibrated"))
+    return None if a is None or b is None else b - a
+
+
+def _accuracy_rows(o: dict, c: dict) -> tuple[list[str], list[str]]:
+    """The accuracy rows of the result table, and the paragraphs saying how they were scored."""
+    calib = o.get("calib_images") or c.get("calib_images")
+    tuned = f"`model.pt` after {c['finetune_steps']} fine-tune steps{', distilled' if c.get('distilled') else ''}"
+    val_shift, test_shift = bn_shift(o, "val"), bn_shift(o, "test")
+    warn = any(d is not None and abs(d) > BN_WARN for d in (val_shift, test_shift))
+    rows = [f"| validation top-1 as exported (eval mode, saved BN statistics; {c['val_images']} images) | "
+            f"{_acc(o.get('val_top1'))} | **{_acc(c.get('val_top1'))}** ({tuned}) |"]
+    if warn:
+        rows.append(f"| validation top-1 after BN recalibration ({calib} training images) | "
+                    f"{_acc(o.get('val_top1_recalibrated'))} | {_acc(c.get('val_top1'))} (its statistics were "
+                    "recalibrated so before saving) |")
+    if o.get("test_top1") is not None:
+        rows.append(f"| test top-1 as exported (reporting only; {c.get('test_images')} images) | {_acc(o.get('test_top1'))} | "
+                    f"{_acc(c.get('test_top1'))} |")
+        if warn and o.get("test_top1_recalibrated") is not None:
+            rows.append(f"| test top-1 after BN recalibration | {_acc(o.get('test_top1_recalibrated'))} | "
+                        f"{_acc(c.get('test_top1'))} |")
+    notes = [f"Accuracy: every model is scored as it is deployed, in eval mode with the BatchNorm statistics it is "
+             f"saved with, on the same images. The chosen subnet's statistics were re-estimated on {calib or '–'} "
+             "training images before `model.pt` was saved, so its figure is that file's; the original is scored as "
+             "given" + (f" (recalibrating its statistics the same way changes its validation top-1 by "
+                        f"{val_shift * 100:+.1f} points)." if val_shift is not None and not warn else ".")
+             + " The supernet estimate is the search's score (after recalibration, before the fine-tune)."]
+    if warn:
+        ref = _num(o.get("val_top1_recalibrated"))
+        gap = f"{(_num(c.get('val_top1')) - ref) * 100:+.1f}" if ref is not None and _num(c.get("val_top1")) is not None else "–"
+        notes.append(f"**Warning: the checkpoint's BN statistics do not fit its weights.** Recalibrating the original's "
+                     f"BatchNorm statistics on {calib} training images changes its validation top-1 from "
+                     f"{_acc(o.get('val_top1'))} to {_acc(o.get('val_top1_recalibrated'))} ({val_shift * 100:+.1f} points"
+                     + (f"; test {test_shift * 100:+.1f}" if test_shift is not None else "") +
+                     f"). Judge the slimming against the recalibrated figure: the chosen model is {gap} points from it. "
+                     "Re-estimate the checkpoint's statistics before deploying it (`tools/train_base.py` saves "
+                     "checkpoints that way).")
+    return rows, notes
+
+
+def _deploy_lines(d: Optional[dict]) -> list[str]:
+    """How to feed the exported files, from model.pt's metadata (model.onnx's metadata_props repeat it)."""
+    if not d or not d.get("input"):
+        return []
+    i = d["input"]
+    classes = d.get("classes") or []
+    shown = ", ".join(f"`{c}`" for c in classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
+    batch = d.get("onnx_batch", "dynamic")
+    return ["## Feeding the exported model", "",
+            f"- input `{i['layout']}` float32 of shape (batch, {', '.join(map(str, i['input_shape']))}); "
+            f"`model.onnx` batch axis: {'dynamic (`batch`)' if batch == 'dynamic' else f'fixed at {batch}'}",
+            f"- {i['color']} pixels / 255; shorter side resized to {i['resize']} px ({i['interpolation']}); centre crop "
+            f"{i['crop']}x{i['crop']}",
+            f"- normalised per channel: mean {', '.join(f'{v:.4f}' for v in i['mean'])}; "
+            f"std {', '.join(f'{v:.4f}' for v in i['std'])}",
+            f"- output: logits of {len(classes) or '–'} classes, in this order: {shown or '–'}",
+            "", "`model.pt` records this under `slimnas.input` and `slimnas.classes`; `model.onnx` in its "
+            "`metadata_props` (JSON values). Classify an image file with `model.onnx` alone:", "", "```python",
+            ONNX_SNIPPET.rstrip("\n"), "```", ""]
+
+
+def deploy_info(out: Path) -> Optional[dict]:
+    """``model.pt``'s input spec and classes, and ``model.onnx``'s batch axis, of a run folder (None: no model.pt)."""
+    if not (out / "model.pt").is_file():
+        return None
+    from ..models import read_exported
+
+    meta = read_exported(out / "model.pt")["slimnas"]
+    info = {"input": meta.get("input"), "classes": meta.get("classes")}
+    if (out / "exports.json").is_file():
+        info["onnx_batch"] = json.loads((out / "exports.json").read_text()).get("onnx_batch", 1)
+    return info
+
+
 def render(s: dict) -> str:
     o, c = s["original"], s["chosen"]
     lines = ["# slimnas slim report", "", f"Command: `{s['command']}`  ", f"Run folder: `{s['out']}`", "", "## Budget", ""]
@@ -40,8 +144,8 @@ def render(s: dict) -> str:
     lines += ["", "## Result", "",
               "| | original | chosen subnet |", "|---|---|---|",
               f"| measured latency ms: quietest round's median (p10–p90 of all samples) | {_ms(o['median_ms'])} "
-              f"({_ms(o['p10_ms'])}–{_ms(o['p90_ms'])}) | "
-              f"**{_ms(c['median_ms'])}** ({_ms(c['p10_ms'])}–{_ms(c['p90_ms'])}) |",
+              f"(all rounds' p10–p90: {_ms(o['p10_ms'])}–{_ms(o['p90_ms'])}) | "
+              f"**{_ms(c['median_ms'])}** (all rounds' p10–p90: {_ms(c['p10_ms'])}–{_ms(c['p90_ms'])}) |",
               f"| repeat error: even vs odd rounds (spread of all round medians) | {_pct(o.get('repeat_pct'))} "
               f"({_pct(o['spread_pct'])}) | {_pct(c.get('repeat_pct'))} ({_pct(c['spread_pct'])}) |",
               f"| predicted latency ms (anchored on the original in the same run) | – | {_ms(c['predicted_now_ms'])} "
@@ -50,12 +154,13 @@ def render(s: dict) -> str:
               f"({c['speedup']:.2f}x faster) |",
               f"| FLOPs (M, multiply-accumulates) | {_m(o['flops'])} | {_m(c['flops'])} |",
               f"| params (M) | {_m(o['params'])} | {_m(c['params'])} |",
-              f"| validation top-1 (supernet estimate) | – | {_acc(c['supernet_top1'])} |",
-              f"| validation top-1 ({c['val_images']} images) | {_acc(o.get('val_top1'))} | **{_acc(c.get('val_top1'))}** "
-              f"(after {c['finetune_steps']} fine-tune steps{', distilled' if c.get('distilled') else ''}) |"]
-    if o.get("test_top1") is not None:
-        lines.append(f"| test top-1 (reporting only; {c.get('test_images')} images) | {_acc(o.get('test_top1'))} | "
-                     f"{_acc(c.get('test_top1'))} |")
+              f"| validation top-1 (supernet estimate) | – | {_acc(c['supernet_top1'])} |"]
+    acc_rows, acc_notes = _accuracy_rows(o, c)
+    lines += acc_rows
+    lines += ["", "Latency is the quietest round's median (the statistic the tables are calibrated on); p10–p90 pools "
+              "the samples of all rounds, slower ones included, so a quiet round's median can lie below that p10."]
+    for note in acc_notes:
+        lines += ["", note]
     p = s["predictor"]
     lines += ["", f"Chosen subnet: `{c['hash']}` (`subnet.json`). The original was first measured at "
               f"{_ms(o['median_ms'])} ms (relative budgets were resolved against it for the search). Predictions are "
@@ -66,13 +171,14 @@ def render(s: dict) -> str:
     v: pd.DataFrame = s["verify"]
     if v is not None and len(v):
         lines += ["## On-device verification (`verify.csv`)", "",
-                  "| round | model | supernet top-1 | predicted ms | measured ms (p10–p90) | repeat error | error | "
-                  "x original | meets budget |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| round | model | supernet top-1 | predicted ms | measured ms (quietest round's median) | "
+                  "p10–p90 ms (all rounds' samples) | repeat error | error | x original | meets budget |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in v.iterrows():
             name = "original" if r["model"] == "original" else f"`{r['hash']}`" + (" **chosen**" if bool(r["chosen"]) else "")
             meets = "" if r["model"] == "original" else ("yes" if bool(r["meets_budget"]) else "no")
             lines.append(f"| {r['round']} | {name} | {_acc(r['accuracy'])} | {_ms(r['predicted_now_ms'])} | "
-                         f"{_ms(r['median_ms'])} ({_ms(r['p10_ms'])}–{_ms(r['p90_ms'])}) | {_pct(r.get('repeat_pct'))} | "
+                         f"{_ms(r['median_ms'])} | {_ms(r['p10_ms'])}–{_ms(r['p90_ms'])} | {_pct(r.get('repeat_pct'))} | "
                          f"{_pct(r['error_pct'], True)} | {r['ratio_to_original']:.3f} | {meets} |")
         lines.append("")
     se = s["search"]
@@ -87,7 +193,9 @@ def render(s: dict) -> str:
               f"(calibration a={s['predictor'].get('a', float('nan')):.3f}, b={s['predictor'].get('b', float('nan')):.3f} ms, "
               f"leave-one-out error {s['predictor'].get('error_pct', float('nan')):.1f}%)", "", "```"]
     lines += [f"{k}: {val}" for k, val in s["device"].items()]
-    lines += ["```", "", "## Files", ""]
+    lines += ["```", ""]
+    lines += _deploy_lines(s.get("deploy"))
+    lines += ["## Files", ""]
     lines += [f"- `{f}`" for f in s["files"]]
     for note in s.get("skipped", []):
         lines.append(f"- skipped: {note}")
@@ -95,5 +203,7 @@ def render(s: dict) -> str:
 
 
 def write_report(path: Path, summary: dict) -> Path:
+    if "deploy" not in summary:
+        summary = {**summary, "deploy": deploy_info(Path(path).parent)}
     atomic_write_text(path, render(summary))
     return path
