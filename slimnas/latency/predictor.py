@@ -19,6 +19,7 @@ from ..errors import SlimnasError
 from ..subnet import Subnet
 from . import calibration
 from .calibration import KINDS, Calibration
+from .calibration_set import calibration_rows
 from .fingerprint import DEVICE_KEYS, MODEL_KEYS, check, space_hash
 from .table import LatencyTable
 from .units import units_of
@@ -152,8 +153,6 @@ class LatencyPredictor:
     # -- calibration and drift -------------------------------------------------------------------------------
     def _fixed_ms(self) -> float:
         """The fixed part measured as whole-network time minus the units' sum (0 if not measured)."""
-        from .profiler import calibration_rows
-
         subnets, measured, _ = calibration_rows(self.table, self.supernet)
         return float(np.median(np.asarray(measured) - self.raw(subnets))) if subnets else 0.0
 
