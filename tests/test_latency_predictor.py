@@ -99,3 +99,22 @@ def test_metrics():
     m = metrics(np.array([1.0, 2.1, 2.9]), np.array([1.0, 2.0, 3.0]))
     assert m["within_10pct"] == 1.0 and m["kendall_tau"] == 1.0
     assert kendall_tau(np.array([1, 2, 3]), np.array([3, 2, 1])) == -1.0
+
+
+def test_predictor_imports_neither_profiler_nor_validate():
+    """No import circle predictor ↔ profiler ↔ validate: not at the top, not inside a function."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import slimnas.latency.predictor as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.rsplit(".", 1)[-1] in ("profiler", "validate")}, imported
+    code = ("import sys; from slimnas.latency.predictor import LatencyPredictor; "
+            "print(sorted(m for m in sys.modules if m in ('slimnas.latency.profiler', 'slimnas.latency.validate')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
