@@ -24,7 +24,11 @@ def supernet_costs(supernet, predictor=None) -> dict[str, CostFn]:
 
 
 class CostTable:
-    """Costs of subnets by metric; the values of scored subnets are kept by hash (cost functions are pure)."""
+    """Costs of subnets by metric; the values of scored subnets are kept by hash.
+
+    Keeping them is right because cost functions are pure: a latency predictor's calibration and speed are fixed
+    when it is made (re-speeding one makes a new predictor, and so a new cost table).
+    """
 
     def __init__(self, costs: Mapping[str, CostFn], constraints: Sequence[Constraint]):
         self.fns = dict(costs)
