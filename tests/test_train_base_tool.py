@@ -59,3 +59,29 @@ def test_kill_9_then_resume_writes_checkpoint_and_recipe(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
     assert res.returncode == 2 and "--resume" in res.stderr and res.stderr.count("\n") == 1
     assert (out.with_suffix(".json").read_bytes(), (out.with_suffix(".run") / "recipe.json").read_bytes()) == before
+
+
+def test_saved_checkpoint_has_bn_statistics_that_fit_its_weights(tmp_path):
+    """The checkpoint's BatchNorm statistics are re-estimated on training images before saving: recalibrating
+    again changes nothing, and the JSON scores it as saved (eval mode) beside the training's running statistics."""
+    from slimnas.data import DataConfig, load_data
+    from slimnas.evaluate import Evaluator, batch_norms, recalibrate_bn
+    from tests.nets import TinyNet
+
+    out = tmp_path / "base"
+    cmd, kw = run_tool("--out", str(out), "--data", "digits", "--model", "tests.nets:tiny_net", "--epochs", "1",
+                       "--steps-per-epoch", "3", "--batch-size", "16", "--eval-images", "40", "--bn-images", "96",
+                       "--workers", "0", "--no-progress")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+    assert res.returncode == 0, res.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert "val_top1_bn_recalibrated" in result["log"][0] and "val_top1_model" not in result["log"][0]
+    assert result["bn_images"] == 96 and 0.0 <= result["test_top1_running_stats"] <= 1.0
+    assert 0.0 <= result["val_top1"] <= 1.0 and 0.0 <= result["test_top1"] <= 1.0
+    model = TinyNet(10)
+    model.load_state_dict(torch.load(out.with_suffix(".pth"), weights_only=True))
+    saved = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in batch_norms(model)]
+    data = load_data(DataConfig("digits", image_size=32))
+    recalibrate_bn(model, Evaluator(data.calib, data.val, calib_images=96, val_images=1).calib)
+    for (mean, var), bn in zip(saved, batch_norms(model)):
+        assert torch.allclose(mean, bn.running_mean, atol=1e-5) and torch.allclose(var, bn.running_var, atol=1e-4)
