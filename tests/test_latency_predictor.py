@@ -8,6 +8,7 @@ import pytest
 
 from slimnas import SlimnasError
 from slimnas.latency import LatencyPredictor, LatencyTable, create_backend, profile
+from slimnas.latency.fingerprint import FingerprintWarning
 from slimnas.latency.predictor import fit_calibration
 from slimnas.search.costs import CostTable, supernet_costs
 from slimnas.latency.validate import device_of, kendall_tau, metrics
@@ -81,8 +82,10 @@ def test_mismatch_is_refused_naming_it(table):
     device = device_of(create_backend("onnxruntime"))
     with pytest.raises(SlimnasError, match="threads"):
         LatencyPredictor(table, tiny_supernet(), device={**device, "threads": 4})
-    with pytest.raises(SlimnasError, match="cpu_model"):
-        LatencyPredictor(table, tiny_supernet(), device={**device, "cpu_model": "Some Other CPU"})
+    with pytest.raises(SlimnasError, match="device_name"):
+        LatencyPredictor(table, tiny_supernet(), device={**device, "device_name": "Some Other CPU"})
+    with pytest.warns(FingerprintWarning, match="cores"):  # the same CPU with other cores only warns
+        LatencyPredictor(table, tiny_supernet(), device={**device, "cores": 64})
     with pytest.raises(SlimnasError, match="model"):
         LatencyPredictor(table, tiny_supernet(), model="resnet18")
     LatencyPredictor(table, tiny_supernet(), model="tiny")  # the right name passes
