@@ -120,3 +120,16 @@ def test_fitness_log_reader_keeps_a_torn_line_and_the_next_score_repairs_it(digi
     text = path.read_text()
     assert "cut-by-a-ki" not in text and text.endswith("\n") and len(text.splitlines()) == 2
     assert set(SupernetFitness(net, strategy, digits, config, path).records) == {net.space.min().hash, net.space.max().hash}
+
+
+def test_append_line_cuts_a_torn_tail_longer_than_its_read_block(tmp_path):
+    from slimnas.fileio import append_line, read_complete_lines
+
+    log = tmp_path / "log.txt"
+    log.write_text("head\nfirst\n" + "x" * 150_000)  # a torn line spanning several 64 KiB blocks
+    assert read_complete_lines(log) == "head\nfirst\n"
+    append_line(log, "second\n", header="head\n")
+    assert log.read_text() == "head\nfirst\nsecond\n"
+    log.write_text("y" * 70_000)  # not one whole line: the header is written again
+    append_line(log, "second\n", header="head\n")
+    assert log.read_text() == "head\nsecond\n"
