@@ -62,3 +62,41 @@ def test_resume_refuses_changed_schedule_and_existing_run(tmp_path):
     subprocess.run(args, env=env(), cwd=ROOT, check=True, capture_output=True)
     again = subprocess.run(args, env=env(), cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 2 and "--resume" in again.stderr and again.stderr.count("\n") == 1
+
+
+def test_resume_with_other_settings_is_refused_naming_them(tmp_path):
+    out = tmp_path / "run"
+    args = cli(out)
+    args[args.index("--epochs") + 1] = "1"
+    subprocess.run(args, env=env(), cwd=ROOT, check=True, capture_output=True)
+    other = args + ["--resume"]
+    other[other.index("--lr") + 1] = "0.2"
+    other[other.index("--batch-size") + 1] = "16"
+    r = subprocess.run(other, env=env(), cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "holds a run with other settings (train.batch_size 32 there, 16 here; train.lr 0.1 there, 0.2 here)" in r.stderr
+    same = subprocess.run(args + ["--resume", "--no-progress"], env=env(), cwd=ROOT, capture_output=True, text=True)
+    assert same.returncode == 0, same.stderr[-2000:]
+
+
+def test_a_run_is_resumed_and_searched_from_another_directory(tmp_path):
+    """Relative --weights and --out where the run started; an absolute --weights and other relative paths later."""
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    (start / "ck").mkdir(parents=True)
+    elsewhere.mkdir()
+    torch.manual_seed(0)
+    from tests.nets import TinyNet
+
+    torch.save(TinyNet(10).state_dict(), start / "ck" / "x.pth")
+    first = cli("run", "--weights", "ck/x.pth")
+    first[first.index("--epochs") + 1] = "1"
+    subprocess.run(first, env=env(), cwd=start, check=True, capture_output=True)
+    again = [a if a != "run" else "../start/run" for a in first]
+    again[again.index("ck/x.pth")] = str(start / "ck" / "x.pth")
+    r = subprocess.run(again + ["--resume"], env=env(), cwd=elsewhere, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "slimnas", "search", "../start/run", "--constraint", "flops<=0.9x",
+                        "--population", "4", "--generations", "1", "--calib-images", "16", "--val-images", "16",
+                        "--out", "s", "--no-progress"], env=env(), cwd=elsewhere, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (elsewhere / "s" / "subnet.json").is_file()
