@@ -62,3 +62,15 @@ def supernet_for(table):
     space = SpaceConfig(ratios=tuple(args.get("ratios", SpaceConfig().ratios)), divisor=args.get("divisor", 8),
                         max_ratio=args.get("max_ratio", 1.0))
     return convert(model, tuple(table.fingerprint["input_shape"]), ConvertConfig(space=space))
+
+
+def resolve_table(spec) -> Path:
+    """A table folder as given, or, where no such folder exists here, the shipped (or ./latency_tables) table
+    of that name: ``latency_tables/mobilenet_v2_32_onnxruntime_cpu_t1_b1_fp32`` works from any folder."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    for d in table_dirs():
+        if (d / path.name / "fingerprint.json").is_file():
+            return d / path.name
+    return path  # missing: the table loader says so

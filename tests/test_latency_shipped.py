@@ -97,3 +97,24 @@ def test_validate_without_out_leaves_the_table_folder_alone(tiny_table_dir, tmp_
     written = list((work / "runs").glob("validate_*/validate.json"))
     assert len(written) == 1 and json.loads(written[0].read_text())["samples"] == 2
     assert str(written[0].parent.relative_to(work)) in capsys.readouterr().out
+
+
+def test_validate_refuses_another_cpu_naming_one_key(tiny_table_dir, tmp_path, capsys):
+    table = tmp_path / "other_cpu"
+    shutil.copytree(tiny_table_dir, table)
+    fp = json.loads((table / "fingerprint.json").read_text())
+    fp.update(device_name="Some Other CPU", cpu_model="Some Other CPU", os="Linux 0.0-other")
+    (table / "fingerprint.json").write_text(json.dumps(fp))
+    assert main(["latency", "validate", "--table", str(table), "--samples", "2", "--out", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "device_name is 'Some Other CPU'" in err, err
+    assert "cpu_model is" not in err and "os is" not in err
+    assert not (tmp_path / "v").exists()
+
+
+def test_shipped_table_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    from slimnas.tables import resolve_table
+
+    monkeypatch.chdir(tmp_path)
+    name = "latency_tables/mobilenet_v2_32_onnxruntime_cpu_t1_b1_fp32"
+    assert resolve_table(name).resolve() == (ROOT / name).resolve()

@@ -17,6 +17,21 @@ def default_out(table: Path) -> Path:
     return Path("runs") / f"validate_{table.resolve().name}"
 
 
+def refuse_other_device(table) -> None:
+    """One line naming the fingerprint keys that forbid using ``table`` on this machine and runtime, if any."""
+    from ..latency import BackendConfig, create_backend
+    from ..latency.fingerprint import DEVICE_KEYS, mismatches
+    from ..latency.validate import device_of
+
+    fp = table.fingerprint
+    backend = create_backend(fp["backend"], BackendConfig(fp.get("device", "cpu"), int(fp["threads"]), int(fp["batch"]),
+                                                          fp.get("dtype", "fp32")))
+    bad = mismatches(device_of(backend), fp, DEVICE_KEYS)
+    if bad:
+        raise SlimnasError(f"{table.path} was measured on another machine/runtime: {'; '.join(bad)} "
+                           "(profile this machine with `slimnas profile`)")
+
+
 @command("latency", "Check a latency table (predicted vs measured end-to-end latency), or fit its calibration again.", """\
   slimnas latency validate --table latency_tables/mobilenet_v2_32_onnxruntime_cpu_t1_b1_fp32 --samples 200
   slimnas latency calibrate --table latency_tables/mobilenet_v2_32_onnxruntime_cpu_t1_b1_fp32   # no timing
@@ -33,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "validate" and args.chunk < 0:
         raise SlimnasError(f"--chunk must be 0 (all at once) or a positive number of subnets, got {args.chunk}")
     from ..latency import LatencyTable
-    from ..tables import supernet_for
+    from ..tables import resolve_table, supernet_for
 
-    table = LatencyTable.load(args.table)
+    table = LatencyTable.load(resolve_table(args.table))
     if args.action == "calibrate":
         from ..latency.profiler import recalibrate
 
@@ -46,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from ..latency.validate import validate
 
+    refuse_other_device(table)  # before the model is built: a table for another machine is refused at once
     out = Path(args.out) if args.out else default_out(table.path)
     result = validate(table.path, supernet_for(table), samples=args.samples, seed=args.seed, out=out, rounds=args.rounds,
                       chunk=args.chunk, max_chunks=args.max_chunks)
@@ -58,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 def _(p: argparse.ArgumentParser) -> None:
     # Checked in run(), not by argparse: a wrong action or a missing --table is one line, not the usage.
     p.add_argument("action", nargs="?", metavar="ACTION", help=f"{' or '.join(ACTIONS)}")
-    p.add_argument("--table", help="latency table directory (from `slimnas profile`); required")
+    p.add_argument("--table", help="latency table directory (from `slimnas profile`, or a shipped table's name); required")
     p.add_argument("--samples", type=int, default=50, help="random subnets to export and time (default: 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, help="interleaved timing rounds (default: the table's, 10 for new tables)")
