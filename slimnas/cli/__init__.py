@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from ..errors import SlimnasError
+from ..log import cli_logging
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # the command as typed, for run folders' reports
     try:
-        if hasattr(args, "model_flag"):  # the verbs taking a model: positionally or with --model
-            from .common import resolve_model
+        with cli_logging():
+            if hasattr(args, "model_flag"):  # the verbs taking a model: positionally or with --model
+                from .common import resolve_model
 
-            resolve_model(args)
-        return COMMANDS[args.command].run(args) or 0
+                resolve_model(args)
+            return COMMANDS[args.command].run(args) or 0
     except SlimnasError as exc:
         print(f"slimnas {args.command}: error: {exc}", file=sys.stderr)
         return 2
