@@ -17,7 +17,7 @@ model: {{name: "tests.nets:tiny_net", num_classes: 10, input_size: 32}}
 base: {TRAIN}
 data: {{source: digits}}
 space: {{ratios: [0.25, 0.5, 0.75, 1.0]}}
-latency: {{rounds: 2, samples: 30, profile: {{calibration_subnets: 4, passes: 1, e2e: {{rounds: 2, samples_per_round: 5}}, timing: {{warmup_ms: 5.0, min_sample_ms: 0.2}}}}}}
+latency: {{rounds: 2, samples: 30, steady_pct: 50, profile: {{calibration_subnets: 4, passes: 1, e2e: {{rounds: 2, samples_per_round: 5}}, timing: {{warmup_ms: 5.0, min_sample_ms: 0.2}}}}}}
 constraints: ["latency<=0.8x"]
 supernet:
   strategy: cafenet
@@ -38,8 +38,8 @@ def write_config(folder: Path, text: str = TINY_YAML, name: str = "tiny.yaml") -
     return path
 
 
-def slimnas(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def slimnas(*args: str, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """The installed command line in a fresh process (one thread, as the timing protocol expects)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
-    return subprocess.run([sys.executable, "-m", "slimnas", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "slimnas", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)

@@ -29,12 +29,16 @@ OUTPUTS = ["pareto.csv", "pareto.png", "subnet.json", "model.pt", "model.onnx", 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """The tiny config run through the command line, killed with SIGKILL once the search has started, then rerun."""
+    """The tiny config run through the command line, killed with SIGKILL once the search has started, then rerun.
+
+    The first invocation runs in the run's parent folder with relative paths, the rerun (and every later use of
+    the run folder) from the repository with absolute ones: a run folder works from any directory."""
     root = tmp_path_factory.mktemp("slim")
     config = write_config(root)
     out = root / "run"
     args = ["slim", "--config", str(config), "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "slimnas", *args], cwd=ROOT, stdout=subprocess.PIPE,
+    relative = ["slim", "--config", config.name, "--out", out.name, "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "slimnas", *relative], cwd=root, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.time() + 240
     while not (out / "fitness.jsonl").is_file() and proc.poll() is None and time.time() < deadline:
