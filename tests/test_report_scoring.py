@@ -69,7 +69,7 @@ def test_wrong_bn_statistics_are_shown_both_ways_with_a_warning(digits, trained)
     assert f"| validation top-1 as exported (eval mode, saved BN statistics; 144 images) | {o['val_top1']:.4f} |" in report
     assert f"| validation top-1 after BN recalibration (256 training images) | {o['val_top1_recalibrated']:.4f} |" in report
     assert f"| test top-1 after BN recalibration | {o['test_top1_recalibrated']:.4f} |" in report
-    assert f"{(0.85 - o['val_top1_recalibrated']) * 100:+.1f} points from it" in report
+    assert f"{(0.85 - o['val_top1_recalibrated']) * 100:+.1f} points against it" in report
 
 
 def test_fitting_statistics_show_one_figure_and_no_warning(digits, trained):

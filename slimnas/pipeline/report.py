@@ -92,7 +92,7 @@ def _accuracy_rows(o: dict, c: dict) -> tuple[list[str], list[str]]:
                      f"BatchNorm statistics on {calib} training images changes its validation top-1 from "
                      f"{_acc(o.get('val_top1'))} to {_acc(o.get('val_top1_recalibrated'))} ({val_shift * 100:+.1f} points"
                      + (f"; test {test_shift * 100:+.1f}" if test_shift is not None else "") +
-                     f"). Judge the slimming against the recalibrated figure: the chosen model is {gap} points from it. "
+                     f"). Judge the slimming against the recalibrated figure: the chosen model scores {gap} points against it. "
                      "Re-estimate the checkpoint's statistics before deploying it (`tools/train_base.py` saves "
                      "checkpoints that way).")
     return rows, notes
