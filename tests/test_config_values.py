@@ -168,3 +168,11 @@ def test_strict_less_than_reads_as_at_most_and_help_says_so(capsys):
             main([verb, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert "'<' reads as '<='" in text, verb
+
+
+def test_train_help_says_how_a_resume_and_paths_work(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "examples:" in text and "a resume with other settings is refused" in text
+    assert "Relative paths are stored absolute" in text

@@ -56,7 +56,12 @@ def data_config(args: argparse.Namespace) -> DataConfig:
       --bins latency:4:latency_tables/mobilenet_v2_32_onnxruntime_cpu_t1_b1_fp32
   slimnas train mobilenet_v2 --weights base.pth --data cifar10 --strategy bsnas --max-ratio 1.5 --opt shrink_every=100 --out runs/bs
   slimnas train mobilenet_v2 --weights base.pth --data cifar10 --out runs/cafe --resume
-  torchrun --nproc_per_node 2 -m slimnas train mobilenet_v2 --weights base.pth --data cifar10 --out runs/ddp""")
+  torchrun --nproc_per_node 2 -m slimnas train mobilenet_v2 --weights base.pth --data cifar10 --out runs/ddp
+
+--resume takes the flags the run was started with: a resume with other settings is refused, naming them
+(--no-progress, --workers and --device may change). Relative paths are stored absolute in OUT/config.json,
+so the run can be resumed, searched and exported from any directory. Without --weights the model is
+trained from its random initialisation (said in one line at the start).""")
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     space = SpaceConfig(ratios=parse_ratios(args.ratios), divisor=args.divisor, max_ratio=args.max_ratio)

@@ -1,5 +1,8 @@
 """Budgets on a subnet's cost: ``latency<=5ms``, ``flops<=0.5x``, ``params<=2M``.
 
+A budget is an upper bound that may be met exactly: ``latency<0.5x`` (and ``≤``, ``=<``) reads as
+``latency<=0.5x``; the command lines' ``--help`` says so.
+
 A relative budget ("0.5x") is a fraction of a reference, normally the original model's value; it must be
 resolved to an absolute limit (:meth:`Constraint.resolve`) before a search can use it.
 """
@@ -93,7 +96,8 @@ def _sig3(x: float, up: bool) -> str:
 
 
 def parse_constraint(text: str) -> Constraint:
-    """Read ``METRIC<=VALUE[UNIT]``: latency in ms (or ``x`` of the original), FLOPs and params with k/M/G or x."""
+    """Read ``METRIC<=VALUE[UNIT]``: latency in ms (or ``x`` of the original), FLOPs and params with k/M/G or x.
+    ``<`` is read as ``<=`` (a budget met exactly is met)."""
     raw = str(text)
     m = _FORM.match(raw)
     if not m:
