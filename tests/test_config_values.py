@@ -140,6 +140,7 @@ def test_print_config_shows_the_values_used(capsys, tmp_path):
     c = printed(capsys, "--config", str(cfg))
     assert c["data"]["image_size"] == 64, "the data is read at the model's input size"
     assert c["data"]["seed"] == c["search"]["seed"] == c["supernet"]["train"]["seed"] == 3
+    assert c["out"] == os.path.abspath("runs/slim"), "the run folder the run would use"
 
 
 def test_paths_in_a_config_are_relative_to_the_file(capsys, tmp_path, monkeypatch):

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from dataclasses import replace
 
 from ..pipeline import SlimConfig, dump_config, load_config, slim
-from ..pipeline.config import with_overrides
+from .. import paths
+from ..pipeline.config import DEFAULT_OUT, with_overrides
 from ..pipeline.schema import parse_assignment
 from . import command
 from .common import add_tensorrt_arguments
@@ -56,7 +58,8 @@ its random initialisation (said in one line at the start).""")
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.print_config:  # the values the run uses: the seed in every section, the data at the model's size
-        print(dump_config(config.seeded()), end="")
+        shown = replace(config.seeded(), out=config.out or paths.absolute(DEFAULT_OUT))
+        print(dump_config(shown), end="")
         return 0
     slim(config, args.out, command="slimnas " + shlex.join(args.argv), progress=not args.no_progress)
     return 0

@@ -20,6 +20,7 @@ from ..space import SpaceConfig
 from ..train import TrainConfig
 from .schema import build, dump_yaml, merge, parse_yaml, to_plain
 
+DEFAULT_OUT = "runs/slim"  # the run folder when neither --out nor the config's out names one
 Override = Union[dict, tuple[str, dict]]  # a nested mapping, or (how it was given, e.g. "--set a.b=1", the mapping)
 
 

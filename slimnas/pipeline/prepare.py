@@ -33,7 +33,7 @@ from ..search.constraints import check_reachable, resolve_constraints
 from ..subnet import Subnet
 from ..supernet import ConvertConfig, Supernet, convert
 from .. import paths
-from .config import LatencyConfig, ModelConfig, SlimConfig, absolute_paths, dump_config
+from .config import DEFAULT_OUT, LatencyConfig, ModelConfig, SlimConfig, absolute_paths, dump_config
 from .device import (export_model_onnx, find_table, make_backend, open_predictor,
                      time_models)
 from .schema import to_plain
@@ -42,7 +42,7 @@ CONFIG = "config.yaml"
 REFERENCE = "latency/reference.json"
 PROFILED_TABLE = "latency/table"
 CALIBRATED = "calibration.json"  # written last by the profiler: a table profiled into the run is complete
-IGNORED_ON_RESUME = ("out", "search.time_limit_s")
+IGNORED_ON_RESUME = ("out", "search.time_limit_s", "latency.steady_pct", "latency.attempts")  # per invocation
 
 
 @dataclass
@@ -250,7 +250,7 @@ def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg:
 
 def prepare(config: SlimConfig, out: Optional[Path] = None, log: Callable[[str], None] = print) -> Plan:
     """Validate ``config`` completely (see the module's description); nothing is written."""
-    out = Path(paths.absolute(str(out or config.out or "runs/slim")))  # stored absolute: usable from anywhere
+    out = Path(paths.absolute(str(out or config.out or DEFAULT_OUT)))  # stored absolute: usable from anywhere
     config = replace(absolute_paths(config).seeded(), out=str(out))
     constraints = parse_constraints(config.constraints)
     if not constraints:
