@@ -141,3 +141,11 @@ def test_the_report_snippet_classifies_a_png_with_model_onnx_alone(tmp_path, siz
     got = torch.from_numpy(scope["x"].transpose(2, 0, 1).astype(np.float32))
     assert got.shape == want.shape == (3, size, size) and float((got - want).abs().max()) <= 1e-5
     assert out.getvalue().strip() == CLASSES[int(plain(want[None]).argmax())]
+
+
+def test_the_readme_shows_the_tested_snippet():
+    """README's deploy snippet is the one tested above (report.md prints the same text)."""
+    from tests.conftest import ROOT
+
+    readme = "\n".join(line[3:] if line.startswith("   ") else line for line in (ROOT / "README.md").read_text().splitlines())
+    assert ONNX_SNIPPET in readme + "\n"
