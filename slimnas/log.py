@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import warnings
 from typing import Iterator
 
 logger = logging.getLogger("slimnas")
@@ -31,16 +32,22 @@ class _CurrentStdout(logging.StreamHandler):
 
 @contextlib.contextmanager
 def cli_logging(level: int = logging.INFO) -> Iterator[logging.Handler]:
-    """Print ``slimnas`` log records as plain lines on stdout while the block runs; restore the logger after."""
+    """Print ``slimnas`` log records as plain lines on stdout while the block runs; restore the logger after.
+
+    Python warnings raised meanwhile (a table used on another kernel build, say) become one ``warning:`` line
+    each, instead of the interpreter's two lines naming a source file."""
     handler = _CurrentStdout()
     handler.setFormatter(logging.Formatter("%(message)s"))
     old_level, old_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False  # the CLI prints each line once, even where the root logger has a handler too
+    old_show = warnings.showwarning
+    warnings.showwarning = lambda message, category, *args, **kwargs: logger.warning(f"warning: {message}")
     try:
         yield handler
     finally:
+        warnings.showwarning = old_show
         logger.removeHandler(handler)
         logger.setLevel(old_level)
         logger.propagate = old_propagate
