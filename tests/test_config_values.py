@@ -90,7 +90,7 @@ BAD = [
     (["search.max_evaluations=0"], "max_evaluations must be at least 1"),
     (["search.time_limit_s=0"], "time_limit_s must be positive"),
     (["search.repair_tries=-1"], "repair_tries must be >= 0"),
-    (["export.opset=0"], "opset must be an ONNX opset between 9 and 23"),
+    (["export.opset=0"], "opset must be an ONNX opset between 7 and 23"),
     (["seed=-1"], "seed must be >= 0"),
 ]
 

@@ -156,8 +156,8 @@ class ExportConfig:
     opset: int = 17
 
     def __post_init__(self) -> None:
-        if not 9 <= self.opset <= 23:
-            raise SlimnasError(f"opset must be an ONNX opset between 9 and 23, got {self.opset}")
+        if not 7 <= self.opset <= 23:  # what torch.onnx exports (ONNX_MIN_OPSET..ONNX_MAX_OPSET of torch 2.x)
+            raise SlimnasError(f"opset must be an ONNX opset between 7 and 23, got {self.opset}")
 
 
 @dataclass(frozen=True)
