@@ -58,8 +58,8 @@ class CostModel:
             self._flops_of(call, modules[call.name], graph, flops)
         seen = set()
         for name, module in modules.items():
-            if name in seen or any(True for _ in module.children()):
-                continue
+            if name in seen or (name not in graph.layers and any(True for _ in module.children())):
+                continue  # thop counts the parameters of leaf modules (and of layers holding sub-modules)
             seen.add(name)
             spec = graph.layers.get(name)
             if spec is None:
@@ -82,6 +82,22 @@ class CostModel:
         sp_in = math.prod(in_shape[2:]) * in_shape[0]
         sp_out = math.prod(out_shape[2:]) * out_shape[0]
         spec = graph.layers.get(call.name)
+        if call.op:  # a module's functional layer: counted like the torch layer it computes
+            weight = getattr(module, spec.tensor("weight"))
+            if call.op == "conv2d":
+                k = math.prod(weight.shape[2:])
+                if spec.kind == "conv":
+                    terms.add(sp_out * k, lf_in, lf_out)
+                else:
+                    terms.add(sp_out * k, lf_out)
+            elif call.op == "linear":
+                terms.add(math.prod(out_shape[:-1]), lf_in, lf_out)
+            elif call.op == "batch_norm":
+                terms.add(sp_in * 4, lf_in)  # the rule requires a weight: affine
+            elif call.op == "layer_norm":  # over the channels (thop: 2·numel, twice that when affine)
+                terms.add(sp_in * 4, lf_in)
+            # group_norm: thop has no rule for GroupNorm, it counts nothing
+            return
         if isinstance(module, nn.Conv2d):
             k = math.prod(module.kernel_size)
             if spec is not None and spec.kind == "conv":
@@ -114,6 +130,16 @@ class CostModel:
     @staticmethod
     def _params_of(spec, module: nn.Module, terms: _Terms) -> None:
         lf_out = _linear_form(spec.out_layout, 0)
+        if spec.op:  # a module's functional layer: its parameters by role
+            weight = getattr(module, spec.tensor("weight"))
+            per = math.prod(weight.shape[2:]) if spec.kind in ("conv", "dwconv") else 1
+            if spec.kind in ("conv", "linear"):
+                terms.add(float(per), _linear_form(spec.in_layout, 0), lf_out)
+            else:
+                terms.add(float(per), lf_out)
+            if spec.tensor("bias") is not None and getattr(module, spec.tensor("bias")) is not None:
+                terms.add(1.0, lf_out)
+            return
         bias = getattr(module, "bias", None) is not None
         if spec.kind == "conv":
             terms.add(math.prod(module.kernel_size), _linear_form(spec.in_layout, 0), lf_out)

@@ -44,13 +44,14 @@ def channel_importance(graph: ChannelGraph, layers: Mapping[str, nn.Module]) -> 
         total = torch.zeros(group.width, dtype=torch.float64)
         for name, role in group.members:
             spec, layer = graph.layers[name], layers[name]
+            weight = getattr(layer, spec.tensor("weight"))  # a functional layer's weight may have any name
             if role in ("out", "dw"):
-                total += _normalised(layer.weight.abs().flatten(1).sum(1))
+                total += _normalised(weight.abs().flatten(1).sum(1))
             elif role == "bn":
                 for pos in _positions(spec.out_layout, sizes, gi):
-                    total += _normalised(layer.weight.abs()[pos].sum(1))
+                    total += _normalised(weight.abs()[pos].sum(1))
             elif role == "in":
-                col = layer.weight.abs().transpose(0, 1).flatten(1).sum(1)
+                col = weight.abs().transpose(0, 1).flatten(1).sum(1)
                 for pos in _positions(spec.in_layout, sizes, gi):
                     total += _normalised(col[pos].sum(1))
         scores[gi] = total

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .cost import CostModel
-from .dynamic import DYNAMIC, Active, DynamicMixin
+from .dynamic import DYNAMIC, Active, DynamicMixin, functional
 from .errors import SlimnasError
 from .importance import channel_importance, importance_order
 from .space import GroupChoices, SearchSpace, SpaceConfig, candidate_widths
@@ -195,8 +195,12 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
 
     originals = dict(model.named_modules())
     layers: dict[str, DynamicMixin] = {}
-    for name in graph.layers:
+    for name, spec in graph.layers.items():
         module = originals[name]
+        if spec.op:  # found by its functional op: the module's own forward runs on sliced parameters
+            layers[name] = functional.wrap(module, spec.kind, dict(spec.tensors))
+            _replace(model, name, layers[name])
+            continue
         dyn = DYNAMIC.get(type(module))
         if dyn is None:  # pragma: no cover - the analysis only creates layer specs for registered types
             raise SlimnasError(f"no dynamic layer for {type(module).__name__} ({name})")

@@ -6,9 +6,19 @@ creates a new space (a conv or linear output), strings spaces together (``cat``)
 or ties two spaces into one (``add``/``mul`` of two feature maps: residuals and squeeze-and-excitation).
 Spaces tied together form a channel group. Anything the rules do not understand *freezes* the spaces it
 touches (they keep their original width) and is reported by module name; it never stops the conversion.
+
+Layers are understood at the op level: a functional ``F.conv2d``/``F.batch_norm``/``F.linear``/``F.layer_norm``/
+``F.group_norm`` whose parameters are attributes of the module running it is that module's layer, exactly as
+if the module were the plain torch layer. Wrappers (timm's ``BatchNormAct2d``, ``Conv2dSame``, a user's own
+module with ``self.weight``) need no rule of their own; the supernet slices their parameters around their own
+forward (:mod:`slimnas.dynamic.functional`). Tracing stays at the torch-function level (fx) rather than aten:
+it keeps module boundaries (needed to slice and to report by module name), falls back per submodule when
+something is not traceable, and the patterns aten would spell differently (split, cat, slicing) need the same
+rules at either level.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from dataclasses import dataclass, field
@@ -38,6 +48,15 @@ _UNARY = {
 }
 _BINARY = {"add", "sub", "mul", "truediv", "div", "maximum", "minimum", "iadd", "isub", "imul", "itruediv"}
 _REDUCE = {"mean", "sum", "amax", "amin"}
+# Functional layers: the argument names of each (by position), and which of them are parameter tensors.
+_PARAM_OPS = {
+    "conv2d": ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+    "batch_norm": ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
+    "linear": ("input", "weight", "bias"),
+    "layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
+    "group_norm": ("input", "num_groups", "weight", "bias", "eps"),
+}
+_PARAM_ROLES = ("weight", "bias", "running_mean", "running_var")
 _RESHAPE = {"view", "reshape"}
 
 
@@ -45,14 +64,25 @@ _RESHAPE = {"view", "reshape"}
 class LayerSpec:
     """A parameterised layer whose weights the supernet slices.
 
-    ``kind`` is ``conv``, ``dwconv`` (depthwise: input and output are the same group), ``bn`` or ``linear``.
-    Layouts name group indices (see :class:`ChannelGraph`). ``in_layout`` is ``None`` for BatchNorm.
+    ``kind`` is ``conv``, ``dwconv`` (depthwise: input and output are the same group), ``bn`` (any per-channel
+    normalisation: BatchNorm, and LayerNorm/GroupNorm over the channels) or ``linear``. Layouts name group
+    indices (see :class:`ChannelGraph`). ``in_layout`` is ``None`` for ``bn``. ``op`` is the functional op the
+    layer was found by (empty for a plain torch layer module), and ``tensors`` maps each role (``weight``,
+    ``bias``, ``running_mean``, ``running_var``) to the module attribute playing it.
     """
 
     name: str
     kind: str
     in_layout: Optional[Layout]
     out_layout: Layout
+    op: str = ""
+    tensors: tuple[tuple[str, str], ...] = ()
+
+    def tensor(self, role: str) -> Optional[str]:
+        """The module attribute holding ``role`` (plain torch layers: the role's own name)."""
+        if not self.op:
+            return role
+        return dict(self.tensors).get(role)
 
 
 @dataclass(frozen=True)
@@ -68,6 +98,7 @@ class ModuleCall:
     node: str = ""  # the call's fx node, its input's node and the nodes that use its output (the data flow)
     input: str = ""
     users: tuple[str, ...] = ()
+    op: str = ""  # the functional op (conv2d, batch_norm, ...) when the call is a module's functional layer
 
 
 @dataclass
@@ -181,12 +212,15 @@ def _nodes_in(arg: Any) -> Iterable[fx.Node]:
 class _Analysis:
     def __init__(self, gm: fx.GraphModule, notes: list[str]):
         self.gm = gm
+        self.root: nn.Module = gm.meta.get("root", gm)  # the traced model itself (owners of functional layers)
         self.sp = _Spaces()
         self.layout: dict[fx.Node, Any] = {}
         self.notes = list(notes)
         self.layers: dict[str, LayerSpec] = {}
         self.calls: list[ModuleCall] = []
         self.out_space: dict[str, int] = {}  # layer name -> the space its output creates (reused on re-calls)
+        self.leaf_calls: set[str] = set()  # modules called as a whole (a functional layer must not own them)
+        self.functional_owners: set[str] = set()  # modules whose layer was found inside their forward
         self.producers: list[tuple[int, str]] = []  # (space, layer) in graph order, for naming groups
 
     # -- helpers -----------------------------------------------------------------------------------------
@@ -224,17 +258,23 @@ class _Analysis:
     # -- per-op rules -----------------------------------------------------------------------------------
     def run(self) -> None:
         for node in self.gm.graph.nodes:
-            if node.op == "placeholder":
-                self.layout[node] = self.frozen_new(node, "model input")
-            elif node.op == "get_attr":
-                self.layout[node] = None
-            elif node.op == "call_module":
-                self.layout[node] = self.call_module(node)
-            elif node.op in ("call_function", "call_method"):
-                self.layout[node] = self.call_op(node)
-            elif node.op == "output":
-                for arg in _nodes_in(node.args):
-                    self.freeze(self.layout.get(arg), "model output")
+            try:
+                self.visit(node)
+            except Exception as exc:  # a rule that trips on an unforeseen pattern: freeze it, never crash
+                self.layout[node] = self.unsupported(node, f"{_op_name(node)} ({type(exc).__name__}: {exc})")
+
+    def visit(self, node: fx.Node) -> None:
+        if node.op == "placeholder":
+            self.layout[node] = self.frozen_new(node, "model input")
+        elif node.op == "get_attr":
+            self.layout[node] = None
+        elif node.op == "call_module":
+            self.layout[node] = self.call_module(node)
+        elif node.op in ("call_function", "call_method"):
+            self.layout[node] = self.call_op(node)
+        elif node.op == "output":
+            for arg in _nodes_in(node.args):
+                self.freeze(self.layout.get(arg), "model output")
 
     def record(self, node: fx.Node, module: nn.Module, lin: Optional[Layout], lout: Optional[Layout]) -> None:
         x = node.args[0] if node.args else None
@@ -243,7 +283,13 @@ class _Analysis:
         self.calls.append(ModuleCall(node.target, type(module).__name__, lin, lout, in_shape, out_shape, node.name,
                                      x.name if isinstance(x, fx.Node) else "", tuple(u.name for u in node.users)))
 
-    def add_layer(self, spec: LayerSpec, node: fx.Node) -> LayerSpec:
+    def add_layer(self, spec: LayerSpec, node: fx.Node, x: Optional[fx.Node] = None) -> LayerSpec:
+        if spec.op:  # a functional layer: its call is recorded here, a module's in call_module
+            out_layout = spec.out_layout
+            self.calls.append(ModuleCall(spec.name, type(self.root.get_submodule(spec.name)).__name__, spec.in_layout or
+                                         out_layout, out_layout, _shape(x) or (), _shape(node) or (), node.name,
+                                         x.name if isinstance(x, fx.Node) else "", tuple(u.name for u in node.users),
+                                         spec.op))
         prev = self.layers.get(spec.name)
         if prev is not None:  # a module called more than once: every call must agree
             if prev.in_layout is not None and spec.in_layout is not None:
@@ -263,8 +309,12 @@ class _Analysis:
         m = self.gm.get_submodule(node.target)
         x = node.args[0] if node.args else None
         lin = self.layout.get(x) if isinstance(x, fx.Node) else None
+        self.leaf_calls.add(node.target)
+        if node.target in self.functional_owners:
+            return self.unsupported(node, f"module {node.target} called both whole and through a functional op")
         out = self._module_rule(node, m, lin)
-        self.record(node, m, lin, out)
+        if not (self.calls and self.calls[-1].node == node.name):  # a layer found by its op recorded its call
+            self.record(node, m, lin, out)
         return out
 
     def _module_rule(self, node: fx.Node, m: nn.Module, lin: Optional[Layout]) -> Optional[Layout]:
@@ -288,6 +338,14 @@ class _Analysis:
                 return self.unsupported(node, f"linear {name} on a tensor of rank {len(in_shape or ())}")
             out = self.new_output(name, m.out_features)
             return self.add_layer(LayerSpec(name, "linear", lin, out), node).out_layout
+        if type(m) in (nn.LayerNorm, nn.GroupNorm):  # understood as the op their forward calls
+            op = "layer_norm" if type(m) is nn.LayerNorm else "group_norm"
+            affine = m.elementwise_affine if op == "layer_norm" else m.affine
+            if lin is None or in_shape is None or not affine or m.bias is None:
+                return self.unsupported(node, f"{op} {name} without affine parameters or on an untracked input")
+            args = {"normalized_shape": m.normalized_shape} if op == "layer_norm" else {"num_groups": m.num_groups}
+            spec = dict(op=op, tensors=(("weight", "weight"), ("bias", "bias")))
+            return self._norm_layer(node, op, name, m, spec, args, node.args[0], lin)
         if isinstance(m, _PRESERVING_MODULES) and all(p.numel() <= 1 for p in m.parameters()):
             return lin if lin is not None else self.frozen_new(node, f"{name} on an untracked input")
         if isinstance(m, nn.Flatten):
@@ -319,6 +377,10 @@ class _Analysis:
             return None
         if not tensors:
             return self.frozen_new(node, f"{name} at {_where(node)}") if out_shape is not None else None
+        if name in _PARAM_OPS and node.op == "call_function":
+            return self._param_op(node, name)
+        if all(self._is_attr(t) for t in tensors):
+            return None  # arithmetic on parameters or buffers alone (a BatchNorm's batch counter): no channels
         first = node.args[0] if node.args else tensors[0]
         lin = self.layout.get(first) if isinstance(first, fx.Node) else None
         if name in _UNARY:
@@ -335,7 +397,94 @@ class _Analysis:
             return self._reshape(node, lin)
         if name in ("cat", "concat"):
             return self._cat(node)
+        if name == "pad":
+            return self._pad(node, lin)
         return self.unsupported(node, f"op '{name}'")
+
+    def _is_attr(self, node: fx.Node) -> bool:
+        """A parameter or buffer, or a value computed from them alone (no feature map)."""
+        return node.op == "get_attr" or (node.op != "placeholder" and self.layout.get(node, 0) is None
+                                         and all(self._is_attr(a) for a in _nodes_in((node.args, node.kwargs))))
+
+    def _pad(self, node: fx.Node, lin: Optional[Layout]) -> Optional[Layout]:
+        pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+        shape = _shape(node.args[0])
+        if lin is None or shape is None or not isinstance(pad, (tuple, list)) or len(pad) > 2 * (len(shape) - 2):
+            return self.unsupported(node, "pad of the channel or batch dimension")
+        return lin  # pads spatial dimensions only
+
+    # -- functional layers ------------------------------------------------------------------------------
+    def _param_op(self, node: fx.Node, op: str) -> Optional[Layout]:
+        """``F.conv2d``/``F.batch_norm``/``F.linear``/``F.layer_norm``/``F.group_norm`` on a module's own parameters."""
+        names = _PARAM_OPS[op]
+        args = dict(zip(names, node.args))
+        args.update(node.kwargs)
+        x = args.get("input")
+        lin = self.layout.get(x) if isinstance(x, fx.Node) else None
+        in_shape, out_shape = _shape(x), _shape(node)
+        where = _where(node)
+        owners, tensors = set(), []
+        for role in _PARAM_ROLES:
+            a = args.get(role)
+            if a is None:
+                continue
+            if not (isinstance(a, fx.Node) and a.op == "get_attr"):
+                return self.unsupported(node, f"{op} on a computed {role.replace('_', ' ')} at {where}")
+            owner, _, attr = a.target.rpartition(".")
+            owners.add(owner)
+            tensors.append((role, attr))
+        stack = node.meta.get("nn_module_stack") or {}
+        running = list(stack.values())[-1][0] if stack else None
+        if len(owners) != 1 or running not in owners or "weight" not in dict(tensors):
+            return self.unsupported(node, f"{op} whose parameters are not its own module's at {where}")
+        owner = owners.pop()
+        module = self.root.get_submodule(owner)
+        used = {attr for _, attr in tensors}
+        other = [n for n, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+                 if n not in used and t is not None and t.numel() > 1]
+        prev = self.layers.get(owner)
+        if other or owner in self.leaf_calls or (prev is not None and prev.op != op):
+            return self.unsupported(node, f"{op} in module {owner} ({type(module).__name__}), which holds other "
+                                          "parameters or layers")
+        if lin is None or in_shape is None or out_shape is None:
+            return self.unsupported(node, f"{op} {owner} on an untracked input")
+        weight = getattr(module, dict(tensors)["weight"])
+        spec = dict(op=op, tensors=tuple(tensors))
+        self.functional_owners.add(owner)
+        if op == "conv2d":
+            groups = args.get("groups", 1)
+            if weight.dim() != 4 or not isinstance(groups, int) or len(in_shape) != 4:
+                return self.unsupported(node, f"conv2d {owner} with groups or weights the rules do not follow")
+            if groups == 1:
+                out = self.new_output(owner, weight.shape[0])
+                return self.add_layer(LayerSpec(owner, "conv", lin, out, **spec), node, x).out_layout
+            # a depthwise conv's group count must follow its width: only a Conv2d's own ``groups`` can
+            if (groups == in_shape[1] == weight.shape[0] and weight.shape[1] == 1 and isinstance(module, nn.Conv2d)
+                    and module.groups == groups and len(lin.segs) == 1 and lin.inner == 1):
+                return self.add_layer(LayerSpec(owner, "dwconv", lin, lin, **spec), node, x).out_layout
+            return self.unsupported(node, f"grouped conv {owner} (groups={groups})")
+        if op == "linear":
+            if len(in_shape) != 2 or weight.dim() != 2:
+                return self.unsupported(node, f"linear {owner} on a tensor of rank {len(in_shape)}")
+            out = self.new_output(owner, weight.shape[0])
+            return self.add_layer(LayerSpec(owner, "linear", lin, out, **spec), node, x).out_layout
+        return self._norm_layer(node, op, owner, module, spec, args, x, lin)
+
+    def _norm_layer(self, node: fx.Node, op: str, owner: str, module: nn.Module, spec: dict, args: dict,
+                    x: fx.Node, lin: Layout) -> Optional[Layout]:
+        """A normalisation with per-channel parameters over the channel dimension: the layout passes through."""
+        in_shape = _shape(x)
+        weight = getattr(module, dict(spec["tensors"])["weight"])
+        if op == "batch_norm" and len(in_shape) not in (2, 4):
+            return self.unsupported(node, f"batch_norm {owner} on a tensor of rank {len(in_shape)}")
+        if op == "layer_norm" and not (len(in_shape) == 2 and tuple(args.get("normalized_shape", ())) == in_shape[1:]
+                                       and hasattr(module, "normalized_shape")):
+            return self.unsupported(node, f"layer_norm {owner} over other dimensions than the channels")
+        if op == "group_norm" and not (args.get("num_groups") == 1 and hasattr(module, "num_channels")):
+            return self.unsupported(node, f"group_norm {owner} with {args.get('num_groups')} groups")
+        if weight.dim() != 1 or weight.shape[0] != in_shape[1]:
+            return self.unsupported(node, f"{op} {owner} whose weight is not per channel")
+        return self.add_layer(LayerSpec(owner, "bn", None, lin, **spec), node, x).out_layout
 
     def _getitem(self, node: fx.Node) -> Any:
         src = node.args[0]
@@ -445,7 +594,7 @@ class _Analysis:
 
         layers: dict[str, LayerSpec] = {}
         for spec in self.layers.values():
-            new = LayerSpec(spec.name, spec.kind, remap(spec.in_layout), remap(spec.out_layout))
+            new = dataclasses.replace(spec, in_layout=remap(spec.in_layout), out_layout=remap(spec.out_layout))
             layers[spec.name] = new
             if new.kind in ("conv", "linear"):
                 for seg in new.in_layout.segs:
@@ -467,8 +616,7 @@ class _Analysis:
             return remap(layout)
 
         calls = [
-            ModuleCall(c.name, c.module_type, remap_known(c.in_layout), remap_known(c.out_layout), c.in_shape, c.out_shape,
-                       c.node, c.input, c.users)
+            dataclasses.replace(c, in_layout=remap_known(c.in_layout), out_layout=remap_known(c.out_layout))
             for c in self.calls
         ]
         return ChannelGraph(groups, layers, calls, self.notes)
