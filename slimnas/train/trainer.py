@@ -5,6 +5,12 @@ checkpoints are written atomically at every epoch end with the model, optimiser 
 learning rate is a pure function of the global step. A run killed at any moment (kill -9 included) and
 resumed continues from the last finished epoch with the same step count and schedule, and ends with the
 same weights as an uninterrupted run (on the same machine and thread count).
+
+A frozen teacher (``teacher=``, e.g. the original model before conversion) runs once per batch, in eval mode
+and without gradients, for a strategy that asks for it (:meth:`Strategy.wants_teacher`); its logits reach the
+strategy as ``StepContext.teacher``. It is not trained, not in the optimiser and not in the checkpoints: a
+checkpoint records its digest, and a resume with another teacher is refused. Under DDP each process runs its
+own copy on its own shard.
 """
 from __future__ import annotations
 
@@ -99,7 +105,8 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, strategy: Strategy, data: Datasets, config: TrainConfig,
-                 run_dir: Optional[Union[str, Path]] = None, device: Optional[Union[str, torch.device]] = None):
+                 run_dir: Optional[Union[str, Path]] = None, device: Optional[Union[str, torch.device]] = None,
+                 teacher: Optional[nn.Module] = None):
         self.config = config
         self.data = data
         self.strategy = strategy
@@ -116,6 +123,12 @@ class Trainer:
 
             self.forward_module = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer = build_optimizer(self.model, config)
+        self.teacher = self._frozen(teacher) if teacher is not None and strategy.wants_teacher() else None
+        if strategy.wants_teacher() and self.teacher is None:
+            raise SlimnasError(f"strategy {strategy.name!r} is set to learn from a frozen teacher "
+                               f"(teacher={strategy.options.teacher}) but none was given: give the original model's "
+                               "weights, or set teacher none")
+        self.teacher_digest = state_digest(self.teacher.state_dict(), {}) if self.teacher is not None else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.step = 0
         self.epoch = 0
@@ -129,6 +142,22 @@ class Trainer:
         self._evaluator: Optional[Evaluator] = None
 
     # -- helpers ---------------------------------------------------------------------------------------------
+    def _frozen(self, teacher: nn.Module) -> nn.Module:
+        own = {id(p) for p in self.model.parameters()}
+        if any(id(p) in own for p in teacher.parameters()):
+            raise SlimnasError("the teacher shares weights with the model being trained: give the original model "
+                               "(slimnas.convert copies it), not the supernet")
+        return teacher.to(self.device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def teacher_logits(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """The frozen teacher's float32 logits for batch ``x`` (None without a teacher)."""
+        if self.teacher is None:
+            return None
+        self.teacher.eval()  # nothing may switch it to training mode (its BN statistics stay the original's)
+        with self.autocast():
+            return self.teacher(x).float()
+
     @property
     def is_main(self) -> bool:
         return self.dist.is_main
@@ -160,6 +189,7 @@ class Trainer:
             "format": FORMAT, "epoch": self.epoch, "step": self.step, "strategy_name": self.strategy.name,
             "config": self.config.to_dict(), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "strategy": self.strategy.state_dict(),
+            "teacher_digest": self.teacher_digest,
         }, path)
 
     def load_checkpoint(self, path: Path) -> None:
@@ -175,6 +205,11 @@ class Trainer:
         if changed:
             raise SlimnasError(f"cannot resume {path} with different {', '.join(changed)}: the schedule would change; "
                                "use the run's original options (see config.json)")
+        if ck.get("teacher_digest") != self.teacher_digest:
+            had, has = ck.get("teacher_digest") is not None, self.teacher_digest is not None
+            what = "another teacher" if had and has else ("a teacher" if had else "no teacher")
+            raise SlimnasError(f"{path} was trained with {what} than this run gives: resume with the same teacher "
+                               "(the same original weights and strategy options)")
         self.strategy.load_state_dict(ck["strategy"])
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
@@ -252,7 +287,8 @@ class Trainer:
                     group["lr"] = lr
                 self.optimizer.zero_grad(set_to_none=True)
                 ctx = StepContext(self.forward_module, lambda loss: loss.backward(), self.autocast,
-                                  lambda t: mean_across(t, self.dist), rng, c.label_smoothing, self.step)
+                                  lambda t: mean_across(t, self.dist), rng, c.label_smoothing, self.step,
+                                  teacher=self.teacher_logits(x))
                 metrics = self.strategy.step(x, y, ctx)
                 if c.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)

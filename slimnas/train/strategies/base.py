@@ -30,6 +30,8 @@ class StepContext:
     rng: random.Random  # subnet sampling; identical on every process
     label_smoothing: float = 0.0
     step: int = 0  # global step (0-based) being taken
+    teacher: Optional[torch.Tensor] = None  # the frozen teacher's logits for this batch (float32, no grad); None: none
+
 
     def ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
@@ -38,6 +40,14 @@ class StepContext:
 def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against soft targets (in-place distillation)."""
     return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · KL(teacher ‖ student) on temperature-softened logits (batch mean; Hinton et al.'s scaling keeps the
+    gradient's size independent of T)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student.float() / t, -1), F.log_softmax(teacher.float() / t, -1),
+                    reduction="batchmean", log_target=True) * (t * t)
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,10 @@ class Strategy:
         self.space: Optional[SearchSpace] = space if space is not None else getattr(net, "space", None)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
+    def wants_teacher(self) -> bool:
+        """Whether the trainer should run its frozen teacher on every batch (its logits arrive as ``ctx.teacher``)."""
+        return False
+
     def step(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
         """Forward and backward the step's subnets (gradients accumulate); return metrics to log."""
         raise NotImplementedError

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...errors import SlimnasError
-from .base import StepContext
+from .base import StepContext, distill_loss
 from .registry import strategy
 from .plain import Plain
 
@@ -30,13 +29,6 @@ class DistillOptions:
             raise SlimnasError(f"alpha must be in [0, 1], got {self.alpha}")
         if not self.temperature > 0:
             raise SlimnasError(f"temperature must be positive, got {self.temperature}")
-
-
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T² · KL(teacher ‖ student) on temperature-softened logits (batch mean)."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student.float() / t, -1), F.log_softmax(teacher.float() / t, -1),
-                    reduction="batchmean", log_target=True) * (t * t)
 
 
 @strategy("distill")
