@@ -22,7 +22,8 @@ def default_table_dir(args: argparse.Namespace) -> Path:
 @command("profile", "Measure a latency table for a model's width space on this device (resumable).", """\
   slimnas profile mobilenet_v2 --num-classes 10 --input-size 32 --backend onnxruntime --threads 1
   slimnas profile mobilenet_v2 --input-size 224 --out latency_tables/mbv2_224   # rerun to resume
-  slimnas profile efficientnet_b0 --backend torch --device cuda --dtype fp16""")
+  slimnas profile efficientnet_b0 --backend torch --device cuda --dtype fp16
+  slimnas profile mobilenet_v2 --num-classes 10 --input-size 32 --dtype int8   # INT8 (onnxruntime, QDQ)""")
 def run(args: argparse.Namespace) -> int:
     if args.passes < 1:
         raise SlimnasError(f"--passes must be at least 1, got {args.passes}")
@@ -47,7 +48,9 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--threads", type=int, default=1, help="intra-op threads, fixed and recorded (default: 1)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16"))
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "int8"),
+                   help="fp32 (default); fp16 (torch/TensorRT on CUDA); int8: onnxruntime CPU, every unit and subnet "
+                        "timed as its statically quantized (QDQ) graph, with the settings model.int8.onnx is exported with")
     p.add_argument("--samples", type=int, default=30, help=f"timed samples per entry (at least {MIN_SAMPLES}; default: 30)")
     p.add_argument("--grid-step", type=int, default=2, help="coarse grid: every k-th candidate width (default: 2)")
     p.add_argument("--refine-tol", type=float, default=0.05, help="refine cells missing interpolation by more (default: 0.05)")

@@ -5,8 +5,8 @@ describe the machine a table is used on; the *model* keys (model name, input sha
 supernet it predicts for. Not every difference is alike (see ``latency_tables/README.md``):
 
 * refused (:data:`EXACT`): what changes which kernels run or what is timed: the CPU or GPU model
-  (``device_name``), backend, device, threads, batch, dtype, the backend's *major* version, and every model
-  key. :func:`mismatches` lists these; :func:`check` raises naming them.
+  (``device_name``), backend, device, threads, batch, dtype (and an INT8 table's quantizer settings), the
+  backend's *major* version, and every model key. :func:`mismatches` lists these; :func:`check` raises naming them.
 * warned (:data:`WARN`): what leaves the kernels but may shift the speed: the kernel build (``os``), the
   backend's minor and patch version, the core count, the host CPU of a GPU table. The reference probe timed
   here rescales the predictions to this machine's speed; :func:`check` warns once, naming the keys and the
@@ -24,9 +24,11 @@ from typing import Mapping
 from ..errors import SlimnasError
 from ..machine import cpu_model
 
-DEVICE_KEYS = ("device_name", "cpu_model", "cores", "os", "backend", "backend_version", "device", "threads", "dtype", "batch")
+DEVICE_KEYS = ("device_name", "cpu_model", "cores", "os", "backend", "backend_version", "device", "threads", "dtype", "batch",
+               "quantization")
 MODEL_KEYS = ("model", "input_shape", "space_hash")
-EXACT = ("device_name", "backend", "device", "threads", "dtype", "batch") + MODEL_KEYS
+# quantization: an INT8 table's quantizer settings (slimnas.quantize.SETTINGS); absent from FP32 tables
+EXACT = ("device_name", "backend", "device", "threads", "dtype", "batch", "quantization") + MODEL_KEYS
 WARN = ("cpu_model", "cores", "os")  # a CPU table's cpu_model is its device_name: that one is refused
 VERSION_PARTS_EXACT = {"backend_version": 1}  # leading version parts that must match (1: major); the rest warns
 

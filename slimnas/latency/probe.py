@@ -17,7 +17,7 @@ BASELINE_SIG = Signature("dwconv", (1, 1), (1, 1), (0, 0), (1, 1), False, False,
 
 def unit_workload(sig: Signature, cin: int, cout: int, batch: int = 1) -> Workload:
     return Workload(input_shape(sig, cin, batch), output_shape(sig, cout, batch),
-                    onnx=lambda: unit_onnx(sig, cin, cout, batch), torch=lambda: unit_torch(sig, cin, cout))
+                    onnx=lambda: unit_onnx(sig, cin, cout, batch), torch=lambda: unit_torch(sig, cin, cout), inner=True)
 
 
 def time_probe(backend: Backend, timing: TimingConfig) -> Timing:

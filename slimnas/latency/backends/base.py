@@ -11,6 +11,9 @@ from ...errors import SlimnasError
 from ..timing import Timing, TimingConfig, time_calls
 
 
+DTYPES = ("fp32", "fp16", "int8")
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     """Where and how workloads run."""
@@ -18,7 +21,7 @@ class BackendConfig:
     device: str = "cpu"  # cpu | cuda
     threads: int = 1  # intra-op threads (fixed and recorded)
     batch: int = 1
-    dtype: str = "fp32"  # fp32 | fp16
+    dtype: str = "fp32"  # fp32 | fp16 | int8 (int8: onnxruntime on the CPU, graphs quantized by slimnas.quantize)
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -27,8 +30,8 @@ class BackendConfig:
             raise SlimnasError(f"threads must be at least 1, got {self.threads}")
         if self.batch < 1:
             raise SlimnasError(f"batch must be at least 1, got {self.batch}")
-        if self.dtype not in ("fp32", "fp16"):
-            raise SlimnasError(f"dtype must be fp32 or fp16, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise SlimnasError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
 
 @dataclass
@@ -39,6 +42,9 @@ class Workload:
     output_shape: tuple[int, ...]
     onnx: Optional[Callable[[], bytes]] = None
     torch: Optional[Callable[[], object]] = None
+    # A piece of a network (a latency unit, the probe), not a whole one: quantized, it takes and gives the 8-bit
+    # tensors that flow between two INT8 layers rather than float ones (see slimnas.quantize.quantized_io).
+    inner: bool = False
 
 
 class Backend:

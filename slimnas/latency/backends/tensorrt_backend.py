@@ -22,8 +22,9 @@ def import_tensorrt():
     return trt
 
 
-def build_engine(onnx: bytes, fp16: bool = False) -> bytes:  # pragma: no cover - needs TensorRT + GPU
-    """A serialized TensorRT engine of an ONNX graph, built for the GPU of this machine (FP16 if asked)."""
+def build_engine(onnx: bytes, fp16: bool = False, int8: bool = False) -> bytes:  # pragma: no cover - needs TensorRT + GPU
+    """A serialized TensorRT engine of an ONNX graph, built for the GPU of this machine (FP16 if asked; INT8 for
+    a QDQ graph such as ``model.int8.onnx``: TensorRT's explicit quantization takes the graph's own scales)."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
@@ -34,6 +35,8 @@ def build_engine(onnx: bytes, fp16: bool = False) -> bytes:  # pragma: no cover 
     cfg = builder.create_builder_config()
     if fp16:
         cfg.set_flag(trt.BuilderFlag.FP16)
+    if int8:
+        cfg.set_flag(trt.BuilderFlag.INT8)
     data = builder.build_serialized_network(network, cfg)
     if data is None:
         raise SlimnasError("TensorRT could not build an engine from the graph (see its log above)")
@@ -46,6 +49,8 @@ class TensorRTBackend(Backend):
 
     def __init__(self, config: BackendConfig):
         super().__init__(config)
+        if config.dtype == "int8":
+            raise SlimnasError("the tensorrt backend does not time INT8 tables yet; use --backend onnxruntime --dtype int8")
         trt = import_tensorrt()
         import torch
 

@@ -26,6 +26,8 @@ class TorchBackend(Backend):
         self.torch = torch
         if config.device == "cuda" and not torch.cuda.is_available():
             raise SlimnasError("--device cuda: torch sees no CUDA device here; use --device cpu")
+        if config.dtype == "int8":
+            raise SlimnasError("the torch backend cannot time INT8 graphs; use --backend onnxruntime --dtype int8")
         if config.dtype == "fp16" and config.device != "cuda":
             raise SlimnasError("--dtype fp16 is timed on CUDA only; use --dtype fp32 on the CPU")
 
