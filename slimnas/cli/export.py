@@ -12,9 +12,11 @@ from .common import add_tensorrt_arguments
   slimnas export runs/demo --out deploy/                       # the fine-tuned model of a `slimnas slim` run
   slimnas export runs/cafe --subnet runs/cafe_search/subnet.json --out deploy/   # a subnet of a `slimnas train` run
   slimnas export runs/demo --tensorrt --fp16 --out deploy/     # needs pip install slimnas[trt] and a GPU
-  slimnas export runs/demo --fixed-batch --batch 8 --out deploy/   # model.onnx at batch 8 (default: dynamic batch)""")
+  slimnas export runs/demo --fixed-batch --batch 8 --out deploy/   # model.onnx at batch 8 (default: dynamic batch)
+  slimnas export runs/demo --int8 --int8-calibration 512 --out deploy/   # + model.int8.onnx (onnxruntime QDQ)""")
 def run(args: argparse.Namespace) -> int:
-    config = ExportConfig(onnx=not args.no_onnx, tensorrt=args.tensorrt, fp16=args.fp16, opset=args.opset)
+    config = ExportConfig(onnx=not args.no_onnx, tensorrt=args.tensorrt, fp16=args.fp16, opset=args.opset,
+                          int8=args.int8, int8_calibration=args.int8_calibration)
     export(args.run, args.out, args.subnet, config, batch=args.batch, device=args.device,
            dynamic_batch=not args.fixed_batch)
     return 0
@@ -33,4 +35,9 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fixed-batch", action="store_true",
                    help="model.onnx with a fixed batch of --batch instead of its dynamic batch axis")
     p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--int8", action="store_true",
+                   help="also model.int8.onnx: onnxruntime static quantization (QDQ), calibrated on training images, "
+                        "its test accuracy measured in onnxruntime")
+    p.add_argument("--int8-calibration", type=int, default=256, metavar="N",
+                   help="training images to calibrate model.int8.onnx on (default: 256)")
     p.add_argument("--device", help="torch device to rebuild the supernet on (default: cpu/cuda)")

@@ -49,7 +49,7 @@ class LatencyConfig:
     device: str = "cpu"  # cpu | cuda
     threads: int = 1  # intra-op threads (fixed and recorded)
     batch: int = 1
-    dtype: str = "fp32"  # fp32 | fp16
+    dtype: str = "fp32"  # fp32 | fp16 | int8 (onnxruntime CPU: tables, timings and model.int8.onnx quantized alike)
     rounds: int = 10  # interleaved rounds of every end-to-end timing; a model's latency is its quietest round's median
     samples: int = 100  # timed samples per model in an end-to-end timing (over all rounds)
     steady_pct: float = 5.0  # a timing whose even and odd rounds disagree by this much or more is repeated
@@ -154,10 +154,16 @@ class ExportConfig:
     tensorrt: Optional[bool] = None  # model.engine; None: where TensorRT and a GPU are present, else skipped
     fp16: bool = False  # build the TensorRT engine in FP16
     opset: int = 17
+    # model.int8.onnx (onnxruntime static QDQ quantization, slimnas.quantize.SETTINGS), also written whenever
+    # latency.dtype is int8; its test accuracy is measured in onnxruntime. With TensorRT: model.int8.engine too.
+    int8: bool = False
+    int8_calibration: int = 256  # training images (evaluation transform) the INT8 ranges are calibrated on
 
     def __post_init__(self) -> None:
         if not 7 <= self.opset <= 23:  # what torch.onnx exports (ONNX_MIN_OPSET..ONNX_MAX_OPSET of torch 2.x)
             raise SlimnasError(f"opset must be an ONNX opset between 7 and 23, got {self.opset}")
+        if self.int8_calibration < 1:
+            raise SlimnasError(f"export.int8_calibration must be at least 1 training image, got {self.int8_calibration}")
 
 
 @dataclass(frozen=True)

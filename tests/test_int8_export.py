@@ -1,0 +1,109 @@
+"""model.int8.onnx: onnxruntime static quantization calibrated on training images, written only if onnxruntime
+runs it, its accuracy that of the INT8 graph in onnxruntime on the test split; missing calibration data refused."""
+from __future__ import annotations
+
+import json
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import slimnas
+from slimnas import SlimnasError
+from slimnas.data import DataConfig, load_data, make_loader
+from slimnas.export import onnx_metadata
+from slimnas.pipeline import ExportConfig
+from slimnas.pipeline.exports import write_exports
+from slimnas.quantize import SETTINGS, int8_ops
+from tests.conftest import calibrate
+from tests.nets import TinyNet
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(DataConfig("digits", image_size=SIZE, train_subset=200, test_subset=120))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    net = slimnas.convert(calibrate(TinyNet(10), (3, SIZE, SIZE)), SIZE).eval()
+    return slimnas.export_subnet(net, net.space.uniform(0.5)).eval()
+
+
+def _ort_top1(path, dataset) -> float:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    right = n = 0
+    for x, y in make_loader(dataset, 50):
+        right += int((sess.run(None, {"input": x.numpy()})[0].argmax(1) == y.numpy()).sum())
+        n += len(y)
+    return right / n
+
+
+def test_model_int8_onnx_is_quantized_runs_and_is_scored_in_onnxruntime(tmp_path, model, data):
+    done = write_exports(model, tmp_path, (3, SIZE, SIZE), ExportConfig(tensorrt=False, int8=True, int8_calibration=40),
+                         data=data)
+    path = tmp_path / "model.int8.onnx"
+    assert "model.int8.onnx" in done["files"] and path.is_file()
+    ops = int8_ops(path)
+    assert ops.get("QuantizeLinear", 0) >= 1 and ops.get("DequantizeLinear", 0) >= 1
+    info = done["int8"]
+    assert info["written"] and info["quantization"] == SETTINGS.describe() and info["calibration_images"] == 40
+    # the accuracy is the INT8 graph's, run by onnxruntime on the test split (not the torch model's)
+    assert info["test_images"] == len(data.test) and info["accuracy_from"].startswith("onnxruntime")
+    assert info["test_top1"] == pytest.approx(_ort_top1(path, data.test))
+    assert info["onnx_fp32_test_top1"] == pytest.approx(_ort_top1(tmp_path / "model.onnx", data.test))
+    meta = onnx_metadata(path)
+    assert meta["quantization"]["calibration_images"] == 40 and meta["format"] == "slimnas.onnx/1"
+    assert "model.int8.engine: TensorRT is not installed (pip install slimnas[trt])" in done["skipped"] or \
+        "model.int8.engine" in " ".join(done["skipped"] + done["files"])
+    json.dumps(done)  # goes into exports.json as it is
+
+
+def test_an_int8_latency_target_exports_int8_too(tmp_path, model, data):
+    done = write_exports(model, tmp_path, (3, SIZE, SIZE), ExportConfig(tensorrt=False, int8_calibration=8), data=data,
+                         dtype="int8")
+    assert (tmp_path / "model.int8.onnx").is_file() and done["int8"]["written"]
+    (tmp_path / "fp32").mkdir()
+    plain = write_exports(model, tmp_path / "fp32", (3, SIZE, SIZE), ExportConfig(tensorrt=False), data=data)
+    assert "int8" not in plain and not (tmp_path / "fp32" / "model.int8.onnx").exists()
+
+
+def test_missing_calibration_data_is_refused_before_anything_is_written(tmp_path, model):
+    with pytest.raises(SlimnasError, match="calibration images from the training split"):
+        write_exports(model, tmp_path, (3, SIZE, SIZE), ExportConfig(tensorrt=False, int8=True), data=None)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(SlimnasError, match="int8_calibration"):
+        ExportConfig(int8=True, int8_calibration=0)
+
+
+def test_a_quantized_graph_that_does_not_run_is_not_written(tmp_path, model, data, monkeypatch):
+    """The quantizer's graph is broken for real (an op onnxruntime has no kernel for): onnxruntime refuses
+    to run it, so model.int8.onnx is skipped with the reason and nothing half-written is left."""
+    import slimnas.quantize as q
+
+    real = q.quantize_onnx
+
+    def broken(*args, **kwargs):
+        m = onnx.load_from_string(real(*args, **kwargs))
+        next(n for n in m.graph.node if n.op_type == "DequantizeLinear").op_type = "DequantizeLinearNowhere"
+        return m.SerializeToString()
+
+    monkeypatch.setattr(q, "quantize_onnx", broken)
+    done = write_exports(model, tmp_path, (3, SIZE, SIZE), ExportConfig(tensorrt=False, int8=True, int8_calibration=8),
+                         data=data)
+    assert not done["int8"]["written"] and "cannot run" in done["int8"]["reason"]
+    assert not (tmp_path / "model.int8.onnx").exists() and "model.int8.onnx" not in done["files"]
+    assert any(s.startswith("model.int8.onnx: onnxruntime cannot run") for s in done["skipped"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_export_cli_int8_without_a_loadable_run_is_one_line(tmp_path, capsys):
+    from slimnas.cli import main
+
+    assert main(["export", str(tmp_path), "--int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
