@@ -88,8 +88,8 @@ class CostModel:
                 k = math.prod(weight.shape[2:])
                 if spec.kind == "conv":
                     terms.add(sp_out * k, lf_in, lf_out)
-                else:
-                    terms.add(sp_out * k, lf_out)
+                else:  # depthwise or grouped: weight.shape[1] inputs per output
+                    terms.add(sp_out * k * weight.shape[1], lf_out)
             elif call.op == "linear":
                 terms.add(math.prod(out_shape[:-1]), lf_in, lf_out)
             elif call.op == "batch_norm":
@@ -102,8 +102,8 @@ class CostModel:
             k = math.prod(module.kernel_size)
             if spec is not None and spec.kind == "conv":
                 terms.add(sp_out * k, lf_in, lf_out)
-            elif spec is not None and spec.kind == "dwconv":
-                terms.add(sp_out * k, lf_out)
+            elif spec is not None and spec.kind in ("dwconv", "gconv"):  # in_channels/groups inputs per output
+                terms.add(sp_out * k * (module.in_channels // module.groups), lf_out)
             else:
                 terms.add(float(math.prod(out_shape) * (in_shape[1] // module.groups) * k), [(CONST, 1.0)])
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -132,7 +132,8 @@ class CostModel:
         lf_out = _linear_form(spec.out_layout, 0)
         if spec.op:  # a module's functional layer: its parameters by role
             weight = getattr(module, spec.tensor("weight"))
-            per = math.prod(weight.shape[2:]) if spec.kind in ("conv", "dwconv") else 1
+            per = math.prod(weight.shape[2:]) if spec.kind in ("conv", "dwconv", "gconv") else 1
+            per *= weight.shape[1] if spec.kind in ("dwconv", "gconv") else 1
             if spec.kind in ("conv", "linear"):
                 terms.add(float(per), _linear_form(spec.in_layout, 0), lf_out)
             else:
@@ -143,8 +144,8 @@ class CostModel:
         bias = getattr(module, "bias", None) is not None
         if spec.kind == "conv":
             terms.add(math.prod(module.kernel_size), _linear_form(spec.in_layout, 0), lf_out)
-        elif spec.kind == "dwconv":
-            terms.add(math.prod(module.kernel_size), lf_out)
+        elif spec.kind in ("dwconv", "gconv"):
+            terms.add(math.prod(module.kernel_size) * (module.in_channels // module.groups), lf_out)
         elif spec.kind == "linear":
             terms.add(1.0, _linear_form(spec.in_layout, 0), lf_out)
         elif spec.kind == "bn":

@@ -8,7 +8,7 @@ afterwards "the first c channels" are the c most important ones.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 from torch import nn
@@ -58,6 +58,19 @@ def channel_importance(graph: ChannelGraph, layers: Mapping[str, nn.Module]) -> 
     return scores
 
 
-def importance_order(scores: Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-    """Most important first; ties keep their stored order."""
-    return {g: torch.argsort(-s, stable=True) for g, s in scores.items()}
+def importance_order(scores: Mapping[int, torch.Tensor], multiples: Optional[Mapping[int, int]] = None
+                     ) -> dict[int, torch.Tensor]:
+    """Most important first; ties keep their stored order.
+
+    A group feeding a grouped conv (``multiples[g]`` channels per conv group) is reordered in whole blocks of
+    that many channels, by their summed importance: a grouped conv's channels cannot leave their group.
+    """
+    out = {}
+    for g, s in scores.items():
+        q = (multiples or {}).get(g, 1)
+        if q > 1:
+            blocks = torch.argsort(-s.reshape(-1, q).sum(1), stable=True)
+            out[g] = (blocks[:, None] * q + torch.arange(q)[None, :]).reshape(-1)
+        else:
+            out[g] = torch.argsort(-s, stable=True)
+    return out

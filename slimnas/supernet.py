@@ -31,6 +31,9 @@ class ConvertConfig:
     space: SpaceConfig = field(default_factory=SpaceConfig)
     reorder: bool = True  # permute each group's channels into importance order (function-preserving)
     freeze: tuple[str, ...] = ()  # group names to keep at their checkpoint width
+    # Grouped convs with as many outputs as inputs (ResNeXt, RegNet) searchable in whole conv groups. Opt-in for
+    # now: it changes the space of every model with such a conv (the test nets' figures were fixed without it).
+    grouped: bool = False
 
 
 def _input_example(input_shape: Union[int, Sequence[int]]) -> torch.Tensor:
@@ -153,6 +156,17 @@ def stored_widths(graph: ChannelGraph, space: SearchSpace) -> dict[int, int]:
     return {i: (space[g.name].max_width if g.name in space else g.width) for i, g in enumerate(graph.groups)}
 
 
+def _in_multiples(widths: Sequence[int], group) -> tuple[int, ...]:
+    """Candidate widths of a group feeding a grouped conv: whole conv groups (multiples of ``group.multiple``)."""
+    q = group.multiple
+    if q == 1:
+        return tuple(widths)
+    out = {group.width}
+    for w in widths:
+        out.add(max(group.width, w // q * q) if w > group.width else min(group.width, max(q, round(w / q) * q)))
+    return tuple(sorted(out))
+
+
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, attr = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
@@ -182,11 +196,11 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
             space_config = SpaceConfig(**{**config.space.__dict__, **fields})
         except TypeError as exc:
             raise SlimnasError(f"unknown search-space option ({exc})") from None
-        config = ConvertConfig(space_config, config.reorder, config.freeze)
+        config = ConvertConfig(space_config, config.reorder, config.freeze, config.grouped)
     example = _input_example(input_shape)
     model = copy.deepcopy(model)
     gm, notes = trace(model, example)
-    graph = analyse(gm, notes)
+    graph = analyse(gm, notes, grouped=config.grouped)
     for name in config.freeze:
         try:
             graph.group(name).frozen = graph.group(name).frozen or "frozen by request"
@@ -208,7 +222,7 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
         _replace(model, name, layers[name])
 
     if config.reorder:
-        order = importance_order(channel_importance(graph, layers))
+        order = importance_order(channel_importance(graph, layers), {i: g.multiple for i, g in enumerate(graph.groups)})
         sizes = {i: g.width for i, g in enumerate(graph.groups)}
         for name, spec in graph.layers.items():
             perm = lambda layout: layout.index(sizes, order.get) if layout is not None else None  # noqa: E731
@@ -217,7 +231,7 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
     choices = []
     for g in graph.groups:
         if g.searchable:
-            choices.append(GroupChoices(g.name, g.width, candidate_widths(g.width, config.space)))
+            choices.append(GroupChoices(g.name, g.width, _in_multiples(candidate_widths(g.width, config.space), g)))
     space = SearchSpace(choices)
 
     # Broadening: make room for channels beyond the checkpoint's width (function-preserving at the start).

@@ -47,7 +47,7 @@ def test_squeeze_excitation_ties_gate_to_feature_map():
 
 def test_test_cnn_concat_grouped_conv_and_flatten():
     graph = groups_of(TinyNet(), size=16)
-    # grouped conv: frozen and reported by module name
+    # grouped conv: frozen and reported by module name (searchable only with grouped=True: test_trace_grouped.py)
     stem = group_with(graph, "stem.0", "out")
     assert stem.frozen and "grouped" in stem.frozen and "grouped.0" in stem.frozen
     assert any("grouped.0" in n for n in graph.notes)

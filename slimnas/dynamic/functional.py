@@ -20,7 +20,7 @@ from torch import nn
 from .base import DynamicMixin, count, grown, take
 
 # Size attributes a layer's forward may read, by kind and side.
-_OUT_ATTRS = {"conv": ("out_channels",), "dwconv": ("out_channels", "in_channels", "groups"),
+_OUT_ATTRS = {"conv": ("out_channels",), "dwconv": ("out_channels", "in_channels"), "gconv": ("out_channels", "in_channels"),
               "linear": ("out_features",), "bn": ("num_features", "num_channels")}
 _IN_ATTRS = {"conv": ("in_channels",), "linear": ("in_features",)}
 _STATE = ("active_in", "active_out", "kind", "roles", "depthwise")
@@ -53,6 +53,8 @@ class FunctionalLayer(DynamicMixin):
         for attr in _OUT_ATTRS[self.kind]:
             if hasattr(self, attr):
                 sizes[attr] = n_out
+        if self.kind in ("dwconv", "gconv"):  # the group count follows the width
+            sizes["groups"] = n_out // weight.shape[1]
         if self.kind == "bn" and hasattr(self, "normalized_shape"):
             sizes["normalized_shape"] = (n_out,)
         for attr in _IN_ATTRS.get(self.kind, ()):

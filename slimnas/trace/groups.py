@@ -64,7 +64,8 @@ _RESHAPE = {"view", "reshape"}
 class LayerSpec:
     """A parameterised layer whose weights the supernet slices.
 
-    ``kind`` is ``conv``, ``dwconv`` (depthwise: input and output are the same group), ``bn`` (any per-channel
+    ``kind`` is ``conv``, ``dwconv`` (depthwise: input and output are the same group), ``gconv`` (grouped with
+    as many outputs as inputs: the same group too, its group count following the width), ``bn`` (any per-channel
     normalisation: BatchNorm, and LayerNorm/GroupNorm over the channels) or ``linear``. Layouts name group
     indices (see :class:`ChannelGraph`). ``in_layout`` is ``None`` for ``bn``. ``op`` is the functional op the
     layer was found by (empty for a plain torch layer module), and ``tensors`` maps each role (``weight``,
@@ -109,6 +110,7 @@ class ChannelGroup:
     width: int
     members: list[tuple[str, str]] = field(default_factory=list)  # (layer name, role: out|in|dw|bn)
     frozen: Optional[str] = None
+    multiple: int = 1  # widths must be multiples of this (the group width of a grouped conv), whole groups kept
 
     @property
     def searchable(self) -> bool:
@@ -210,8 +212,9 @@ def _nodes_in(arg: Any) -> Iterable[fx.Node]:
 
 
 class _Analysis:
-    def __init__(self, gm: fx.GraphModule, notes: list[str]):
+    def __init__(self, gm: fx.GraphModule, notes: list[str], grouped: bool = False):
         self.gm = gm
+        self.grouped = grouped
         self.root: nn.Module = gm.meta.get("root", gm)  # the traced model itself (owners of functional layers)
         self.sp = _Spaces()
         self.layout: dict[fx.Node, Any] = {}
@@ -221,6 +224,7 @@ class _Analysis:
         self.out_space: dict[str, int] = {}  # layer name -> the space its output creates (reused on re-calls)
         self.leaf_calls: set[str] = set()  # modules called as a whole (a functional layer must not own them)
         self.functional_owners: set[str] = set()  # modules whose layer was found inside their forward
+        self.multiple: dict[int, int] = {}  # space -> the group width of a grouped conv it feeds
         self.producers: list[tuple[int, str]] = []  # (space, layer) in graph order, for naming groups
 
     # -- helpers -----------------------------------------------------------------------------------------
@@ -328,6 +332,10 @@ class _Analysis:
                 return self.add_layer(LayerSpec(name, "conv", lin, out), node).out_layout
             if m.groups == m.in_channels == m.out_channels and len(lin.segs) == 1 and lin.inner == 1:
                 return self.add_layer(LayerSpec(name, "dwconv", lin, lin), node).out_layout
+            if self.grouped and m.in_channels == m.out_channels and len(lin.segs) == 1 and lin.inner == 1:
+                # the group count follows the width; each group keeps its in_channels/groups channels
+                self.multiple[lin.segs[0].space] = m.in_channels // m.groups
+                return self.add_layer(LayerSpec(name, "gconv", lin, lin), node).out_layout
             return self.unsupported(node, f"grouped conv {name} (groups={m.groups})")
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and type(m) in (nn.BatchNorm2d, nn.BatchNorm1d):
             if lin is None or in_shape is None or len(in_shape) not in (2, 4) or not m.affine:
@@ -462,6 +470,11 @@ class _Analysis:
             if (groups == in_shape[1] == weight.shape[0] and weight.shape[1] == 1 and isinstance(module, nn.Conv2d)
                     and module.groups == groups and len(lin.segs) == 1 and lin.inner == 1):
                 return self.add_layer(LayerSpec(owner, "dwconv", lin, lin, **spec), node, x).out_layout
+            if (self.grouped and weight.shape[0] == in_shape[1] == groups * weight.shape[1]
+                    and isinstance(module, nn.Conv2d) and module.groups == groups and len(lin.segs) == 1
+                    and lin.inner == 1):
+                self.multiple[lin.segs[0].space] = int(weight.shape[1])
+                return self.add_layer(LayerSpec(owner, "gconv", lin, lin, **spec), node, x).out_layout
             return self.unsupported(node, f"grouped conv {owner} (groups={groups})")
         if op == "linear":
             if len(in_shape) != 2 or weight.dim() != 2:
@@ -601,9 +614,12 @@ class _Analysis:
                     groups[seg.space].members.append((spec.name, "in"))
                 groups[new.out_layout.segs[0].space].members.append((spec.name, "out"))
             else:
-                role = "dw" if new.kind == "dwconv" else "bn"
+                role = "dw" if new.kind in ("dwconv", "gconv") else "bn"
                 for seg in new.out_layout.segs:
                     groups[seg.space].members.append((spec.name, role))
+        for space, q in self.multiple.items():
+            g = groups[index[sp.find(space)]]
+            g.multiple = math.lcm(g.multiple, q)
         for g in groups:
             if g.searchable and not any(role in ("out", "dw") for _, role in g.members):
                 g.frozen = "no layer produces these channels"
@@ -622,8 +638,12 @@ class _Analysis:
         return ChannelGraph(groups, layers, calls, self.notes)
 
 
-def analyse(gm: fx.GraphModule, notes: Optional[list[str]] = None) -> ChannelGraph:
-    """Find the channel groups of a traced, shape-annotated graph module (see :func:`slimnas.trace.trace`)."""
-    analysis = _Analysis(gm, notes or [])
+def analyse(gm: fx.GraphModule, notes: Optional[list[str]] = None, grouped: bool = False) -> ChannelGraph:
+    """Find the channel groups of a traced, shape-annotated graph module (see :func:`slimnas.trace.trace`).
+
+    ``grouped`` makes grouped convs with as many outputs as inputs searchable (whole conv groups); without it
+    they are frozen and named, as before.
+    """
+    analysis = _Analysis(gm, notes or [], grouped)
     analysis.run()
     return analysis.result()

@@ -1,0 +1,102 @@
+"""Grouped (non-depthwise) convolutions: the group count follows the width, each group keeps its width.
+
+A grouped conv with as many output as input channels (ResNeXt's and RegNet's 3x3) ties its input and output
+channels into one group whose widths are multiples of the group width; a subnet keeps whole groups, and the
+export is a plain ``nn.Conv2d`` with fewer groups. Opt-in (``ConvertConfig(grouped=True)``) for now.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+import thop
+from thop.profile import register_hooks
+import torch
+import torchvision
+from torch import nn
+
+import slimnas
+from slimnas.supernet import ConvertConfig
+from tests.conftest import calibrate
+from tests.nets import conv_bn
+
+
+GROUPED = ConvertConfig(grouped=True)
+
+
+class Grouped(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = conv_bn(3, 32, 3)
+        self.grouped = conv_bn(32, 32, 3, groups=4)  # group width 8
+        self.head = conv_bn(32, 48, 1)
+        self.fc = nn.Linear(48, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.head(self.grouped(self.stem(x))).mean((2, 3)))
+
+
+def test_grouped_conv_ties_input_and_output_in_multiples_of_its_group_width():
+    assert not slimnas.convert(Grouped(), 16).space.names().count("stem.0")  # off by default: frozen
+    net = slimnas.convert(Grouped(), 16, GROUPED)
+    g = next(g for g in net.graph.groups if ("stem.0", "out") in g.members)
+    assert g.searchable and ("grouped.0", "dw") in g.members and g.multiple == 8
+    assert all(c % 8 == 0 for c in net.space[g.name].choices) and net.space[g.name].choices[0] == 8
+
+
+@pytest.mark.parametrize("name", ["resnext50_32x4d", "regnet_x_400mf", "regnet_y_400mf"])
+@torch.no_grad()
+def test_grouped_models_shrink_and_export_as_plain_grouped_convs(name, tmp_path):
+    torch.manual_seed(0)
+    model = calibrate(torchvision.models.get_model(name, num_classes=10), (3, 64, 64))
+    net = slimnas.convert(model, 64, GROUPED).eval()
+    assert not [n for n in net.graph.notes if "grouped" in n], net.graph.notes[:3]
+    assert net.flops(net.space.min()) / net.flops(net.space.original()) < 0.3
+    x = torch.randn(1, 3, 64, 64)
+    assert float((net(x) - model(x)).abs().max()) <= 1e-4
+    rng = random.Random(1)
+    for i, subnet in enumerate([net.space.min(), net.space.sample(rng)]):
+        net.set_subnet(subnet)
+        plain = slimnas.export_subnet(net, subnet).eval()
+        assert type(plain) is type(model)
+        assert float((net(x) - plain(x)).abs().max()) <= 1e-5
+        macs, params = thop.profile(plain, inputs=(x,), verbose=False)
+        assert net.flops(subnet) == pytest.approx(macs, rel=0.01) and net.params(subnet) == pytest.approx(params, rel=0.01)
+        path = slimnas.export_onnx(plain, tmp_path / f"{i}.onnx", (3, 64, 64))
+        assert slimnas.export.onnx_max_abs_diff(plain, path, x) <= 1e-4
+
+
+class PaddedConv(nn.Conv2d):
+    """A Conv2d subclass that pads itself and calls F.conv2d with its own groups (like timm's Conv2dSame)."""
+
+    def forward(self, x):
+        x = torch.nn.functional.pad(x, (1, 1, 1, 1))
+        return torch.nn.functional.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+@torch.no_grad()
+def test_functional_grouped_conv_of_a_conv_subclass_exports_as_its_class(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(conv_bn(3, 32, 1), PaddedConv(32, 32, 3, groups=8), nn.BatchNorm2d(32), nn.ReLU(),
+                          nn.Conv2d(32, 16, 1), nn.Flatten(), nn.Linear(16 * 16 * 16, 10))
+    model = calibrate(model, (3, 16, 16))
+    net = slimnas.convert(model, 16, GROUPED).eval()
+    assert net.graph.layers["1"].kind == "gconv" and not net.graph.notes
+    g = next(g for g in net.graph.groups if ("1", "dw") in g.members)
+    assert g.multiple == 4 and net.space[g.name].choices[0] == 8
+    x = torch.randn(2, 3, 16, 16)
+    net.set_subnet(net.space.min())
+    plain = slimnas.export_subnet(net).eval()
+    assert type(plain[1]) is PaddedConv and plain[1].groups == 2 and plain[1].weight.shape == (8, 4, 3, 3)
+    assert float((net(x) - plain(x)).abs().max()) <= 1e-5
+    macs, _ = thop.profile(plain, inputs=(x[:1],), verbose=False, custom_ops={PaddedConv: register_hooks[nn.Conv2d]})
+    assert net.flops() == pytest.approx(macs, rel=0.01)
+    assert net.params() == sum(p.numel() for p in plain.parameters())
+
+
+def test_grouped_conv_widening_its_channels_is_frozen_and_named():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 32, 3, groups=4), nn.Flatten(), nn.Linear(32 * 12 * 12, 4))
+    net = slimnas.convert(model, 16, GROUPED)
+    g = next(g for g in net.graph.groups if ("0", "out") in g.members)
+    assert g.frozen and "grouped conv 1 (groups=4) at 1 (" in g.frozen
+    assert any(n.startswith("grouped conv 1 (groups=4)") for n in net.graph.notes)
