@@ -4,13 +4,19 @@ Search calls this thousands of times, so everything that can be cached is: the c
 batches are decoded and transformed once and kept as tensors on the device. Recalibration touches only the
 channels the active subnet uses, and by default the supernet's statistics are restored afterwards, so scoring
 one subnet never changes the score of another.
+
+A score is an estimate with an error bar: :class:`EvalResult` keeps the per-image outcomes (correct or not, and
+the cross-entropy), so a score carries its standard error and two subnets scored on the same images can be
+compared paired (:func:`paired_difference`), which cancels the images' own difficulty from the comparison.
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,11 +27,45 @@ from .errors import SlimnasError
 from .subnet import Subnet
 
 
+ESTIMATORS = ("top1", "loss")  # per image: 1 if the top-1 prediction is right; minus the cross-entropy
+
+
 @dataclass(frozen=True)
 class EvalResult:
     top1: float  # fraction of correct top-1 predictions
     loss: float  # mean cross-entropy
     n: int  # images scored
+    correct: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # bool per image, in order
+    losses: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # cross-entropy per image
+
+    def values(self, estimator: str = "top1") -> np.ndarray:
+        """The per-image values whose mean is the score (higher is better): correct (0/1), or minus the loss."""
+        if self.correct is None or self.losses is None:
+            raise SlimnasError("this evaluation kept no per-image values")
+        if estimator == "top1":
+            return self.correct.astype(np.float64)
+        if estimator == "loss":
+            return -self.losses.astype(np.float64)
+        raise SlimnasError(f"unknown estimator {estimator!r}; use one of: {', '.join(ESTIMATORS)}")
+
+    def se(self, estimator: str = "top1") -> float:
+        """Standard error of the score's mean over the images."""
+        return standard_error(self.values(estimator))
+
+
+def standard_error(values: np.ndarray) -> float:
+    """The standard error of the mean of ``values`` (0 for fewer than two)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean of ``a - b`` over the same images, and its standard error (paired: per-image differences)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise SlimnasError(f"paired scores need the same images: {a.shape[0]} vs {b.shape[0]} values")
+    d = a - b
+    return float(d.mean()), standard_error(d)
 
 
 def _batches(dataset: Dataset, batch_size: int, limit: Optional[int], seed: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -101,16 +141,17 @@ def bn_state_restored(model: nn.Module) -> Iterator[None]:
 def accuracy(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> EvalResult:
     was_training = model.training
     model.eval()
-    correct, loss, n = 0, 0.0, 0
+    correct, losses = [], []
     try:
         for x, y in batches:
             out = model(x).float()
-            correct += int((out.argmax(1) == y).sum())
-            loss += float(F.cross_entropy(out, y, reduction="sum"))
-            n += len(y)
+            correct.append((out.argmax(1) == y).cpu())
+            losses.append(F.cross_entropy(out, y, reduction="none").cpu())
     finally:
         model.train(was_training)
-    return EvalResult(correct / n, loss / n, n)
+    c = torch.cat(correct).numpy()
+    l = torch.cat(losses).double().numpy()
+    return EvalResult(float(c.mean()), float(l.mean()), len(c), c, l.astype(np.float32))
 
 
 class Evaluator:
@@ -133,12 +174,16 @@ class Evaluator:
                 recalibrate_bn(model, self.calib)
             return accuracy(model, self.val)
 
-    def best_of(self, net, candidates: Sequence[Subnet]) -> tuple[EvalResult, Subnet]:
-        """Score each candidate (arrangements of one width choice); the best top-1 (then lowest loss) wins."""
+    def best_of(self, net, candidates: Sequence[Subnet], estimator: str = "top1") -> tuple[EvalResult, Subnet]:
+        """Score each candidate (arrangements of one width choice); the best by ``estimator`` wins (top-1: ties
+        go to the lower loss)."""
+        def key(r: EvalResult) -> tuple:
+            return (r.top1, -r.loss) if estimator == "top1" else (-r.loss, r.top1)
+
         best, best_sub = None, None
         for cand in candidates:
             r = self.evaluate(net, cand)
-            if best is None or r.top1 > best.top1 or (r.top1 == best.top1 and r.loss < best.loss):
+            if best is None or key(r) > key(best):
                 best, best_sub = r, cand
         if best is None:
             raise SlimnasError("no candidate subnet to score")

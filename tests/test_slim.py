@@ -71,7 +71,9 @@ def test_slim_writes_every_output(run):
                      "repeat error: even vs odd rounds", "predicted latency",
                      "FLOPs", "params", "validation top-1", "test top-1", "Wall time per stage", "cpu_model",
                      "slimnas slim --config", "to match the original's measured latency",
-                     "model.engine: TensorRT is not installed (pip install slimnas[trt])"):
+                     "model.engine: TensorRT is not installed (pip install slimnas[trt])",
+                     "## The pick", "of the latency budget** by measurement", "Why: ", "(supernet estimate ± SE)",
+                     "| budget share |"):
         assert fragment in report, fragment
     assert load_config(out / "config.yaml").constraints == ("latency<=0.8x",)
 
@@ -165,7 +167,7 @@ def test_a_trained_supernet_run_is_reused_with_its_model_data_and_space(run, tmp
     out, _ = run
     config = load_config(out / "config.yaml", [{"supernet": {"run": str(out / "supernet")}, "model": {"name": "resnet18"},
                                                "constraints": ["latency<=0.9x"]}])
-    plan = prepare(config, tmp_path / "reuse", log=lambda m: None)
+    plan = prepare(config, tmp_path / "reuse")
     assert not (tmp_path / "reuse").exists(), "prepare writes nothing"
     assert plan.config.model.name == "tests.nets:tiny_net" and plan.config.base is None
     assert plan.config.supernet.strategy == "cafenet" and plan.config.space.ratios == (0.25, 0.5, 0.75, 1.0)

@@ -105,12 +105,12 @@ def test_fitness_scores_each_subnet_once_and_keeps_its_arrangement(digits, tmp_p
     assert path.read_text().endswith("cut-by-a-ki")  # readers never write; the next append repairs it
 
 
-def test_verification_takes_the_most_accurate_and_narrows_after_a_miss():
-    pareto = pd.DataFrame({"hash": list("abcdef"), "accuracy": [0.9, 0.85, 0.8, 0.7, 0.6, 0.5],
-                           "latency_ms": [1.0, 0.95, 0.9, 0.8, 0.7, 0.6]})
-    assert list(_candidates(pareto, set(), 2, None)["hash"]) == ["a", "b"]
-    assert list(_candidates(pareto, {"a", "b"}, 2, 0.85)["hash"]) == ["d", "e"]
-    assert list(_candidates(pareto, set(), 2, 0.1)["hash"]) == ["e", "f"], "nothing fits: the fastest ones"
+def test_verification_takes_the_widest_and_the_best_scoring_and_narrows_after_a_miss():
+    pool = pd.DataFrame({"hash": list("abcdef"), "score": [0.7, 0.85, 0.9, 0.8, 0.6, 0.5],
+                         "latency_ms": [1.0, 0.95, 0.9, 0.8, 0.7, 0.6]})  # widest first, as candidate_pool gives
+    assert list(_candidates(pool, set(), 2)["hash"]) == ["a", "c"], "the widest, and the best-scoring"
+    assert list(_candidates(pool, {"a", "c"}, 3)["hash"]) == ["b", "d", "e"]
+    assert list(_candidates(pool, set(), 3, low=0.85)["hash"]) == ["a", "b", "c"], "only those above the last pick"
     cs = parse_constraints(["latency<=0.5x", "params<=1M"])
     assert latency_limit(cs, 4.0) == pytest.approx(2.0)
     assert latency_limit(parse_constraints(["latency<=1.5ms"]), 4.0) == pytest.approx(1.5)

@@ -108,8 +108,13 @@ class FitnessConfig:
     val_images: Optional[int] = None  # validation images scored (None: the whole validation split)
     batch_size: int = 128
     arrangements: Optional[int] = None  # CafeNet arrangements tried per subnet (None: the strategy's k)
+    # the per-image value a score averages: top1 (1 if right) or loss (minus the cross-entropy); chosen by
+    # benchmarks/fitness_estimators.py (see benchmarks/results/fitness_estimators/)
+    estimator: str = "top1"
 
     def __post_init__(self) -> None:
+        if self.estimator not in ("top1", "loss"):
+            raise SlimnasError(f"fitness.estimator must be top1 or loss, got {self.estimator!r}")
         if self.calib_images < 1 or self.batch_size < 1:
             raise SlimnasError(f"calib_images and batch_size must be positive, got {self.calib_images} and {self.batch_size}")
         if self.val_images is not None and self.val_images < 1:
@@ -122,12 +127,21 @@ class FitnessConfig:
 class VerifyConfig:
     """On-device verification of the search's Pareto candidates nearest the budget."""
 
-    top_k: int = 4  # candidates timed per round, most accurate first
-    rounds: int = 3  # rounds of ever narrower candidates before giving up
+    top_k: int = 4  # candidates timed per round: the widest that fit the budget, and the best-scoring
+    rounds: int = 3  # rounds before giving up (a round follows one whose feasible candidates left budget unused)
+    # a narrower candidate is picked over a wider one only if its score is higher by more than this many paired
+    # standard errors (about a one-sided 2.5% chance that a tie passes for a win)
+    margin_se: float = 2.0
+    # a pick below this share of the latency budget starts another round with candidates closer to the budget
+    fill: float = 0.95
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.rounds < 1:
             raise SlimnasError(f"top_k and rounds must be at least 1, got {self.top_k} and {self.rounds}")
+        if not self.margin_se >= 0:
+            raise SlimnasError(f"verify.margin_se must be >= 0, got {self.margin_se}")
+        if not 0.0 < self.fill <= 1.0:
+            raise SlimnasError(f"verify.fill must be in (0, 1], got {self.fill}")
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,43 @@ def deploy_info(out: Path) -> Optional[dict]:
     return info
 
 
+def _share(v) -> str:
+    v = _num(v)
+    return "–" if v is None else f"{v * 100:.0f}%"
+
+
+def _estimate_label(c: dict) -> str:
+    what = "validation top-1" if c.get("estimator", "top1") == "top1" else "validation score (minus cross-entropy)"
+    return f"{what} (supernet estimate ± SE)"
+
+
+def _estimate(c: dict) -> str:
+    se, n = _num(c.get("supernet_se")), c.get("supernet_images")
+    text = _acc(c.get("supernet_top1"))
+    if se is not None:
+        text += f" ± {se:.4f}"
+    return text + (f" ({n} images)" if n else "")
+
+
+def _pick_lines(c: dict) -> list[str]:
+    """The chosen point's share of the budget and why it was chosen."""
+    share = _num(c.get("budget_share"))
+    reason = c.get("pick_reason") if isinstance(c.get("pick_reason"), str) else None
+    if share is None and not reason:
+        return []
+    out = ["", "## The pick", ""]
+    if share is not None:
+        out.append(f"The chosen subnet uses **{share * 100:.0f}% of the latency budget** by measurement "
+                   f"({_ms(c.get('median_ms'))} of {_ms(c.get('budget_ms'))} ms).")
+    if reason:
+        out.append(f"Why: {reason}.")
+    out += ["", "Rule: among the measured candidates that meet the budget, the widest is taken unless a narrower one's "
+            "supernet score is higher by more than the paired uncertainty (both scored on the same validation "
+            "images; see `verify.margin_se`): a wider subnet of the same supernet is the better bet when the scores "
+            "cannot tell them apart."]
+    return out
+
+
 def render(s: dict) -> str:
     o, c = s["original"], s["chosen"]
     lines = ["# slimnas slim report", "", f"Command: `{s['command']}`  ", f"Run folder: `{s['out']}`", "", "## Budget", ""]
@@ -154,13 +191,14 @@ def render(s: dict) -> str:
               f"({c['speedup']:.2f}x faster) |",
               f"| FLOPs (M, multiply-accumulates) | {_m(o['flops'])} | {_m(c['flops'])} |",
               f"| params (M) | {_m(o['params'])} | {_m(c['params'])} |",
-              f"| validation top-1 (supernet estimate) | – | {_acc(c['supernet_top1'])} |"]
+              f"| {_estimate_label(c)} | – | {_estimate(c)} |"]
     acc_rows, acc_notes = _accuracy_rows(o, c)
     lines += acc_rows
     lines += ["", "Latency is the quietest round's median (the statistic the tables are calibrated on); p10–p90 pools "
               "the samples of all rounds, slower ones included, so a quiet round's median can lie below that p10."]
     for note in acc_notes:
         lines += ["", note]
+    lines += _pick_lines(c)
     p = s["predictor"]
     lines += ["", f"Chosen subnet: `{c['hash']}` (`subnet.json`). The original was first measured at "
               f"{_ms(o['median_ms'])} ms (relative budgets were resolved against it for the search). Predictions are "
@@ -171,13 +209,17 @@ def render(s: dict) -> str:
     v: pd.DataFrame = s["verify"]
     if v is not None and len(v):
         lines += ["## On-device verification (`verify.csv`)", "",
-                  "| round | model | supernet top-1 | predicted ms | measured ms (quietest round's median) | "
+                  f"| round | model | {'supernet top-1' if c.get('estimator', 'top1') == 'top1' else 'supernet score'} ± SE | "
+                  "budget share | predicted ms | measured ms (quietest round's median) | "
                   "p10–p90 ms (all rounds' samples) | repeat error | error | x original | meets budget |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in v.iterrows():
             name = "original" if r["model"] == "original" else f"`{r['hash']}`" + (" **chosen**" if bool(r["chosen"]) else "")
             meets = "" if r["model"] == "original" else ("yes" if bool(r["meets_budget"]) else "no")
-            lines.append(f"| {r['round']} | {name} | {_acc(r['accuracy'])} | {_ms(r['predicted_now_ms'])} | "
+            se = _num(r.get("se"))
+            score = _acc(r["accuracy"]) + (f" ± {se:.4f}" if se is not None else "")
+            lines.append(f"| {r['round']} | {name} | {score} | {_share(r.get('budget_share'))} | "
+                         f"{_ms(r['predicted_now_ms'])} | "
                          f"{_ms(r['median_ms'])} | {_ms(r['p10_ms'])}–{_ms(r['p90_ms'])} | {_pct(r.get('repeat_pct'))} | "
                          f"{_pct(r['error_pct'], True)} | {r['ratio_to_original']:.3f} | {meets} |")
         lines.append("")

@@ -6,10 +6,11 @@ FLOPs and params. ``search_state.json`` makes the search resumable; ``pareto.csv
 """
 from __future__ import annotations
 
+import logging
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import pandas as pd
 
@@ -17,9 +18,13 @@ from ..errors import SlimnasError
 from ..fileio import atomic_write_text
 from ..search import Constraint, SearchConfig, SearchResult, evolve, parse_constraints
 from ..search.costs import supernet_costs
-from .config import FitnessConfig, LatencyConfig
+from ..search.pick import choose
+from ..subnet import Subnet
+from .config import FitnessConfig, LatencyConfig, VerifyConfig
 from .schema import to_plain
 from .fitness import SupernetFitness
+
+logger = logging.getLogger(__name__)
 
 STATE = "search_state.json"
 PARETO = "pareto.csv"
@@ -33,15 +38,14 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def run_search(net, strategy, data, predictor, budget: Sequence[Constraint], search: SearchConfig,
-               fitness_config: FitnessConfig, out: Path, seed: int = 0, progress: bool = True,
-               log: Callable[[str], None] = print) -> tuple[SearchResult, SupernetFitness]:
+               fitness_config: FitnessConfig, out: Path, seed: int = 0, progress: bool = True) -> tuple[SearchResult, SupernetFitness]:
     """Search ``strategy.space`` (shrunk or binned during training) into ``out``; resumable."""
     fitness = SupernetFitness(net, strategy, data, fitness_config, out / "fitness.jsonl", seed=seed)
     costs = supernet_costs(net, predictor)
     objective = "latency_ms" if predictor is not None else "flops"
     space = strategy.space if strategy.space is not None else net.space
     result = evolve(space, fitness, costs, list(budget), search, objective=objective, state_path=out / STATE,
-                    progress=progress, log=log)
+                    progress=progress)
     write_csv(result.history, out / HISTORY)
     write_csv(uniform_points(net, strategy, fitness, costs, budget), out / UNIFORM)
     write_csv(result.pareto, out / PARETO)
@@ -64,6 +68,25 @@ def uniform_points(net, strategy, fitness: SupernetFitness, costs, budget: Seque
         row["feasible"] = all(bool(c.ok([row[c.metric]])[0]) for c in budget if c.metric in row)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def predicted_pick(result: SearchResult, fitness: SupernetFitness, budget: Sequence[Constraint],
+                   margin_se: float = VerifyConfig().margin_se) -> tuple[Subnet, str]:
+    """The pick of :func:`slimnas.search.pick.choose` among the feasible candidates by prediction (no
+    measurement: ``slimnas search``): the widest unless a narrower one scores higher beyond the paired error."""
+    from .verify import candidate_pool
+
+    pool = candidate_pool(result.history, fitness, None, margin_se)
+    if pool.empty:
+        raise SlimnasError("the search evaluated no feasible subnet")
+    cost = result.objective if result.objective in pool else "flops"
+    limits = [c.limit for c in budget if c.metric == cost and not c.relative]
+    costs = pool[cost].to_numpy(float)
+    shares = [float(v / min(limits)) for v in costs] if limits else [None] * len(costs)
+    subs = [Subnet.from_json(t) for t in pool["subnet"]]
+    pick = choose(list(pool["hash"]), list(costs), shares, lambda i, j: fitness.paired(subs[i], subs[j]), margin_se,
+                  fitness.config.estimator, "predicted")
+    return subs[pick.index], pick.reason
 
 
 def _saved_reference(out: Path, measured_for: dict) -> Optional[dict]:
@@ -96,7 +119,7 @@ class SearchJob:
     device: Optional[str] = None
 
 
-def search(job: SearchJob, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+def search(job: SearchJob, progress: bool = True) -> dict:
     """Search a `slimnas train` run under budgets; writes pareto.csv, pareto.png, subnet.json and search_state.json
     into ``job.out``. With a latency budget the original model is measured end to end first (fresh process, with
     the reference probe): relative budgets are resolved against it and predictions follow its speed;
@@ -128,12 +151,12 @@ def search(job: SearchJob, progress: bool = True, log: Callable[[str], None] = p
         saved = _saved_reference(out, measured_for)
         if saved is not None:  # a rerun: the same budget (and so the same search to resume), as prepare() does
             ref = saved
-            log(f"the original's timing of the first invocation is reused ({out / REFERENCE}): "
+            logger.info(f"the original's timing of the first invocation is reused ({out / REFERENCE}): "
                 f"{ref['original']['median_ms']:.4f} ms, repeat error {ref['original'].get('repeat_pct', float('nan')):.1f}%")
         else:
             original = load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights)
             with tempfile.TemporaryDirectory(prefix="slimnas-search-") as tmp:
-                ref = measure_reference(original, net, backend, job.latency, Path(tmp), log)
+                ref = measure_reference(original, net, backend, job.latency, Path(tmp))
         predictor, _ = anchor(predictor, net, ref)
     ref["measured_for"] = measured_for
     smallest = net.space.min() if strategy.space is None else strategy.space.min()
@@ -145,13 +168,15 @@ def search(job: SearchJob, progress: bool = True, log: Callable[[str], None] = p
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / REFERENCE, json.dumps(ref, indent=1))
     result, fitness = run_search(net, strategy, data, predictor, budget, job.search, job.fitness, out, job.search.seed,
-                                 progress, log)
-    best = fitness.arranged(result.best())
+                                 progress)
+    best, reason = predicted_pick(result, fitness, budget)
+    best = fitness.arranged(best)
+    logger.info(f"picked by prediction: {reason}")
     atomic_write_text(out / "subnet.json", best.to_json(indent=1))
     pareto_plot(out / "pareto.png", result.pareto, pd.read_csv(out / UNIFORM), original_ms=ref.get("original", {}).get("median_ms"),
                 original_accuracy=None, budget=budget, verified=None, chosen=None,
                 objective="latency_ms" if predictor is not None else "flops")
-    log(f"searched {result.evaluations} subnets in {result.wall_s:.0f} s; best within budget: {best.hash} "
-        f"(accuracy {fitness(best):.4f}); outputs in {out}: pareto.csv, pareto.png, subnet.json, search_state.json")
+    logger.info(f"searched {result.evaluations} subnets in {result.wall_s:.0f} s; picked within budget: {best.hash} "
+        f"(score {fitness(best):.4f} ± {fitness.se(best):.4f}); outputs in {out}: pareto.csv, pareto.png, subnet.json, search_state.json")
     return {"out": str(out), "evaluations": result.evaluations, "best": best.hash, "budget": [c.describe() for c in budget]}
 

@@ -18,10 +18,11 @@ report ``pareto.png``, ``report.md``                                            
 """
 from __future__ import annotations
 
+import logging
 import json
 import time
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import pandas as pd
 
@@ -37,20 +38,22 @@ from .plot import pareto_plot
 from .prepare import Plan, anchor, check_budget, prepare
 from .report import write_report
 from .searching import HISTORY, PARETO, UNIFORM, run_search
-from .stages import RunLog, StageClock
+from ..log import run_log
+from .stages import StageClock
 from .training import BASE_WEIGHTS, SUPERNET_DONE, base_accuracy, train_base, train_supernet
 from .verify import load_verified, verify
+
+logger = logging.getLogger(__name__)
 
 EXPORTS = "exports.json"
 ORIGINAL = "original.json"
 
 
-def _profile(plan: Plan, log: Callable[[str], None]):
+def _profile(plan: Plan):
     cfg = plan.config
     model_args = {"model": cfg.model.name, "num_classes": cfg.model.num_classes or plan.data.num_classes,
                   "ratios": list(cfg.space.ratios), "divisor": cfg.space.divisor, "max_ratio": cfg.space.max_ratio}
-    profile(plan.net, plan.backend, plan.table_path, model=cfg.model.name, config=cfg.latency.profile, model_args=model_args,
-            log=log)
+    profile(plan.net, plan.backend, plan.table_path, model=cfg.model.name, config=cfg.latency.profile, model_args=model_args)
     predictor = open_predictor(plan.table_path, plan.net, plan.backend)
     predictor, plan.speed = anchor(predictor, plan.net, plan.reference)
     ref = plan.reference
@@ -74,30 +77,33 @@ def _original(plan: Plan, teacher, data, out: Path) -> dict:
     return result
 
 
-def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command: str = "", progress: bool = True,
-         log: Callable[[str], None] = print) -> dict:
+def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command: str = "", progress: bool = True) -> dict:
     """Run the pipeline for ``config`` into ``out`` (default ``config.out``); rerun the same to resume.
 
     Returns the summary written to ``report.md`` (paths, budget, measured and predicted latency, accuracies).
     """
     t0 = time.time()
-    log = RunLog(log)
-    plan = prepare(config, Path(out) if out is not None else None, log)
+    with run_log() as log:  # every slimnas record of the run, also into <run>/slim.log
+        return _slim(config, out, command, progress, t0, log)
+
+
+def _slim(config: SlimConfig, out: Optional[Union[str, Path]], command: str, progress: bool, t0: float, log) -> dict:
+    plan = prepare(config, Path(out) if out is not None else None)
     plan.create_folder(command or "slimnas.pipeline.slim(...)")
     out, cfg = plan.out, plan.config
     log.attach(out / "slim.log")
-    clock = StageClock(out, log)
+    clock = StageClock(out)
     clock.record("check", time.time() - t0)
     num_classes = cfg.model.num_classes or plan.data.num_classes
 
     with clock.stage("latency", done=not plan.profile_table,
                      what=f"the latency table {plan.table_path}" if not plan.profile_table else "profiling a latency table"):
-        predictor = plan.predictor if plan.predictor is not None else _profile(plan, log)
+        predictor = plan.predictor if plan.predictor is not None else _profile(plan)
 
     weights = cfg.model.weights
     if cfg.base is not None:
         with clock.stage("base", done=(out / BASE_WEIGHTS).is_file(), what="training the model from scratch"):
-            weights = str(train_base(cfg, plan.data, out, log))
+            weights = str(train_base(cfg, plan.data, out))
 
     if plan.run is not None:
         with clock.stage("supernet", done=True, what=f"the trained supernet of {cfg.supernet.run}"):
@@ -108,13 +114,13 @@ def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command:
 
     with clock.stage("search", done=(out / PARETO).is_file(), what="evolutionary search"):
         result, fitness = run_search(net, strategy, data, predictor, plan.budget, cfg.search, cfg.fitness, out,
-                                     cfg.seed, progress, log)
+                                     cfg.seed, progress)
 
     verified = load_verified(out)
     with clock.stage("verify", done=verified is not None, what="timing the best candidates on the device"):
         if verified is None:
             verified = verify(net, fitness, result, plan.constraints, plan.backend, cfg.latency, cfg.verify,
-                              out / "latency" / "original.onnx", out / "verify", plan.reference["original"]["median_ms"], log)
+                              out / "latency" / "original.onnx", out / "verify", plan.reference["original"]["median_ms"])
             atomic_write_text(out / "subnet.json", verified.chosen.to_json(indent=1))
 
     teacher = load_model(cfg.model.name, num_classes=num_classes, weights=weights)
@@ -128,12 +134,14 @@ def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command:
 
     with clock.stage("export", done=(out / EXPORTS).is_file(), what="ONNX (and TensorRT)"):
         if not (out / EXPORTS).is_file():
-            exports = write_exports(model, out, tuple(net.input_shape), cfg.export, cfg.latency.batch, log)
+            exports = write_exports(model, out, tuple(net.input_shape), cfg.export, cfg.latency.batch,
+                                    data=data, dtype=cfg.latency.dtype)
             atomic_write_text(out / EXPORTS, json.dumps(exports, indent=1))
         exports = json.loads((out / EXPORTS).read_text())
 
     original = _original(plan, teacher, data, out)
-    summary = _summary(plan, predictor, result, verified, tuned, original, exports, clock, base_accuracy(out))
+    summary = _summary(plan, predictor, result, verified, tuned, original, exports, clock, base_accuracy(out),
+                       next((int(r["n"]) for r in fitness.records.values()), None))
     pareto_plot(out / "pareto.png", result.pareto, pd.read_csv(out / UNIFORM), original["median_ms"],
                 original.get("val_top1"), plan.budget, verified.table, verified.row, history=pd.read_csv(out / HISTORY),
                 finetuned_accuracy=tuned.get("val_top1"),
@@ -141,15 +149,15 @@ def slim(config: SlimConfig, out: Optional[Union[str, Path]] = None, *, command:
                       f"({cfg.latency.backend}, {cfg.latency.threads} thread(s), batch {cfg.latency.batch})")
     write_report(out / "report.md", summary)
     c = summary["chosen"]
-    log(f"chosen subnet {c['hash']}: {c['median_ms']:.3f} ms measured, {c['ratio_to_original']:.3f}x of the original "
+    logger.info(f"chosen subnet {c['hash']}: {c['median_ms']:.3f} ms measured, {c['ratio_to_original']:.3f}x of the original "
         f"in the same run ({', '.join(cfg.constraints)}; predicted {c['predicted_now_ms']:.3f} ms), validation top-1 "
         f"{c['val_top1']:.4f} (original {original.get('val_top1', float('nan')):.4f})")
-    log(f"done in {time.time() - t0:.0f} s. Outputs in {out}: {', '.join(summary['files'])}")
+    logger.info(f"done in {time.time() - t0:.0f} s. Outputs in {out}: {', '.join(summary['files'])}")
     return {k: v for k, v in summary.items() if k != "verify"}
 
 
 def _summary(plan: Plan, predictor, result, verified, tuned: dict, original: dict, exports: dict, clock: StageClock,
-             base_top1: Optional[float]) -> dict:
+             base_top1: Optional[float], images: Optional[int] = None) -> dict:
     cfg, out = plan.config, plan.out
     row = verified.row
     same_run = verified.table[(verified.table["round"] == row["round"]) & (verified.table["model"] == "original")]
@@ -157,7 +165,10 @@ def _summary(plan: Plan, predictor, result, verified, tuned: dict, original: dic
     chosen = {**{k: row.get(k) for k in ("hash", "median_ms", "p10_ms", "p90_ms", "spread_pct", "repeat_pct",
                                          "predicted_ms", "predicted_now_ms", "error_pct", "budget_ms",
                                          "ratio_to_original", "flops", "params")},
-              "supernet_top1": row.get("accuracy"), "original_now_ms": original_now,
+              "supernet_top1": row.get("accuracy"), "supernet_se": row.get("se"),
+              "supernet_images": images, "estimator": cfg.fitness.estimator,
+              "budget_share": row.get("budget_share"), "pick_reason": row.get("pick_reason"),
+              "original_now_ms": original_now,
               "speedup": 1.0 / float(row["ratio_to_original"]), "val_top1": tuned.get("val_top1"),
               "test_top1": tuned.get("test_top1"), "val_images": tuned.get("val_images"),
               "test_images": tuned.get("test_images"), "finetune_steps": tuned.get("steps"),

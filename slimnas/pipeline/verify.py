@@ -1,21 +1,30 @@
-"""On-device verification: the chosen subnet meets the budget by measurement, not only by prediction.
+"""On-device verification: the chosen subnet meets the budget by measurement, not only by prediction, and
+spends it unless a narrower one is better beyond the scores' error.
 
-Each round exports the ``top_k`` most accurate Pareto candidates not yet measured (with the arrangement that
-won their score) and times them end to end in one fresh process, interleaved with the original model and
-the reference probe. A relative latency budget ("0.6x") is checked against the original as measured in the
-same run, so a change of machine speed affects both sides alike. Every latency here is the quietest round's
-median of an interleaved timing (the statistic the latency tables are calibrated on); the even-vs-odd-rounds
-disagreement of that statistic is each timing's own repeat error. The most accurate candidate whose measured
-median meets every budget is chosen; if none does, the next round takes candidates whose prediction,
-corrected by the round's measured/predicted ratio, fits the budget. ``verify.csv`` records predicted vs
-measured (median, p10, p90 and the spread of the rounds' medians) for every candidate timed.
+Each round exports up to ``top_k`` candidates not yet measured (with the arrangement that won their score) and
+times them end to end in one fresh process, interleaved with the original model and the reference probe. The
+candidates come from every feasible subnet the search scored, not only its Pareto front: from those that no
+cheaper one beats beyond ``margin_se`` paired standard errors (:func:`slimnas.search.pick.tolerant_front`),
+the widest (nearest the budget) and the best-scoring one. A relative latency budget ("0.6x") is checked
+against the original as measured in the same run, so a change of machine speed affects both sides alike.
+Every latency here is the quietest round's median of an interleaved timing (the statistic the latency tables
+are calibrated on); the even-vs-odd-rounds disagreement of that statistic is each timing's own repeat error.
+
+Among the measured candidates that meet every budget, :func:`slimnas.search.pick.choose` picks the widest
+unless a narrower one scores higher by more than ``margin_se`` paired SE; the reason is kept (``pick_reason``)
+for the report. If none meets the budget, the next round takes candidates whose prediction, corrected by the
+round's measured/predicted ratio, fits the budget; if the pick (with no evidence for a narrower one) uses less
+than ``fill`` of the budget, the next round takes the candidates predicted, so corrected, between it and the
+budget. ``verify.csv`` records predicted vs measured (median, p10, p90 and the spread of the rounds' medians)
+for every candidate timed.
 """
 from __future__ import annotations
 
+import logging
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,10 +32,13 @@ import pandas as pd
 from ..errors import SlimnasError
 from ..fileio import atomic_write_text
 from ..search import Constraint, SearchResult
+from ..search.pick import choose, tolerant_front
 from ..subnet import Subnet
 from .config import LatencyConfig, VerifyConfig
 from ..latency.e2e import export_subnets
 from .device import time_models
+
+logger = logging.getLogger(__name__)
 
 CSV = "verify.csv"
 
@@ -35,7 +47,7 @@ CSV = "verify.csv"
 class Verified:
     chosen: Subnet  # arranged: the channels export keeps
     table: pd.DataFrame  # one row per timed model and round (the original included)
-    row: dict  # the chosen candidate's row
+    row: dict  # the chosen candidate's row (with ``budget_share`` and ``pick_reason``)
 
 
 def latency_limit(constraints: Sequence[Constraint], original_ms: float) -> Optional[float]:
@@ -44,44 +56,68 @@ def latency_limit(constraints: Sequence[Constraint], original_ms: float) -> Opti
     return min(limits) if limits else None
 
 
-def _candidates(pareto: pd.DataFrame, measured: set, k: int, predicted_limit: Optional[float]) -> pd.DataFrame:
-    rest = pareto[~pareto["hash"].isin(measured)]
-    if predicted_limit is not None and "latency_ms" in rest:
-        fits = rest[rest["latency_ms"] <= predicted_limit]
-        rest = fits if len(fits) else rest.sort_values("latency_ms").head(k)
-    return rest.sort_values(["accuracy", "hash"], ascending=[False, True], kind="stable").head(k)
+def candidate_pool(history: pd.DataFrame, fitness, predicted_limit: Optional[float], margin_se: float,
+                   fallback: int = 1) -> pd.DataFrame:
+    """The feasible scored subnets (within ``predicted_limit`` when given; if none is, the ``fallback`` fastest)
+    that no cheaper one beats beyond ``margin_se`` paired SE, widest first; with ``score`` and ``se`` columns."""
+    pool = history[history["feasible"].astype(bool)].drop_duplicates("hash")
+    cost = "latency_ms" if "latency_ms" in pool else "flops"
+    if predicted_limit is not None and "latency_ms" in pool:
+        fits = pool[pool["latency_ms"] <= predicted_limit]
+        pool = fits if len(fits) else pool.sort_values(["latency_ms", "hash"], kind="stable").head(fallback)
+    if pool.empty:
+        return pool.assign(score=[], se=[])
+    values = np.stack([fitness.values(Subnet.from_json(t)) for t in pool["subnet"]])
+    m = values.shape[1]
+    pool = pool.assign(score=values.mean(axis=1), se=values.std(axis=1, ddof=1) / np.sqrt(m) if m > 1 else 0.0)
+    keep = tolerant_front(values, pool[cost].to_numpy(float), margin_se)
+    return pool[keep].sort_values([cost, "hash"], ascending=[False, True], kind="stable")
+
+
+def _candidates(pool: pd.DataFrame, measured: set, k: int, low: Optional[float] = None) -> pd.DataFrame:
+    """The widest ``k - 1`` of ``pool`` not yet measured (above ``low`` predicted ms when given) and the
+    best-scoring one, widest first as ``pool`` is."""
+    rest = pool[~pool["hash"].isin(measured)]
+    if low is not None and "latency_ms" in rest:
+        rest = rest[rest["latency_ms"] > low]
+    if rest.empty:
+        return rest
+    best = rest.sort_values(["score", "hash"], ascending=[False, True], kind="stable").head(1)
+    wide = rest[~rest["hash"].isin(best["hash"])].head(k - 1)
+    return rest[rest["hash"].isin(set(wide["hash"]) | set(best["hash"]))]  # widest first, as the pool
 
 
 def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint], backend, latency: LatencyConfig,
-           config: VerifyConfig, original_onnx: Path, folder: Path, original_at_search_ms: Optional[float],
-           log: Callable[[str], None] = print) -> Verified:
-    """Measure candidates round by round until one meets every budget (see the module's description).
+           config: VerifyConfig, original_onnx: Path, folder: Path, original_at_search_ms: Optional[float]) -> Verified:
+    """Measure candidates round by round and pick one that meets every budget (see the module's description).
 
     ``constraints`` are as the user wrote them (relative ones unresolved); ``original_at_search_ms`` is the
     original's timing the predictions were anchored on, so each round's predictions can follow that round's.
     """
-    pareto = result.pareto.copy()
-    if pareto.empty:
+    history = result.history
+    if not history["feasible"].astype(bool).any():
         raise SlimnasError("the search found no subnet within the budget to verify")
+    estimator = getattr(getattr(fitness, "config", None), "estimator", "top1")
+    pool = candidate_pool(history, fitness, None, config.margin_se)
     rows: list[dict] = []
     measured: set = set()
-    predicted_limit = None
-    chosen_row = None
+    low = None  # after a pick that left budget unused: only candidates predicted above this
+    chosen_row, pick = None, None
     for rnd in range(1, config.rounds + 1):
-        picks = _candidates(pareto, measured, config.top_k, predicted_limit)
+        picks = _candidates(pool, measured, config.top_k, low)
         if picks.empty:
             break
         subnets = [fitness.arranged(Subnet.from_json(t)) for t in picks["subnet"]]
         paths = export_subnets(net, subnets, folder, latency.batch)
-        log(f"verify round {rnd}: timing {len(paths)} candidates and the original end to end (fresh process)")
-        timings, probe, _ = time_models([original_onnx] + paths, backend, latency, log)
+        logger.info(f"verify round {rnd}: timing {len(paths)} candidates and the original end to end (fresh process)")
+        timings, probe, _ = time_models([original_onnx] + paths, backend, latency)
         original = timings[0]
         limit = latency_limit(constraints, original["median_ms"])
         scale = original["median_ms"] / original_at_search_ms if original_at_search_ms else 1.0
-        rows.append({"round": rnd, "model": "original", "hash": "", "accuracy": np.nan, "predicted_ms": np.nan,
-                     "predicted_now_ms": np.nan, **_timing(original), "ratio_to_original": 1.0, "budget_ms": limit,
-                     "meets_budget": np.nan, "error_pct": np.nan, "probe_ms": probe, "flops": np.nan, "params": np.nan,
-                     "chosen": False})
+        rows.append({"round": rnd, "model": "original", "hash": "", "accuracy": np.nan, "se": np.nan,
+                     "predicted_ms": np.nan, "predicted_now_ms": np.nan, **_timing(original), "ratio_to_original": 1.0,
+                     "budget_ms": limit, "budget_share": np.nan, "meets_budget": np.nan, "error_pct": np.nan,
+                     "probe_ms": probe, "flops": np.nan, "params": np.nan, "chosen": False, "pick_reason": ""})
         ratios = []
         for (_, p), sub, t in zip(picks.iterrows(), subnets, timings[1:]):
             pred = float(p["latency_ms"]) if "latency_ms" in p else np.nan
@@ -89,24 +125,39 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
             ratio = ratio_to_original(t, original)
             ok = meets_latency(constraints, t["median_ms"], ratio)
             ok = ok and all(bool(c.ok([float(p[c.metric])])[0]) for c in constraints if c.metric != "latency_ms" and not c.relative)
-            rows.append({"round": rnd, "model": "candidate", "hash": sub.hash, "accuracy": float(p["accuracy"]),
-                         "predicted_ms": pred, "predicted_now_ms": pred_now, **_timing(t), "ratio_to_original": ratio,
-                         "budget_ms": limit, "meets_budget": bool(ok),
+            rows.append({"round": rnd, "model": "candidate", "hash": sub.hash, "accuracy": float(p["score"]),
+                         "se": float(p["se"]), "predicted_ms": pred, "predicted_now_ms": pred_now, **_timing(t),
+                         "ratio_to_original": ratio, "budget_ms": limit,
+                         "budget_share": t["median_ms"] / limit if limit else np.nan, "meets_budget": bool(ok),
                          "error_pct": (pred_now - t["median_ms"]) / t["median_ms"] * 100, "probe_ms": probe,
                          "flops": float(p.get("flops", np.nan)), "params": float(p.get("params", np.nan)),
-                         "chosen": False, "subnet": sub.to_json()})
+                         "chosen": False, "pick_reason": "", "subnet": sub.to_json()})
             measured.add(p["hash"])
             if np.isfinite(pred):
                 ratios.append(t["median_ms"] / pred)
-        ok_rows = [r for r in rows if r["model"] == "candidate" and r["round"] == rnd and r["meets_budget"]]
+        ok_rows = [r for r in rows if r["model"] == "candidate" and r["meets_budget"]]
+        correction = float(np.median(ratios)) if ratios else 1.0  # measured over predicted, this round
         if ok_rows:
-            chosen_row = max(ok_rows, key=lambda r: (r["accuracy"], -r["median_ms"]))
-            chosen_row["chosen"] = True
-            break
+            pick = _pick(ok_rows, fitness, config, estimator)
+            chosen_row = ok_rows[pick.index]
+            share = chosen_row["budget_share"]
+            if pick.narrower_by_evidence or not np.isfinite(share) or share >= config.fill or limit is None:
+                break
+            # budget left unused with no evidence for it: look between the pick and the budget
+            low = float(chosen_row["predicted_ms"]) if np.isfinite(chosen_row["predicted_ms"]) else None
+            pool = candidate_pool(history, fitness, limit / correction, config.margin_se)
+            logger.info(f"verify round {rnd}: the widest feasible uses {share * 100:.0f}% of the budget; next, candidates "
+                        f"predicted between it and the budget (measured/predicted {correction:.3f})")
+            continue
         if limit is not None and ratios:
-            predicted_limit = limit / float(np.median(ratios))
-            log(f"verify round {rnd}: none met the budget ({limit:.3f} ms) by measurement; measured/predicted "
-                f"{np.median(ratios):.3f}: next, candidates predicted within {predicted_limit:.3f} ms")
+            predicted_limit = limit / correction
+            pool = candidate_pool(history, fitness, predicted_limit, config.margin_se, config.top_k)
+            logger.info(f"verify round {rnd}: none met the budget ({limit:.3f} ms) by measurement; measured/predicted "
+                        f"{correction:.3f}: next, candidates predicted within {predicted_limit:.3f} ms")
+    if chosen_row is not None:
+        chosen_row["chosen"] = True
+        chosen_row["pick_reason"] = pick.reason
+        logger.info(f"verify: chose {chosen_row['hash']}: {pick.reason}")
     table = pd.DataFrame(rows)
     atomic_write_text(folder.parent / CSV, table.to_csv(index=False))
     if chosen_row is None:
@@ -116,6 +167,14 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
                            f"fastest measured {fastest['median_ms']:.3f} ms, {fastest['ratio_to_original']:.3f}x of the "
                            "original in the same run: loosen the budget or raise verify.rounds / verify.top_k")
     return Verified(Subnet.from_json(chosen_row["subnet"]), table, chosen_row)
+
+
+def _pick(ok_rows: list[dict], fitness, config: VerifyConfig, estimator: str):
+    """:func:`choose` over measured rows (cost: the ratio to the original timed in the same round)."""
+    subs = [Subnet.from_json(r["subnet"]) for r in ok_rows]
+    shares = [float(r["budget_share"]) if np.isfinite(r["budget_share"]) else None for r in ok_rows]
+    return choose([r["hash"] for r in ok_rows], [float(r["ratio_to_original"]) for r in ok_rows], shares,
+                  lambda i, j: fitness.paired(subs[i], subs[j]), config.margin_se, estimator, "measured")
 
 
 def _timing(t: dict) -> dict:
