@@ -83,7 +83,7 @@ def diagnose(table, samples: int, out: Path) -> list[str]:
     v.device_of = lambda backend: {**real(backend), **table_device}  # pretend to be the table's machine
     t0 = time.time()
     diag = out / "diagnostic_device_check_off"
-    result = v.validate(table.path, supernet_for(table), samples=samples, out=diag, log=lambda s: None)
+    result = v.validate(table.path, supernet_for(table), samples=samples, out=diag)
     for f in (diag / "work").glob("*"):
         f.unlink() if f.is_file() else shutil.rmtree(f)
     (diag / "work").rmdir()

@@ -92,7 +92,7 @@ def tiny_table(tmp_path_factory):
     """A real table of TinyNet (16x16, four ratios) measured with onnxruntime, fast settings."""
     out = tmp_path_factory.mktemp("bins_table")
     profile(tiny_supernet(), create_backend("onnxruntime"), out, "tests.nets:tiny_net", FAST,
-            model_args={"model": "tests.nets:tiny_net", "ratios": list(BIN_RATIOS)}, log=lambda s: None)
+            model_args={"model": "tests.nets:tiny_net", "ratios": list(BIN_RATIOS)})
     return out
 
 

@@ -1,7 +1,6 @@
 """BN recalibration touches only the active subnet's channels; evaluation restores statistics; Kendall tau."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

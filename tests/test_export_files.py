@@ -93,7 +93,7 @@ def _deploy(tmp_path, size: int):
     plain, sub = _slimmed(TinyNet(10), size)
     spec = InputSpec(size, (0.45, 0.5, 0.55), (0.2, 0.25, 0.3))
     slimnas.save_exported(plain, tmp_path / "model.pt", sub, "tests.nets:tiny_net", 10, inputs=spec, classes=CLASSES)
-    done = write_exports(plain, tmp_path, (3, size, size), ExportConfig(onnx=True, tensorrt=False), batch=1, log=lambda m: None)
+    done = write_exports(plain, tmp_path, (3, size, size), ExportConfig(onnx=True, tensorrt=False), batch=1)
     return plain, spec, done
 
 
@@ -112,7 +112,7 @@ def test_model_onnx_has_a_dynamic_batch_and_says_how_to_feed_it(tmp_path):
     pt = torch.load(tmp_path / "model.pt", weights_only=True)["slimnas"]
     assert pt["classes"] == CLASSES and pt["input"]["mean"] == [0.45, 0.5, 0.55] and pt["input"]["crop"] == 16
     fixed = write_exports(plain, tmp_path, (3, 16, 16), ExportConfig(onnx=True, tensorrt=False), batch=2,
-                          log=lambda m: None, dynamic_batch=False)
+                          dynamic_batch=False)
     assert fixed["onnx_batch"] == 2
     assert ort.InferenceSession(str(tmp_path / "model.onnx")).get_inputs()[0].shape[0] == 2
 

@@ -2,6 +2,8 @@
 per-entry drift correction, the end-to-end statistics and resumable chunked validation."""
 from __future__ import annotations
 
+import logging
+
 import json
 import math
 import random
@@ -45,7 +47,7 @@ def raw_k(mbv2):
 @pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory):
     out = tmp_path_factory.mktemp("table")
-    return profile(tiny_supernet(), create_backend("onnxruntime"), out, "tiny", FAST, model_args=MODEL_ARGS, log=lambda s: None)
+    return profile(tiny_supernet(), create_backend("onnxruntime"), out, "tiny", FAST, model_args=MODEL_ARGS)
 
 
 def test_raw_by_kind_columns_follow_the_units(raw_k):
@@ -161,13 +163,14 @@ def test_worker_statistics():
         E2EConfig(statistic="mean")
 
 
-def test_chunked_validation_resumes(tiny_table, tmp_path):
+def test_chunked_validation_resumes(tiny_table, tmp_path, caplog):
     out = tmp_path / "v"
-    logs = []
-    first = validate(tiny_table.path, tiny_supernet(), samples=4, seed=1, out=out, chunk=2, max_chunks=1, log=logs.append)
+    caplog.set_level(logging.INFO, logger="slimnas")
+    first = validate(tiny_table.path, tiny_supernet(), samples=4, seed=1, out=out, chunk=2, max_chunks=1)
     assert first == {"finished": False, "timed": 2, "samples": 4}
     chunk0 = (out / "work" / "chunk_000.json").read_text()
-    result = validate(tiny_table.path, tiny_supernet(), samples=4, seed=1, out=out, chunk=2, max_chunks=1, log=logs.append)
+    result = validate(tiny_table.path, tiny_supernet(), samples=4, seed=1, out=out, chunk=2, max_chunks=1)
+    logs = [r.getMessage() for r in caplog.records]
     assert result["finished"] and (out / "work" / "chunk_000.json").read_text() == chunk0  # not timed again
     assert sum("chunk" in line for line in logs) == 2
     assert len(result["speed_factors"]) == 2 and set(result["metrics_by_statistic"]) == {"best_round", "median"}

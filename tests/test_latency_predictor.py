@@ -19,7 +19,7 @@ from .latency_helpers import FAST, MODEL_ARGS, tiny_supernet
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     out = tmp_path_factory.mktemp("table")
-    return profile(tiny_supernet(), create_backend("onnxruntime"), str(out), "tiny", FAST, model_args=MODEL_ARGS, log=lambda s: None)
+    return profile(tiny_supernet(), create_backend("onnxruntime"), str(out), "tiny", FAST, model_args=MODEL_ARGS)
 
 
 def test_vectorised_prediction_equals_one_by_one(table):

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def table_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("table")
-    profile(tiny_supernet(), create_backend("onnxruntime"), out, "tiny", FAST, model_args=MODEL_ARGS, log=lambda s: None)
+    profile(tiny_supernet(), create_backend("onnxruntime"), out, "tiny", FAST, model_args=MODEL_ARGS)
     return out
 
 
@@ -98,7 +98,7 @@ def test_truncated_last_line_is_dropped(table_dir, tmp_path):
 def test_resume_refuses_a_table_for_something_else(table_dir):
     net = tiny_supernet(size=20)
     with pytest.raises(SlimnasError, match="input_shape"):
-        profile(net, create_backend("onnxruntime"), table_dir, "tiny", FAST, log=lambda s: None)
+        profile(net, create_backend("onnxruntime"), table_dir, "tiny", FAST)
 
 
 SCRIPT = """
@@ -108,7 +108,7 @@ from slimnas.latency import ProfileConfig, TimingConfig, create_backend, profile
 from slimnas.latency.e2e import E2EConfig
 from tests.latency_helpers import tiny_supernet, MODEL_ARGS
 slow = ProfileConfig(timing=TimingConfig(warmup_ms=2.0, samples=30, min_sample_ms={ms}), calibration_subnets=2, e2e=E2EConfig(rounds=2, samples_per_round=5))
-profile(tiny_supernet(), create_backend("onnxruntime"), Path(sys.argv[1]), "tiny", slow, model_args=MODEL_ARGS, log=lambda s: None)
+profile(tiny_supernet(), create_backend("onnxruntime"), Path(sys.argv[1]), "tiny", slow, model_args=MODEL_ARGS)
 """
 
 
@@ -179,9 +179,9 @@ def test_public_verbs_keep_the_callers_thread_count(table_dir, tmp_path):
         assert torch.get_num_threads() == want, "create_backend('torch')"
         time_probe(backend, TimingConfig(warmup_ms=1, samples=3, min_sample_ms=0.01))
         assert torch.get_num_threads() == want, "torch backend timing"
-        profile(net, create_backend("onnxruntime"), tmp_path / "table", "tiny", FAST, model_args=MODEL_ARGS, log=lambda s: None)
+        profile(net, create_backend("onnxruntime"), tmp_path / "table", "tiny", FAST, model_args=MODEL_ARGS)
         assert torch.get_num_threads() == want, "profile"
-        validate(table_dir, net, samples=2, rounds=1, log=lambda s: None)
+        validate(table_dir, net, samples=2, rounds=1)
         assert torch.get_num_threads() == want, "validate"
         export_onnx(torch.nn.Conv2d(3, 4, 3).eval(), tmp_path / "conv.onnx", (3, 8, 8))
         assert torch.get_num_threads() == want, "export_onnx"

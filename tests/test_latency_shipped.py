@@ -71,7 +71,7 @@ def tiny_table_dir(tmp_path_factory):
     from slimnas.latency import create_backend, profile
 
     out = tmp_path_factory.mktemp("tiny_table")
-    profile(tiny_supernet(), create_backend("onnxruntime"), out, "tiny", FAST, model_args=MODEL_ARGS, log=lambda s: None)
+    profile(tiny_supernet(), create_backend("onnxruntime"), out, "tiny", FAST, model_args=MODEL_ARGS)
     return out
 
 

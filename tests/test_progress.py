@@ -40,7 +40,7 @@ def test_search_log_holds_no_bar_updates(caplog, capfd):
     budget = [parse_constraint("flops<=0.55x").resolve(net.flops(net.space.original()))]
     with caplog.at_level(logging.INFO, logger="slimnas.progress"):
         evolve(net.space, SmoothAccuracy(net.space), supernet_costs(net), budget,
-               SearchConfig(population=8, generations=2, seed=0), objective="flops", progress=True, log=lambda m: None)
+               SearchConfig(population=8, generations=2, seed=0), objective="flops", progress=True)
     err = capfd.readouterr().err
     assert "\r" not in err and "subnet/s]" not in err, "stderr is not a terminal here: no tqdm redraws"
     assert any(r.getMessage().startswith("search: ") for r in caplog.records)

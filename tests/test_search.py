@@ -19,7 +19,7 @@ from slimnas.search.population import repair
 
 from .search_helpers import SmoothAccuracy, tiny_supernet
 
-QUIET = {"progress": False, "log": lambda msg: None}
+QUIET = {"progress": False}
 
 
 # -- constraints -----------------------------------------------------------------------------------------------

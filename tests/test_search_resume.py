@@ -74,7 +74,7 @@ def test_slimnas_search_with_a_latency_budget_resumes_after_kill_9(tmp_path):
     table = tmp_path / "table"
     torch.manual_seed(0)
     profile(slimnas.convert(TinyNet(10), 32, ratios=ratios), create_backend("onnxruntime", BackendConfig()), table,
-            model="tests.nets:tiny_net", config=FAST, log=lambda m: None,
+            model="tests.nets:tiny_net", config=FAST,
             model_args={"model": "tests.nets:tiny_net", "num_classes": 10, "ratios": list(ratios)})
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "slimnas"]

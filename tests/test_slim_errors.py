@@ -27,7 +27,7 @@ def table(tmp_path_factory):
     torch.manual_seed(0)
     net = slimnas.convert(TinyNet(10), 32, ratios=RATIOS)
     profile(net, create_backend("onnxruntime", BackendConfig()), path, model="tests.nets:tiny_net", config=FAST,
-            model_args={"model": "tests.nets:tiny_net", "num_classes": 10, "ratios": list(RATIOS)}, log=lambda m: None)
+            model_args={"model": "tests.nets:tiny_net", "num_classes": 10, "ratios": list(RATIOS)})
     return path
 
 

@@ -245,6 +245,12 @@ class Run:
 
     # -- the whole run -----------------------------------------------------------------------------------------
     def run(self) -> dict:
+        from slimnas.log import forward_to
+
+        with forward_to(self.log):  # slimnas's own messages (profiling, slim's stages) into this run's log
+            return self._run()
+
+    def _run(self) -> dict:
         self.check_inputs()  # bad input leaves no work folder behind
         self.work.mkdir(parents=True, exist_ok=True)
         self.check_settings()

@@ -9,6 +9,7 @@ answers finished entries from disk and times only what is missing.
 """
 from __future__ import annotations
 
+import logging
 import datetime
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,8 @@ from .probe import time_baseline, time_probe, unit_workload
 from .table import LatencyTable
 from .timing import TimingConfig
 from .units import candidate_pairs, units_of
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def fingerprint_for(supernet, backend: Backend, model: str, model_args: Optional
 
 
 def profile(supernet, backend: Backend, out: Union[str, Path], model: str, config: Optional[ProfileConfig] = None,
-            model_args: Optional[dict] = None, log: Callable[[str], None] = print) -> LatencyTable:
+            model_args: Optional[dict] = None) -> LatencyTable:
     """Measure (or finish measuring) the table of ``supernet`` on ``backend`` into directory ``out``."""
     config = config or ProfileConfig()
     out = Path(out)
@@ -126,7 +129,7 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
 
         values = grid(key, sig, pairs, measure)
         measured_keys[key] = [(key, a, b) for (a, b), (_, source) in values.items() if source == "measured"]
-        log(f"[{n_sig}/{len(signatures)}] {key}: {len(values)} entries ({len(measured_keys[key])} measured)")
+        logger.info(f"[{n_sig}/{len(signatures)}] {key}: {len(values)} entries ({len(measured_keys[key])} measured)")
 
     # Later passes: every measured entry again, in the same order, so each is re-timed one pass-length (tens of
     # seconds) after its previous timing. Other jobs only ever slow a timing down, so an entry is worth its best
@@ -134,7 +137,7 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
     for n_pass in range(2, config.passes + 1):
         again = [k for key in signatures for k in measured_keys[key] if len(timings[k]) < n_pass]
         if again:
-            log(f"pass {n_pass}: timing {len(again)} entries again")
+            logger.info(f"pass {n_pass}: timing {len(again)} entries again")
         for k in again:
             time_entry(signatures[k[0]][0], k)
 
@@ -161,7 +164,7 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
     have = set(table.of_kind("model")["signature"])
     missing = [s for s in wanted if s.hash not in have]
     if missing:
-        log(f"timing {len(missing)} whole subnets end to end (fresh process)")
+        logger.info(f"timing {len(missing)} whole subnets end to end (fresh process)")
         folder = out / backend.model_format
         paths = export_subnets(supernet, missing, folder, batch, fmt=backend.model_format)
         res = time_onnx_files(paths, backend.name, backend.config, timing, config.e2e)
@@ -182,7 +185,7 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
     table.update_fingerprint(probe_ms=table.probe_ms(), entries_measured=n_meas, entries_interpolated=n_int,
                              last_run={"measured": state["measured"], "reused": state["reused"],
                                        "wall_s": round(time.time() - t_start, 1)})
-    log(f"table {out}: {n_meas} measured + {n_int} interpolated entries; this run timed {state['measured']} "
+    logger.info(f"table {out}: {n_meas} measured + {n_int} interpolated entries; this run timed {state['measured']} "
         f"and reused {state['reused']} in {time.time() - t_start:.0f} s")
     return table
 

@@ -9,6 +9,7 @@ writes a CSV, a JSON summary and a scatter plot.
 """
 from __future__ import annotations
 
+import logging
 import json
 import random
 import tempfile
@@ -29,6 +30,8 @@ from .fingerprint import DEVICE_KEYS, machine
 from .predictor import LatencyPredictor
 from .table import LatencyTable
 from .timing import TimingConfig
+
+logger = logging.getLogger(__name__)
 
 
 def kendall_tau(a, b) -> float:
@@ -54,7 +57,7 @@ def e2e_for(table: LatencyTable, rounds: Optional[int] = None) -> E2EConfig:
     return base if rounds is None else replace(base, rounds=rounds)
 
 
-def _time_chunks(net, subnets, backend, timing, e2e, work: Path, chunk: int, max_chunks: Optional[int], log) -> list[dict]:
+def _time_chunks(net, subnets, backend, timing, e2e, work: Path, chunk: int, max_chunks: Optional[int]) -> list[dict]:
     """Time ``subnets`` in chunks (each in its own fresh worker run); a finished chunk is kept in
     ``work/chunk_NNN.json`` and not timed again. Returns the chunks finished so far, in order."""
     size = chunk or len(subnets)
@@ -79,12 +82,12 @@ def _time_chunks(net, subnets, backend, timing, e2e, work: Path, chunk: int, max
         atomic_write_text(f, json.dumps(data) + "\n")
         done.append(data)
         timed += 1
-        log(f"chunk {k + 1}/{len(parts)}: {len(part)} subnets exported and timed in {time.time() - t0:.0f} s")
+        logger.info(f"chunk {k + 1}/{len(parts)}: {len(part)} subnets exported and timed in {time.time() - t0:.0f} s")
     return done
 
 
 def validate(table_path, supernet, samples: int = 50, seed: int = 0, out: Optional[Path] = None, rounds: Optional[int] = None,
-             timing: Optional[TimingConfig] = None, chunk: int = 0, max_chunks: Optional[int] = None, log=print) -> dict:
+             timing: Optional[TimingConfig] = None, chunk: int = 0, max_chunks: Optional[int] = None) -> dict:
     """Time ``samples`` random subnets of ``supernet`` (the network the table was made for; the caller builds
     it, e.g. with :func:`slimnas.tables.supernet_for`) end to end and compare with the table's predictions.
 
@@ -108,10 +111,10 @@ def validate(table_path, supernet, samples: int = 50, seed: int = 0, out: Option
     with tempfile.TemporaryDirectory(prefix="slimnas-validate-") as tmp:
         work = Path(out) / "work" if out is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        chunks = _time_chunks(net, subnets, backend, timing, e2e, work, chunk, max_chunks, log)
+        chunks = _time_chunks(net, subnets, backend, timing, e2e, work, chunk, max_chunks)
     n_done = sum(len(c["models"]) for c in chunks)
     if n_done < samples:
-        log(f"{n_done}/{samples} subnets timed; run again to time the rest")
+        logger.info(f"{n_done}/{samples} subnets timed; run again to time the rest")
         return {"finished": False, "timed": n_done, "samples": samples}
     result, rows = _compare(predictor, net, subnets, chunks, e2e)
     result.update({"finished": True, "table": str(table.path), "samples": samples, "seed": seed, "chunk": chunk,
@@ -124,7 +127,7 @@ def validate(table_path, supernet, samples: int = 50, seed: int = 0, out: Option
         scatter(rows, result, out / "validate.png", title=f"{fp.get('model')} {fp['input_shape']} {fp['backend']} t{fp['threads']}")
         result["files"] = [str(out / n) for n in ("validate.csv", "validate.json", "validate.png")]
     m = result["metrics"]
-    log(f"{samples} subnets: {100 * m['within_10pct']:.1f}% within ±10%, RMSPE {m['rmspe_pct']:.2f}%, "
+    logger.info(f"{samples} subnets: {100 * m['within_10pct']:.1f}% within ±10%, RMSPE {m['rmspe_pct']:.2f}%, "
         f"Kendall τ {m['kendall_tau']:.3f} against the {e2e.statistic} statistic "
         f"(its repeat error {result['repeat_error_pct'][e2e.statistic]:.2f}%)")
     return result

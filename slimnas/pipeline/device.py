@@ -6,10 +6,11 @@ speed of the moment.
 """
 from __future__ import annotations
 
+import logging
 import json
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ from ..latency.fingerprint import DEVICE_KEYS, mismatches, space_hash
 from ..latency.validate import device_of
 from ..tables import table_dirs
 from .config import LatencyConfig
+
+logger = logging.getLogger(__name__)
 
 E2E_BACKENDS = ("onnxruntime", "tensorrt")
 
@@ -89,8 +92,7 @@ def summary(record: dict, e2e: E2EConfig) -> dict:
             "round_medians_ms": [float(v) for v in record.get("round_medians_ms", [])], "n": int(record["n"])}
 
 
-def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig,
-                log: Optional[Callable[[str], None]] = None) -> tuple[list[dict], float, list[float]]:
+def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig) -> tuple[list[dict], float, list[float]]:
     """Time ONNX files end to end in one fresh process, interleaved: per-model summaries, probe median, probes.
 
     A shared machine is sometimes busy for a while: when some model's even and odd rounds disagree by
@@ -110,6 +112,6 @@ def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig,
             best = (worst, models, e2e.probe_ms(probes), probes)
         if worst < config.steady_pct or config.rounds < 2:
             break
-        if log is not None and attempt < config.attempts:
-            log(f"the timing was unsteady (even and odd rounds disagree by {worst:.0f}%): timing again")
+        if attempt < config.attempts:
+            logger.info(f"the timing was unsteady (even and odd rounds disagree by {worst:.0f}%): timing again")
     return best[1], best[2], best[3]

@@ -21,7 +21,7 @@ import importlib.util
 import json
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -145,9 +145,8 @@ def write_int8(out: Path, config: ExportConfig, data: Optional[Datasets], batch:
     return info
 
 
-def write_exports(model: nn.Module, out: Path, input_shape, config: ExportConfig, batch: int = 1,
-                  log: Callable[[str], None] = print, dynamic_batch: bool = True, data: Optional[Datasets] = None,
-                  dtype: str = "fp32") -> dict:
+def write_exports(model: nn.Module, out: Path, input_shape, config: ExportConfig, batch: int = 1, dynamic_batch: bool = True,
+                  data: Optional[Datasets] = None, dtype: str = "fp32") -> dict:
     """``model.onnx``, ``model.int8.onnx`` and ``model.engine`` beside ``model.pt`` in ``out``, as ``config`` asks;
     returns what was written and what was skipped (with why).
 
@@ -209,15 +208,14 @@ def write_exports(model: nn.Module, out: Path, input_shape, config: ExportConfig
         reason = ("TensorRT is not installed (pip install slimnas[trt])" if importlib.util.find_spec("tensorrt") is None
                   else "no CUDA GPU here") if config.tensorrt is None else "export.tensorrt is false"
         done["skipped"].append(f"model.engine: {reason}")
-        log(f"model.engine skipped: {reason}")
+        logger.info(f"model.engine skipped: {reason}")
         if int8:
             done["skipped"].append(f"model.int8.engine: {reason}")
     return done
 
 
 def export(run: Union[str, Path], out: Optional[Union[str, Path]] = None, subnet: Optional[Union[str, Path]] = None,
-           config: ExportConfig = ExportConfig(), batch: int = 1, device: Optional[str] = None,
-           log: Callable[[str], None] = print, dynamic_batch: bool = True) -> dict:
+           config: ExportConfig = ExportConfig(), batch: int = 1, device: Optional[str] = None, dynamic_batch: bool = True) -> dict:
     """Write model.pt, model.onnx (and model.engine) into ``out`` (default: ``run``).
 
     ``run`` is a ``slimnas slim`` run folder (its ``model.pt`` is exported) or a ``slimnas train`` run folder, in
@@ -257,9 +255,9 @@ def export(run: Union[str, Path], out: Optional[Union[str, Path]] = None, subnet
         out.mkdir(parents=True, exist_ok=True)
         save_exported(model, out / "model.pt", chosen, arch_name(spec.model), spec.num_classes or data.num_classes,
                       inputs=InputSpec(size[-1], data.mean, data.std), classes=data.classes)
-    result = write_exports(model, out, size, config, batch, log, dynamic_batch, data=data, dtype=dtype)
+    result = write_exports(model, out, size, config, batch, dynamic_batch, data=data, dtype=dtype)
     result["files"].insert(0, "model.pt")
-    log(f"wrote {', '.join(result['files'])} into {out}")
+    logger.info(f"wrote {', '.join(result['files'])} into {out}")
     return result
 
 

@@ -9,13 +9,14 @@ are reused, so the budget (and with it the search) stays exactly what it was.
 """
 from __future__ import annotations
 
+import logging
 import importlib.util
 import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import nn
@@ -37,6 +38,8 @@ from .config import DEFAULT_OUT, LatencyConfig, ModelConfig, SlimConfig, absolut
 from .device import (export_model_onnx, find_table, make_backend, open_predictor,
                      time_models)
 from .schema import to_plain
+
+logger = logging.getLogger(__name__)
 
 CONFIG = "config.yaml"
 REFERENCE = "latency/reference.json"
@@ -164,12 +167,12 @@ def _check_strategy(config: SlimConfig, net: Supernet) -> None:
         raise SlimnasError(f"supernet: {exc}") from None
 
 
-def _warn_untrained(config: SlimConfig, log: Callable[[str], None]) -> None:
+def _warn_untrained(config: SlimConfig) -> None:
     """Slimming a random-init model is legal (and the demo's way to start), but never silent."""
     name = config.model.name
     saved = name.endswith(paths.CHECKPOINT_SUFFIXES) and Path(name).is_file()  # a saved model carries its weights
     if config.model.weights is None and config.base is None and config.supernet.run is None and not saved:
-        log(f"warning: no model.weights (--weights) and no base: section: {name} is slimmed from its random "
+        logger.warning(f"no model.weights (--weights) and no base: section: {name} is slimmed from its random "
             "initialisation; give its trained state_dict, or a base: section to train it first")
 
 
@@ -229,18 +232,17 @@ def check_steady(original: dict, cfg: LatencyConfig) -> None:
                            "is quieter, or raise latency.rounds / latency.attempts")
 
 
-def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg: LatencyConfig, folder: Path,
-                      log: Callable[[str], None] = print) -> dict:
+def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg: LatencyConfig, folder: Path) -> dict:
     """The original model and the smallest subnet, timed end to end in one fresh process with the probe."""
     smallest = net.space.min()
-    log(f"timing the original model and the smallest subnet end to end on {backend.name} ({backend.config.device}, "
+    logger.info(f"timing the original model and the smallest subnet end to end on {backend.name} ({backend.config.device}, "
         f"{cfg.threads} thread(s), batch {cfg.batch}; fresh process)")
     orig = export_model_onnx(original, folder / "original.onnx", net.input_shape, cfg.batch)
     (small,) = export_subnets(net, [smallest], folder, cfg.batch)
     small = small.rename(folder / "smallest.onnx")
-    (o, s), probe, probes = time_models([orig, small], backend, cfg, log)
+    (o, s), probe, probes = time_models([orig, small], backend, cfg)
     check_steady(o, cfg)
-    log(f"original model: {o['median_ms']:.4f} ms (quietest round's median), repeat error {o['repeat_pct']:.1f}% "
+    logger.info(f"original model: {o['median_ms']:.4f} ms (quietest round's median), repeat error {o['repeat_pct']:.1f}% "
         f"(even vs odd rounds; steady below {cfg.steady_pct:g}%), spread of the round medians {o['spread_pct']:.0f}%, "
         f"timing attempt {o.get('attempt', 1)} of at most {cfg.attempts}")
     return {"original": o, "smallest": s, "smallest_subnet": smallest.to_dict(), "probe_ms": probe,
@@ -248,7 +250,7 @@ def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg:
             "original_flops": net.flops(net.space.original()), "original_params": net.params(net.space.original())}
 
 
-def prepare(config: SlimConfig, out: Optional[Path] = None, log: Callable[[str], None] = print) -> Plan:
+def prepare(config: SlimConfig, out: Optional[Path] = None) -> Plan:
     """Validate ``config`` completely (see the module's description); nothing is written."""
     out = Path(paths.absolute(str(out or config.out or DEFAULT_OUT)))  # stored absolute: usable from anywhere
     config = replace(absolute_paths(config).seeded(), out=str(out))
@@ -264,7 +266,7 @@ def prepare(config: SlimConfig, out: Optional[Path] = None, log: Callable[[str],
     else:
         data = load_data(config.data)
     num_classes = config.model.num_classes or data.num_classes
-    _warn_untrained(config, log)
+    _warn_untrained(config)
     if config.model.num_classes is not None:
         data.check_classes(config.model.num_classes, "model.num_classes")
     torch.manual_seed(config.seed)
@@ -288,7 +290,7 @@ def prepare(config: SlimConfig, out: Optional[Path] = None, log: Callable[[str],
         else:
             table = out / PROFILED_TABLE
             if not (table / CALIBRATED).is_file():  # not there, or a profile killed half-way (it resumes)
-                log(f"no shipped latency table fits this device and model: one will be profiled into {table}")
+                logger.info(f"no shipped latency table fits this device and model: one will be profiled into {table}")
     usable = (table / CALIBRATED).is_file() if table == out / PROFILED_TABLE else True
     predictor = open_predictor(table, net, backend) if usable else None
     resumed = _check_folder(out, config)
@@ -307,7 +309,7 @@ def prepare(config: SlimConfig, out: Optional[Path] = None, log: Callable[[str],
     else:
         measured_in = Path(tempfile.mkdtemp(prefix="slimnas-reference-"))
         try:
-            reference = measure_reference(original, net, backend, config.latency, measured_in, log)
+            reference = measure_reference(original, net, backend, config.latency, measured_in)
         except BaseException:
             shutil.rmtree(measured_in, ignore_errors=True)
             raise

@@ -2,28 +2,30 @@
 latest invocation found it finished (a resumed run skips those by their output files)."""
 from __future__ import annotations
 
+import logging
 import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from ..fileio import atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 FILE = "stages.json"
 
 
 class StageClock:
-    def __init__(self, out: Path, log: Callable[[str], None] = print):
+    def __init__(self, out: Path):
         self.path = Path(out) / FILE
-        self.log = log
         self.times: dict[str, dict] = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     @contextlib.contextmanager
     def stage(self, name: str, done: bool, what: str = "") -> Iterator[None]:
         """Time the block; ``done``: its outputs exist, the block only loads them."""
         head = f"[{name}] {what}" if what else f"[{name}]"
-        self.log(f"{head}: finished before, skipped" if done else head)
+        logger.info(f"{head}: finished before, skipped" if done else head)
         t0 = time.time()
         yield
         wall = round(time.time() - t0, 1)
@@ -42,28 +44,3 @@ class StageClock:
 
     def wall(self, name: str) -> float:
         return float(self.times.get(name, {}).get("wall_s", 0.0))
-
-
-class RunLog:
-    """Prints each message and appends it, timestamped, to ``<run>/slim.log`` once the run folder exists
-    (messages from before, such as the checks', are written when it appears)."""
-
-    def __init__(self, log: Callable[[str], None] = print):
-        self.log = log
-        self.path = None
-        self.pending: list[str] = []
-
-    def __call__(self, message: str) -> None:
-        self.log(message)
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
-        if self.path is None:
-            self.pending.append(line)
-            return
-        with open(self.path, "a") as f:
-            f.write(line)
-
-    def attach(self, path: Path) -> None:
-        self.path = Path(path)
-        with open(self.path, "a") as f:
-            f.writelines(self.pending)
-        self.pending = []

@@ -5,9 +5,10 @@ killed run resumes from its last finished epoch; a finished stage is recognised 
 """
 from __future__ import annotations
 
+import logging
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -19,12 +20,14 @@ from ..train import Trainer, make_strategy
 from ..train.run import RunSpec, load_run, train
 from .config import SlimConfig
 
+logger = logging.getLogger(__name__)
+
 BASE_WEIGHTS = "base/model.pth"
 SUPERNET = "supernet"
 SUPERNET_DONE = "supernet/space_final.json"
 
 
-def train_base(config: SlimConfig, data: Datasets, out: Path, log: Callable[[str], None] = print) -> Path:
+def train_base(config: SlimConfig, data: Datasets, out: Path) -> Path:
     """Train the model from scratch (``config.base``) into ``out/base``; returns its state_dict file."""
     path = out / BASE_WEIGHTS
     if path.is_file():
@@ -37,7 +40,7 @@ def train_base(config: SlimConfig, data: Datasets, out: Path, log: Callable[[str
     top1 = ev.evaluate_model(trainer.model, recalibrate=False).top1
     atomic_write_text(path.parent / "result.json", json.dumps({"val_top1": top1, "steps": trainer.step}, indent=1))
     atomic_torch_save({k: v.cpu() for k, v in trainer.model.state_dict().items()}, path)
-    log(f"base model: validation top-1 {top1:.4f} after {trainer.step} steps")
+    logger.info(f"base model: validation top-1 {top1:.4f} after {trainer.step} steps")
     return path
 
 
@@ -58,7 +61,7 @@ def train_supernet(config: SlimConfig, weights: Optional[str], num_classes: int,
     run_dir = out / SUPERNET
     if not (out / SUPERNET_DONE).is_file():
         # prepare() has said it once already when there are no weights
-        trainer = train(supernet_spec(config, weights, num_classes), run_dir, resume=True, log=lambda m: None)
+        trainer = train(supernet_spec(config, weights, num_classes), run_dir, resume=True)
         return trainer.model, trainer.strategy, trainer.data
     _, net, strategy, data = load_run(run_dir, config.device)
     return net, strategy, data

@@ -1,6 +1,7 @@
 """``evolve``: the NSGA-II search loop, with bounded repair, an accuracy cache and a resumable state file."""
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -21,6 +22,8 @@ from .nsga2 import select_survivors
 from .population import initial_population, make_children
 from .result import SearchResult, pareto_front
 from .state import Evaluated, SearchState, rng_from_json, rng_to_json, space_digest
+
+logger = logging.getLogger(__name__)
 
 STATE_SAVE_INTERVAL_S = 1.0  # the accuracy cache is saved at most this often between generations
 
@@ -59,9 +62,9 @@ class _Evolution:
     """One invocation of the search: the state it resumes from and the machinery to continue it."""
 
     def __init__(self, space, accuracy, table: CostTable, config: SearchConfig, objective: str,
-                 state: SearchState, state_path: Optional[Path], progress: bool, log):
+                 state: SearchState, state_path: Optional[Path], progress: bool):
         self.space, self.accuracy, self.table, self.config = space, accuracy, table, config
-        self.objective, self.state, self.state_path, self.log = objective, state, state_path, log
+        self.objective, self.state, self.state_path = objective, state, state_path
         self.start = time.monotonic()
         self.wall_before = state.wall_s
         self.last_save = self.start
@@ -116,7 +119,7 @@ class _Evolution:
         pop = [self.state.cache[h] for h in self.state.population]
         best = max(pop, key=lambda e: e.accuracy)
         cost = self.table.column(self.objective, [best.subnet])[0]
-        self.log(f"generation {generation}/{self.config.generations}: {new} new subnets scored "
+        logger.info(f"generation {generation}/{self.config.generations}: {new} new subnets scored "
                  f"({len(self.state.cache)} in all), best accuracy {best.accuracy:.4f} at "
                  f"{LABELS[self.objective]} {format_value(self.objective, cost)}")
 
@@ -151,7 +154,7 @@ class _Evolution:
             state.stopped = reason
         self.save()
         if reason != "generations":
-            self.log(f"search stopped early ({reason.replace('_', ' ')}) after {len(state.cache)} evaluations")
+            logger.info(f"search stopped early ({reason.replace('_', ' ')}) after {len(state.cache)} evaluations")
         return reason
 
     def result(self, stopped: str) -> SearchResult:
@@ -182,8 +185,7 @@ def evolve(space: SearchSpace,
            config: SearchConfig = SearchConfig(),
            objective: str = "latency_ms",
            state_path: Optional[Path] = None,
-           progress: bool = True,
-           log: Callable[[str], None] = print) -> SearchResult:
+           progress: bool = True) -> SearchResult:
     """NSGA-II over ``space``: maximise ``accuracy``, minimise ``costs[objective]``, within ``constraints``.
 
     ``accuracy`` is called once per distinct subnet hash (also across resumes); ``costs`` are vectorised
@@ -201,10 +203,10 @@ def evolve(space: SearchSpace,
         state = SearchState.load(state_path)
         state.check_settings(settings, state_path)
         if state.stopped is not None:
-            log(f"{state_path}: the search finished before ({state.stopped}); returning its result")
+            logger.info(f"{state_path}: the search finished before ({state.stopped}); returning its result")
             return build_result(state, table, objective, state.stopped, state.wall_s)
-        log(f"{state_path}: resuming after generation {state.generation} with {len(state.cache)} subnets scored")
+        logger.info(f"{state_path}: resuming after generation {state.generation} with {len(state.cache)} subnets scored")
     else:
         state = SearchState(settings)
-    run = _Evolution(space, accuracy, table, config, objective, state, state_path, progress, log)
+    run = _Evolution(space, accuracy, table, config, objective, state, state_path, progress)
     return run.result(run.run())

@@ -5,10 +5,11 @@ rebuild exactly the same supernet, data and strategy from the folder alone.
 """
 from __future__ import annotations
 
+import logging
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 
@@ -16,13 +17,15 @@ from .. import paths
 from ..data import DataConfig, Datasets, load_data
 from ..errors import SlimnasError
 from ..models import load_model
-from ..space import SearchSpace, SpaceConfig
+from ..space import SpaceConfig
 from ..supernet import ConvertConfig, Supernet, convert
 from .config import TrainConfig
 from .layout import BinLayout, make_layout
 from .strategies import Strategy, make_strategy
 from ..fileio import atomic_write_text
 from .trainer import CHECKPOINT, Trainer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,7 @@ def _outputs(model: torch.nn.Module, input_size: int) -> Optional[int]:
     return int(out.shape[1]) if out.ndim == 2 else None
 
 
-def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False,
-          log: Callable[[str], None] = print) -> Trainer:
+def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False) -> Trainer:
     """Train a supernet as ``spec`` says, writing checkpoints and logs into ``run_dir``.
 
     A resume must be asked with the settings the run was started with (paths compared absolute): one that
@@ -127,7 +129,7 @@ def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False,
         spec = replace(saved, train=replace(saved.train, progress=spec.train.progress,
                                             num_workers=spec.train.num_workers), device=spec.device)
     if spec.weights is None and not str(spec.model).endswith(paths.CHECKPOINT_SUFFIXES):
-        log(f"warning: no weights (--weights): {spec.model} is trained from its random initialisation; "
+        logger.warning(f"no weights (--weights): {spec.model} is trained from its random initialisation; "
             "give its trained state_dict file to start from the trained model")
     net, strategy, data, bins = build(spec)
     trainer = Trainer(net, strategy, data, spec.train, run_dir, spec.device)

@@ -64,7 +64,7 @@ class SlimnasArm(Method):
         self.ctx.log(f"{self.name}: no shipped latency table fits this machine and space; profiling one into {table}")
         profile(net, backend, table, model=self.ctx.arch, config=ProfileConfig(),
                 model_args={"model": self.ctx.arch, "num_classes": self.ctx.data.num_classes, "ratios": list(s.ratios),
-                            "divisor": s.divisor, "max_ratio": s.max_ratio}, log=self.ctx.log)
+                            "divisor": s.divisor, "max_ratio": s.max_ratio})
         return table.resolve()
 
     def prepare(self) -> dict:
@@ -102,7 +102,7 @@ class SlimnasArm(Method):
 
         out = self.folder / budget.label / "slim"
         summary = slim(self.slim_config(budget), out, command=f"benchmarks/headline.py ({self.name} @ {budget.label})",
-                       progress=False, log=self.ctx.log)
+                       progress=False)
         subnet = Subnet.from_json((out / "subnet.json").read_text())
         _, net, _, _ = load_run(self.folder / SUPERNET, "cpu")
         model = plain_copy(self.ctx.base, export_subnet(net, subnet))
