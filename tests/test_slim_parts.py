@@ -124,3 +124,15 @@ def test_relative_budgets_hold_for_the_ratio_to_the_original_absolute_ones_for_t
     assert not meets_latency(parse_constraints(["latency<=0.45x"]), 1.2, ratio)
     assert meets_latency(parse_constraints(["latency<=1.2ms", "params<=1M"]), 1.2, ratio)
     assert not meets_latency(parse_constraints(["latency<=1.1ms"]), 1.2, ratio)
+
+
+def test_demo_takes_a_seed_and_scores_on_a_larger_validation_split(capsys):
+    from slimnas.cli import main
+    from slimnas.data import load_data
+
+    c = demo_config("runs/x", seed=2).seeded()
+    assert c.seed == c.data.seed == c.supernet.train.seed == c.search.seed == 2
+    assert len(load_data(c.data).val) >= 400, "a score's standard error about 1 point at 95% top-1"
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "--seed" in capsys.readouterr().out
