@@ -141,8 +141,10 @@ def report(r: dict) -> str:
         f"| predicted (at the speed of the moment) vs measured | {c['predicted_now_ms']:.4f} vs {c['median_ms']:.4f} ms "
         f"({c['error_pct']:+.1f}%) | within 10% | {ok(r['met']['prediction_within_10pct'])} |",
         f"| original, measured in the same round | {c['original_now_ms']:.4f} ms (chosen/original {c['ratio_to_original']:.3f}) | | |",
-        f"| chosen: supernet val top-1 / after {c.get('finetune_steps')} fine-tune steps: val, test | "
-        f"{c['supernet_top1']:.4f} / {c['val_top1']:.4f}, {c['test_top1']:.4f} | | |",
+        f"| chosen: supernet val top-1 ± SE / after {c.get('finetune_steps')} fine-tune steps: val, test | "
+        f"{c['supernet_top1']:.4f} ± {c.get('supernet_se') or float('nan'):.4f} / {c['val_top1']:.4f}, {c['test_top1']:.4f} | | |",
+        f"| chosen: share of the latency budget (measured), and why | {(c.get('budget_share') or float('nan')) * 100:.0f}%: "
+        f"{c.get('pick_reason') or '–'} | | |",
         f"| original: val / test top-1 | {o.get('val_top1', float('nan')):.4f} / {o.get('test_top1', float('nan')):.4f} | | |",
         "",
         f"Each candidate is scored on {s['val_images']} validation images (carved from train/) after BN recalibration on "
