@@ -13,7 +13,7 @@ import torch
 import slimnas
 from slimnas import SlimnasError
 from slimnas.data import DataConfig, load_data
-from slimnas.train import StepContext, Trainer, TrainConfig, make_strategy
+from slimnas.train import StepContext, TrainConfig, Trainer, make_strategy
 from slimnas.train.strategies.base import distill_loss, soft_ce
 from tests.conftest import calibrate
 from tests.nets import TinyNet
@@ -172,4 +172,50 @@ def test_resume_with_another_teacher_is_refused(digits, tmp_path):
     trainer = Trainer(net, st, digits, cfg, run_dir=tmp_path / "run", device="cpu", teacher=teacher)
     with pytest.raises(SlimnasError, match="another teacher") as e:
         trainer.fit(resume=True)
+    assert "\n" not in str(e.value)
+
+
+# -- slim's supernet stage and `slimnas train` --------------------------------------------------------------------
+def test_slim_supernet_stage_learns_from_the_original_when_there_are_weights(capsys, tmp_path):
+    from slimnas.cli import main
+    from slimnas.pipeline.config import SlimConfig, SupernetConfig, config_from_dict
+    from slimnas.pipeline.training import supernet_spec
+    from tests.slim_helpers import write_config
+
+    default = SupernetConfig().teacher
+    assert default in ("original", "both"), "the default is a frozen teacher (see benchmarks/results/supernet_curve)"
+    cfg = SlimConfig()
+    assert supernet_spec(cfg, "w.pth", 10).strategy_options["teacher"] == default
+    assert supernet_spec(cfg, None, 10).strategy_options["teacher"] == "none", "no weights: no teacher worth learning from"
+    off = config_from_dict({"supernet": {"teacher": "none", "options": {"teacher_alpha": 0.7}}})
+    assert supernet_spec(off, "w.pth", 10).strategy_options == {"teacher": "none", "teacher_alpha": 0.7}
+    for bad, words in [({"teacher": "teach"}, "supernet: teacher must be one of none, original, both"),
+                       ({"options": {"teacher": "both"}}, "set supernet.teacher")]:
+        with pytest.raises(SlimnasError, match=words) as e:
+            config_from_dict({"supernet": bad})
+        assert "\n" not in str(e.value)
+    assert main(["slim", "--config", str(write_config(tmp_path)), "--print-config"]) == 0
+    import yaml
+
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["supernet"]["teacher"] == default
+
+
+def test_train_run_with_a_teacher_option_builds_the_original_as_teacher(tmp_path):
+    from slimnas.train.run import RunSpec, train
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pth"
+    torch.save(original().state_dict(), weights)
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=32, eval_images=0, progress=False)
+    spec = RunSpec(model="tests.nets:tiny_net", weights=str(weights), input_size=16, data=DataConfig("digits"),
+                   strategy="sandwich", strategy_options={"teacher": "both", "n_random": 1}, train=cfg)
+    trainer = train(spec, tmp_path / "run")
+    assert trainer.teacher is not None and not trainer.teacher.training
+    with open(tmp_path / "run" / "steps.csv") as f:
+        assert all(float(r["loss_teacher"]) > 0 for r in csv.DictReader(f))
+    bare = RunSpec(model="tests.nets:tiny_net", input_size=16, data=DataConfig("digits"), strategy="sandwich",
+                   strategy_options={"teacher": "original"}, train=cfg)
+    with pytest.raises(SlimnasError, match="no weights") as e:
+        train(bare, tmp_path / "bare")
     assert "\n" not in str(e.value)

@@ -98,6 +98,19 @@ class SupernetConfig:
     options: dict = field(default_factory=dict)  # the strategy's options, e.g. {k: 3}
     bins: Optional[str] = None  # None | flops:N | latency:N:TABLE.csv
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=0.01))
+    # The frozen teacher of every sampled subnet: the original model (model.weights, or the base: section's result),
+    # in eval mode, once per batch. none | original (the teacher instead of in-place distillation) | both (the teacher
+    # plus in-place distillation from the widest). Its weight and temperature: options teacher_alpha (0.5) and
+    # temperature (4). Without weights it is none. Chosen by benchmarks/results/supernet_curve (README there).
+    teacher: str = "both"
+
+    def __post_init__(self) -> None:
+        from ..train.strategies.sandwich import TEACHERS
+
+        if self.teacher not in TEACHERS:
+            raise SlimnasError(f"teacher must be one of {', '.join(TEACHERS)}, got {self.teacher!r}")
+        if "teacher" in self.options:
+            raise SlimnasError("set supernet.teacher (none | original | both), not supernet.options.teacher")
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,13 @@ from typing import Optional
 
 import torch
 
+from .. import paths
 from ..data import Datasets
 from ..evaluate import Evaluator
 from ..fileio import atomic_torch_save, atomic_write_text
 from ..models import load_model
 from ..train import Trainer, make_strategy
+from ..train.strategies import STRATEGIES
 from ..train.run import RunSpec, load_run, train
 from .config import SlimConfig
 
@@ -50,9 +52,14 @@ def base_accuracy(out: Path) -> Optional[float]:
 
 
 def supernet_spec(config: SlimConfig, weights: Optional[str], num_classes: int) -> RunSpec:
+    """The supernet's training run; the original model is its frozen teacher (``supernet.teacher``) when it has
+    trained weights, given or from the base stage (a random initialisation has nothing to teach)."""
     s = config.supernet
+    trained = weights is not None or str(config.model.name).endswith(paths.CHECKPOINT_SUFFIXES)
+    takes = hasattr(STRATEGIES.get(s.strategy), "Options") and hasattr(STRATEGIES[s.strategy].Options, "teacher")
+    options = {**({"teacher": s.teacher if trained else "none"} if takes else {}), **s.options}
     return RunSpec(model=config.model.name, weights=weights, num_classes=num_classes, input_size=config.model.input_size,
-                   space=config.space, data=config.data, strategy=s.strategy, strategy_options=dict(s.options),
+                   space=config.space, data=config.data, strategy=s.strategy, strategy_options=options,
                    bins=s.bins, train=s.train, device=config.device)
 
 

@@ -132,7 +132,8 @@ def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False) -> Tra
         logger.warning(f"no weights (--weights): {spec.model} is trained from its random initialisation; "
             "give its trained state_dict file to start from the trained model")
     net, strategy, data, bins = build(spec)
-    trainer = Trainer(net, strategy, data, spec.train, run_dir, spec.device)
+    teacher = original_teacher(spec, data) if strategy.wants_teacher() else None
+    trainer = Trainer(net, strategy, data, spec.train, run_dir, spec.device, teacher=teacher)
     if trainer.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not (run_dir / CHECKPOINT).is_file() or not cfg.is_file():
@@ -145,6 +146,14 @@ def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False) -> Tra
     if trainer.is_main and strategy.space is not None:
         _write_space(strategy.space, run_dir / "space_final.json")
     return trainer
+
+
+def original_teacher(spec: RunSpec, data: Datasets) -> torch.nn.Module:
+    """The original model (before conversion) as the frozen teacher of a ``teacher=original|both`` strategy."""
+    if spec.weights is None and not str(spec.model).endswith(paths.CHECKPOINT_SUFFIXES):
+        raise SlimnasError(f"strategy option teacher={spec.strategy_options.get('teacher')} learns from the original "
+                           "model, but there are no weights (--weights): give its trained state_dict file, or set teacher=none")
+    return load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights).eval()
 
 
 def _write_space(space, path: Path) -> None:
