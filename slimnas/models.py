@@ -217,39 +217,66 @@ def architecture_of(spec: ModelSpec) -> Optional[str]:
 FORMAT = "slimnas.exported/1"
 
 
+_CONV, _BN, _LINEAR = nn.Conv2d, (nn.BatchNorm1d, nn.BatchNorm2d), nn.Linear
+
+
 def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
-    """Constructor arguments of every conv, BatchNorm and linear layer: enough to rebuild narrower layers."""
+    """Widths of every conv, BatchNorm and linear layer, subclasses included (timm's ``BatchNormAct2d``,
+    ``Conv2dSame``): enough to rebuild narrower layers."""
     out: dict[str, dict[str, int]] = {}
     for name, m in model.named_modules():
-        if type(m) is nn.Conv2d:
+        if isinstance(m, _CONV):
             out[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
-        elif type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
+        elif isinstance(m, _BN):
             out[name] = {"out": m.num_features}
-        elif type(m) is nn.Linear:
+        elif isinstance(m, _LINEAR):
             out[name] = {"in": m.in_features, "out": m.out_features}
     return out
 
 
+def _resized(old: nn.Module, sizes: dict[str, int], shapes: dict[str, tuple[int, ...]]) -> nn.Module:
+    """A copy of ``old``, of its exact class, with its size attributes and tensors at the new shapes.
+
+    Copying instead of calling the constructor keeps every other attribute of a subclass (an activation, a
+    padding rule) whatever its constructor takes; the tensors are placeholders that the state_dict fills."""
+    new = type(old).__new__(type(old))
+    new.__dict__.update(old.__dict__)
+    new._parameters, new._buffers, new._modules = dict(old._parameters), dict(old._buffers), dict(old._modules)
+    for attr, shape in shapes.items():
+        if attr in old._parameters and old._parameters[attr] is not None:
+            t = old._parameters[attr]
+            new._parameters[attr] = nn.Parameter(t.new_empty(shape), requires_grad=t.requires_grad)
+        elif attr in old._buffers and old._buffers[attr] is not None:
+            new._buffers[attr] = old._buffers[attr].new_empty(shape)
+    for attr, v in sizes.items():
+        object.__setattr__(new, attr, v)
+    return new
+
+
 def reshape_to(model: nn.Module, layers: dict[str, dict[str, int]]) -> nn.Module:
-    """Rebuild ``model``'s conv, BatchNorm and linear layers with the given channel counts (in place)."""
+    """Rebuild ``model``'s conv, BatchNorm and linear layers (subclasses keep their class) with the given channel
+    counts (in place)."""
     for name, shape in layers.items():
         try:
             old = model.get_submodule(name)
         except AttributeError:
             raise SlimnasError(f"the saved model has a layer {name!r} that this architecture lacks") from None
-        if type(old) is nn.Conv2d:
+        if isinstance(old, _CONV):
             if (old.in_channels, old.out_channels, old.groups) == (shape["in"], shape["out"], shape["groups"]):
                 continue
-            new = nn.Conv2d(shape["in"], shape["out"], old.kernel_size, old.stride, old.padding, old.dilation,
-                            shape["groups"], old.bias is not None, old.padding_mode)
-        elif type(old) in (nn.BatchNorm1d, nn.BatchNorm2d):
+            cin, cout, groups = shape["in"], shape["out"], shape["groups"]
+            new = _resized(old, {"in_channels": cin, "out_channels": cout, "groups": groups},
+                           {"weight": (cout, cin // groups, *old.weight.shape[2:]), "bias": (cout,)})
+        elif isinstance(old, _BN):
             if old.num_features == shape["out"]:
                 continue
-            new = type(old)(shape["out"], old.eps, old.momentum, old.affine, old.track_running_stats)
-        elif type(old) is nn.Linear:
+            n = shape["out"]
+            new = _resized(old, {"num_features": n}, {k: (n,) for k in ("weight", "bias", "running_mean", "running_var")})
+        elif isinstance(old, _LINEAR):
             if (old.in_features, old.out_features) == (shape["in"], shape["out"]):
                 continue
-            new = nn.Linear(shape["in"], shape["out"], old.bias is not None)
+            new = _resized(old, {"in_features": shape["in"], "out_features": shape["out"]},
+                           {"weight": (shape["out"], shape["in"]), "bias": (shape["out"],)})
         else:
             raise SlimnasError(f"layer {name!r} is a {type(old).__name__} here but was saved as a conv/BN/linear")
         parent_name, _, attr = name.rpartition(".")
