@@ -106,7 +106,7 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
 
     def grid(key: str, sig, pairs, measure: Callable[[int, int], float], value=None) -> dict:
         """{(cin, cout): (ms, source)} over the signature's adaptive grid."""
-        if sig.kind == "dwconv":
+        if sig.diagonal:  # depthwise, or grouped with the group count following the width
             axes = [sorted({a for a, _ in pairs})]
             pick = lambda p: (axes[0][p[0]],) * 2  # noqa: E731
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,8 @@ ACTIVATIONS = {
     "Hardsigmoid": "hardsigmoid", "Hardtanh": "relu6",
 }
 MAX_PAIRS = 4096  # a layer whose (in, out) candidate set is larger than this is refused (concat explosions)
+PASS_THROUGH = ("Identity", "Dropout")  # eval-mode no-ops between a BN and its activation (timm's BatchNormAct2d.drop)
+_META = re.compile(r"(getattr|size|dim)(_\d+)?")  # fx nodes that only read a tensor's shape (not a consumer of its data)
 
 
 @dataclass(frozen=True)
@@ -41,23 +44,40 @@ class Signature:
     kind: str  # conv | dwconv | linear
     kernel: tuple[int, int]
     stride: tuple[int, int]
-    padding: tuple[int, int]
+    padding: tuple[int, ...]  # (h, w), or (top, left, bottom, right) when uneven (a layer that pads itself "same")
     dilation: tuple[int, int]
     bias: bool
     bn: bool
     act: str  # "" when none
     hw: tuple[int, int]  # input spatial size (1, 1 for linear)
+    group_width: int = 0  # input channels per group of a grouped conv whose group count follows the width; 0: dense
 
     @property
     def key(self) -> str:
-        k, s, p, d = (f"{a}x{b}" for a, b in (self.kernel, self.stride, self.padding, self.dilation))
-        return (f"{self.kind}-k{k}-s{s}-p{p}-d{d}-{'b' if self.bias else 'nb'}-{'bn' if self.bn else 'nobn'}"
+        k, s, d = (f"{a}x{b}" for a, b in (self.kernel, self.stride, self.dilation))
+        p = "x".join(map(str, self.padding))
+        gw = f"-gw{self.group_width}" if self.group_width else ""
+        return (f"{self.kind}{gw}-k{k}-s{s}-p{p}-d{d}-{'b' if self.bias else 'nb'}-{'bn' if self.bn else 'nobn'}"
                 f"-{self.act or 'id'}-{self.hw[0]}x{self.hw[1]}")
 
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        """ONNX ``pads``: (top, left, bottom, right)."""
+        return tuple(self.padding) * 2 if len(self.padding) == 2 else tuple(self.padding)  # type: ignore[return-value]
+
+    @property
+    def diagonal(self) -> bool:
+        """Its in width always equals its out width (depthwise, or grouped with the group count following)."""
+        return self.kind == "dwconv" or self.group_width > 0
+
+    def groups(self, cin: int) -> int:
+        return cin if self.kind == "dwconv" else cin // self.group_width if self.group_width else 1
+
     def out_hw(self) -> tuple[int, int]:
+        p = self.pads
         return tuple(  # type: ignore[return-value]
-            (h + 2 * p - d * (k - 1) - 1) // s + 1
-            for h, k, s, p, d in zip(self.hw, self.kernel, self.stride, self.padding, self.dilation)
+            (h + p0 + p1 - d * (k - 1) - 1) // s + 1
+            for h, k, s, p0, p1, d in zip(self.hw, self.kernel, self.stride, p[:2], p[2:], self.dilation)
         )
 
 
@@ -83,10 +103,36 @@ def _layout_width(layout: Layout, w: np.ndarray) -> np.ndarray:
 def _fused_next(call, by_node: dict, types) -> Optional["ModuleCall"]:
     """The module call a runtime fuses into ``call``'s kernel: the only user of its output, if that user is a
     module of ``types`` applied to that output (an activation after a residual add is not)."""
-    if len(call.users) != 1:
+    users = [u for u in call.users if not _META.fullmatch(u)]  # x.shape reads inside a BatchNormAct2d don't count
+    if len(users) != 1:
         return None
-    nxt = by_node.get(call.users[0])
-    return nxt if nxt is not None and nxt.module_type in types and nxt.input == call.node else None
+    nxt = by_node.get(users[0])
+    return nxt if nxt is not None and types(nxt) and nxt.input == call.node else None
+
+
+def _real_inputs(supernet, calls) -> dict[str, list[tuple[int, ...]]]:
+    """The input shapes each conv module really receives, per call, where its class may pad before its conv op
+    (timm's ``Conv2dSame``): one forward pass with pre-hooks. A call's ``in_shape`` is what the op saw."""
+    import torch
+    from torch import nn
+
+    mods = {c.name: supernet.model.get_submodule(c.name) for c in calls}
+    names = {n for n, m in mods.items() if isinstance(m, nn.Conv2d) and getattr(m, "user_class", nn.Conv2d) is not nn.Conv2d}
+    if not names:
+        return {}
+    seen: dict[str, list[tuple[int, ...]]] = {n: [] for n in names}
+    hooks = [supernet.model.get_submodule(n).register_forward_pre_hook(
+        lambda m, args, n=n: seen[n].append(tuple(args[0].shape))) for n in names]
+    try:
+        was = supernet.model.training
+        supernet.model.eval()
+        with torch.no_grad():
+            supernet.model(torch.zeros((1,) + tuple(supernet.input_shape)))
+    finally:
+        supernet.model.train(was)
+        for h in hooks:
+            h.remove()
+    return seen
 
 
 def units_of(supernet) -> list[Unit]:
@@ -99,20 +145,32 @@ def units_of(supernet) -> list[Unit]:
     """
     graph = supernet.graph
     calls = graph.calls
+    from torch import nn
+
     by_node = {c.node: c for c in calls if c.node}
+    real = _real_inputs(supernet, [c for c in calls if c.name in graph.layers])
+    n_seen: dict[str, int] = {}
+
+    def is_bn(c) -> bool:  # nn.BatchNorm1d/2d or a subclass (timm's BatchNormAct2d): what an exporter folds
+        spec = graph.layers.get(c.name)
+        return spec is not None and spec.kind == "bn" and isinstance(supernet.model.get_submodule(c.name), nn.modules.batchnorm._BatchNorm)
+
     units: list[Unit] = []
     for call in calls:
         spec = graph.layers.get(call.name)
-        if spec is None or spec.kind not in ("conv", "dwconv", "linear"):
+        if spec is None or spec.kind not in ("conv", "dwconv", "gconv", "linear"):
             continue
         absorbed, bn, act = [], False, ""
         tail = call
-        nxt = _fused_next(tail, by_node, ("BatchNorm2d", "BatchNorm1d"))
+        nxt = _fused_next(tail, by_node, is_bn)
         if nxt is not None:
             bn = True
             absorbed.append(nxt.name)
             tail = nxt
-        nxt = _fused_next(tail, by_node, ACTIVATIONS)
+        while (nxt := _fused_next(tail, by_node, lambda c: c.module_type in PASS_THROUGH)) is not None:
+            absorbed.append(nxt.name)
+            tail = nxt
+        nxt = _fused_next(tail, by_node, lambda c: c.module_type in ACTIVATIONS)
         if nxt is not None:
             act = ACTIVATIONS[nxt.module_type]
             absorbed.append(nxt.name)
@@ -126,8 +184,20 @@ def units_of(supernet) -> list[Unit]:
             pad = module.padding
             if isinstance(pad, str) or module.padding_mode != "zeros":
                 raise SlimnasError(f"conv {call.name} uses padding={pad!r}/{module.padding_mode}; only zero padding is profiled")
-            sig = Signature(spec.kind, tuple(module.kernel_size), tuple(module.stride), tuple(pad),
-                            tuple(module.dilation), bias, bn, act, tuple(call.in_shape[2:4]))
+            hw = tuple(call.in_shape[2:4])
+            if call.name in real:  # a layer that pads its input itself: the runtime fuses that pad into the conv
+                i = n_seen[call.name] = n_seen.get(call.name, -1) + 1
+                hw = tuple(real[call.name][i][2:4])
+                extra = [a - b for a, b in zip(call.in_shape[2:4], hw)]
+                if any(extra):  # timm's pad_same (and ONNX SAME_UPPER): the odd pixel at the end
+                    pad = tuple(p + e // 2 for p, e in zip(pad, extra)) + tuple(p + e - e // 2 for p, e in zip(pad, extra))
+                    if pad[:2] == pad[2:]:
+                        pad = pad[:2]
+            kind, gw = spec.kind, 0
+            if spec.kind == "gconv":  # timed as a conv whose group count follows its width, group width fixed
+                kind, gw = "conv", int(module.weight.shape[1])
+            sig = Signature(kind, tuple(module.kernel_size), tuple(module.stride), tuple(pad),
+                            tuple(module.dilation), bias, bn, act, hw, gw)
         units.append(Unit(call.name, sig, spec.in_layout, spec.out_layout, tuple(absorbed)))
     return units
 
@@ -149,7 +219,7 @@ def candidate_pairs(unit: Unit, supernet) -> list[tuple[int, int]]:
             out.add(sum(m[s.space] for s in layout.segs) * layout.inner)
         return sorted(out)
 
-    if unit.sig.kind == "dwconv":
+    if unit.sig.diagonal:
         return [(c, c) for c in widths(unit.out_layout)]
     ins, outs = widths(unit.in_layout), widths(unit.out_layout)
     if len(ins) * len(outs) > MAX_PAIRS:
@@ -195,7 +265,7 @@ def unit_onnx(sig: Signature, cin: int, cout: int, batch: int = 1, seed: int = 0
         inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), "B"))
         nodes.append(helper.make_node("Gemm", ["x", "W", "B"], ["z"], transB=1))
     else:
-        groups = cin if sig.kind == "dwconv" else 1
+        groups = sig.groups(cin)
         w = (rng.standard_normal((cout, cin // groups) + tuple(sig.kernel)) * 0.05).astype(np.float32)
         inits.append(numpy_helper.from_array(w, "W"))
         ins = ["x", "W"]
@@ -203,7 +273,7 @@ def unit_onnx(sig: Signature, cin: int, cout: int, batch: int = 1, seed: int = 0
             inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), "B"))
             ins.append("B")
         nodes.append(helper.make_node("Conv", ins, ["c"], kernel_shape=list(sig.kernel), strides=list(sig.stride),
-                                      pads=list(sig.padding) * 2, dilations=list(sig.dilation), group=groups))
+                                      pads=list(sig.pads), dilations=list(sig.dilation), group=groups))
         if sig.bn:
             for name, value in (("g", 1.0), ("b", 0.0), ("m", 0.0), ("v", 1.0)):
                 inits.append(numpy_helper.from_array(np.full(cout, value, np.float32) + rng.random(cout, np.float32) * 0.1, f"bn_{name}"))
@@ -225,8 +295,10 @@ def unit_torch(sig: Signature, cin: int, cout: int) -> nn.Module:
     if sig.kind == "linear":
         layers: list[nn.Module] = [nn.Linear(cin, cout, bias=sig.bias)]
     else:
-        groups = cin if sig.kind == "dwconv" else 1
-        layers = [nn.Conv2d(cin, cout, sig.kernel, sig.stride, sig.padding, sig.dilation, groups, bias=sig.bias)]
+        p = sig.pads  # nn.ZeroPad2d takes (left, right, top, bottom)
+        pad = [nn.ZeroPad2d((p[1], p[3], p[0], p[2]))] if len(sig.padding) == 4 else []
+        layers = pad + [nn.Conv2d(cin, cout, sig.kernel, sig.stride, sig.padding[:2] if not pad else 0, sig.dilation,
+                                  sig.groups(cin), bias=sig.bias)]
     if sig.bn:
         layers.append(nn.BatchNorm2d(cout) if sig.kind != "linear" else nn.BatchNorm1d(cout))
     act = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid,
