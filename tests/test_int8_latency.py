@@ -118,3 +118,14 @@ def test_a_table_of_another_dtype_is_refused(fp32_table, int8_table, int8, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "dtype" in err
+
+
+def test_an_int8_table_of_other_quantizer_settings_is_refused(int8_table, int8):
+    """The quantizer settings decide which kernels run: a table quantized otherwise is refused, naming the key."""
+    from dataclasses import replace
+
+    from slimnas.latency.fingerprint import DEVICE_KEYS, check
+
+    here = dict(device_of(int8), quantization=replace(SETTINGS, per_channel=False).describe())
+    with pytest.raises(SlimnasError, match="quantization is"):
+        check(here, int8_table.fingerprint, [k for k in DEVICE_KEYS if k in here], "machine/runtime")
