@@ -91,3 +91,26 @@ def test_timm_unit_workloads_run_in_onnxruntime(name, size, grouped):
             assert y.shape == output_shape(sig, cout), sig.key
             with torch.no_grad():  # the torch backend's workload has the same shape
                 assert tuple(unit_torch(sig, cin, cout)(torch.from_numpy(x)).shape) == y.shape, sig.key
+
+
+def test_conv2d_same_unit_computes_what_the_timm_layer_computes():
+    """The stem unit of tf_efficientnet_b0 (Conv2dSame, stride 2, BatchNormAct2d with SiLU), run in onnxruntime
+    with its own random weights, equals timm's layers given the same weights on the same (unpadded) input."""
+    import onnx
+    from onnx import numpy_helper
+    from timm.layers import BatchNormAct2d, Conv2dSame
+
+    net = _net("tf_efficientnet_b0", 32, False)
+    stem = next(u for u in units_of(net) if u.layer == "conv_stem")
+    data = unit_onnx(stem.sig, 3, 16)
+    w = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load_from_string(data).graph.initializer}
+    conv = Conv2dSame(3, 16, 3, stride=2, bias=False)
+    bn = BatchNormAct2d(16, eps=1e-5, act_layer=nn.SiLU).eval()
+    with torch.no_grad():
+        conv.weight.copy_(w["W"])
+        for attr, key in (("weight", "bn_g"), ("bias", "bn_b"), ("running_mean", "bn_m"), ("running_var", "bn_v")):
+            getattr(bn, attr).copy_(w[key])
+        x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        want = bn(conv(x)).numpy()
+    got = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4
