@@ -152,8 +152,7 @@ def units_of(supernet) -> list[Unit]:
     n_seen: dict[str, int] = {}
 
     def is_bn(c) -> bool:  # nn.BatchNorm1d/2d or a subclass (timm's BatchNormAct2d): what an exporter folds
-        spec = graph.layers.get(c.name)
-        return spec is not None and spec.kind == "bn" and isinstance(supernet.model.get_submodule(c.name), nn.modules.batchnorm._BatchNorm)
+        return isinstance(supernet.model.get_submodule(c.name), nn.modules.batchnorm._BatchNorm)
 
     units: list[Unit] = []
     for call in calls:
