@@ -189,11 +189,11 @@ def test_slim_supernet_stage_learns_from_the_original_when_there_are_weights(cap
     assert supernet_spec(cfg, None, 10).strategy_options["teacher"] == "none", "no weights: no teacher worth learning from"
     off = config_from_dict({"supernet": {"teacher": "none", "options": {"teacher_alpha": 0.7}}})
     assert supernet_spec(off, "w.pth", 10).strategy_options == {"teacher": "none", "teacher_alpha": 0.7}
-    for bad, words in [({"teacher": "teach"}, "supernet: teacher must be one of none, original, both"),
-                       ({"options": {"teacher": "both"}}, "set supernet.teacher")]:
-        with pytest.raises(SlimnasError, match=words) as e:
-            config_from_dict({"supernet": bad})
-        assert "\n" not in str(e.value)
+    with pytest.raises(SlimnasError, match="supernet: teacher must be one of none, original, both") as e:
+        config_from_dict({"supernet": {"teacher": "teach"}})
+    assert "\n" not in str(e.value)
+    given = config_from_dict({"supernet": {"options": {"teacher": "original"}}})  # e.g. a reused run's options
+    assert supernet_spec(given, "w.pth", 10).strategy_options["teacher"] == "original"
     assert main(["slim", "--config", str(write_config(tmp_path)), "--print-config"]) == 0
     import yaml
 

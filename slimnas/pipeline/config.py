@@ -101,7 +101,8 @@ class SupernetConfig:
     # The frozen teacher of every sampled subnet: the original model (model.weights, or the base: section's result),
     # in eval mode, once per batch. none | original (the teacher instead of in-place distillation) | both (the teacher
     # plus in-place distillation from the widest). Its weight and temperature: options teacher_alpha (0.5) and
-    # temperature (4). Without weights it is none. Chosen by benchmarks/results/supernet_curve (README there).
+    # temperature (4); options.teacher, where given (a reused run's), wins. Without weights it is none.
+    # Chosen by benchmarks/results/supernet_curve (README there).
     teacher: str = "both"
 
     def __post_init__(self) -> None:
@@ -109,8 +110,6 @@ class SupernetConfig:
 
         if self.teacher not in TEACHERS:
             raise SlimnasError(f"teacher must be one of {', '.join(TEACHERS)}, got {self.teacher!r}")
-        if "teacher" in self.options:
-            raise SlimnasError("set supernet.teacher (none | original | both), not supernet.options.teacher")
 
 
 @dataclass(frozen=True)
