@@ -107,3 +107,22 @@ def test_export_cli_int8_without_a_loadable_run_is_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path), "--int8"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
+
+
+def test_export_of_a_slim_run_folder_writes_int8_from_its_own_data(tmp_path, model, capsys):
+    """`slimnas export RUN --int8` on a `slimnas slim` folder (model.pt + config.yaml): the run's own data gives
+    the calibration images and the test split; the figures land in the returned summary."""
+    from slimnas.cli import main
+    from slimnas.data.transforms import InputSpec
+    from slimnas.pipeline.exports import export
+    from tests.slim_helpers import TINY_YAML
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(TINY_YAML.replace("input_size: 32", f"input_size: {SIZE}")
+                                     .replace("data: {source: digits}", "data: {source: digits, test_subset: 60}"))
+    slimnas.save_exported(model, run / "model.pt", None, "tests.nets:tiny_net", 10, inputs=InputSpec(SIZE, (0.5,) * 3, (0.25,) * 3))
+    done = export(run, tmp_path / "out", config=ExportConfig(tensorrt=False, int8=True, int8_calibration=16))
+    assert (tmp_path / "out" / "model.int8.onnx").is_file() and done["int8"]["test_images"] == 60
+    assert main(["export", str(run), "--out", str(tmp_path / "cli"), "--int8", "--int8-calibration", "8"]) == 0
+    assert (tmp_path / "cli" / "model.int8.onnx").is_file()
