@@ -103,7 +103,7 @@ class SupernetConfig:
     # plus in-place distillation from the widest). Its weight and temperature: options teacher_alpha (0.5) and
     # temperature (4); options.teacher, where given (a reused run's), wins. Without weights it is none.
     # Chosen by benchmarks/results/supernet_curve (README there).
-    teacher: str = "both"
+    teacher: str = "original"
 
     def __post_init__(self) -> None:
         from ..train.strategies.sandwich import TEACHERS
