@@ -76,12 +76,19 @@ def main() -> int:
     full = net.flops(net.space.original())
     rng = random.Random(args.seed)
     subs, seen = [], set()
-    while len(subs) < args.subnets:
-        s = net.space.sample(rng)
+    for _ in range(200 * args.subnets):  # bounded: uniform random subnets rarely reach a high FLOPs band
+        if len(subs) >= args.subnets:
+            break
+        s = net.space.uniform(rng.uniform(0.7, 1.0))
+        for _ in range(rng.randint(1, 4)):
+            s = net.space.mutate(s, 0.2, rng)
         share = net.flops(s) / full
         if args.band[0] <= share <= args.band[1] and s.hash not in seen:
             seen.add(s.hash)
             subs.append(s)
+    if len(subs) < args.subnets:
+        print(f"error: only {len(subs)} subnets found in the FLOPs band {args.band}: widen --band", file=sys.stderr)
+        return 2
     rows = []
     for s in subs:
         with net.use(s), bn_state_restored(net):
