@@ -61,6 +61,13 @@ def test_model_int8_onnx_is_quantized_runs_and_is_scored_in_onnxruntime(tmp_path
     assert "model.int8.engine: TensorRT is not installed (pip install slimnas[trt])" in done["skipped"] or \
         "model.int8.engine" in " ".join(done["skipped"] + done["files"])
     json.dumps(done)  # goes into exports.json as it is
+    # the run's report says how model.int8.onnx was made and what onnxruntime scored it
+    from slimnas.pipeline.report import _int8_lines
+
+    line = _int8_lines(info)[0]
+    assert "calibrated on 40 training images" in line and f"test top-1 {info['test_top1']:.4f} run in onnxruntime" in line
+    assert _int8_lines({"written": False, "reason": "onnxruntime cannot run it"}) == [
+        "- `model.int8.onnx` not written: onnxruntime cannot run it"]
 
 
 def test_an_int8_latency_target_exports_int8_too(tmp_path, model, data):

@@ -114,9 +114,23 @@ def _deploy_lines(d: Optional[dict]) -> list[str]:
             f"- normalised per channel: mean {', '.join(f'{v:.4f}' for v in i['mean'])}; "
             f"std {', '.join(f'{v:.4f}' for v in i['std'])}",
             f"- output: logits of {len(classes) or '–'} classes, in this order: {shown or '–'}",
+            *_int8_lines(d.get("int8")),
             "", "`model.pt` records this under `slimnas.input` and `slimnas.classes`; `model.onnx` in its "
             "`metadata_props` (JSON values). Classify an image file with `model.onnx` alone:", "", "```python",
             ONNX_SNIPPET.rstrip("\n"), "```", ""]
+
+
+def _int8_lines(q: Optional[dict]) -> list[str]:
+    """``model.int8.onnx``: how it was quantized and its accuracy as onnxruntime runs it (or why it is absent)."""
+    if not q:
+        return []
+    if not q.get("written"):
+        return [f"- `model.int8.onnx` not written: {q.get('reason', 'unknown reason')}"]
+    line = f"- `model.int8.onnx`: onnxruntime static QDQ, calibrated on {q.get('calibration_images', '–')} training images"
+    if q.get("test_top1") is not None:
+        line += (f"; test top-1 {q['test_top1']:.4f} run in onnxruntime on {q.get('test_images', '–')} images "
+                 f"(`model.onnx` {q['onnx_fp32_test_top1']:.4f} the same way)")
+    return [line]
 
 
 def deploy_info(out: Path) -> Optional[dict]:
@@ -128,7 +142,9 @@ def deploy_info(out: Path) -> Optional[dict]:
     meta = read_exported(out / "model.pt")["slimnas"]
     info = {"input": meta.get("input"), "classes": meta.get("classes")}
     if (out / "exports.json").is_file():
-        info["onnx_batch"] = json.loads((out / "exports.json").read_text()).get("onnx_batch", 1)
+        exports = json.loads((out / "exports.json").read_text())
+        info["onnx_batch"] = exports.get("onnx_batch", 1)
+        info["int8"] = exports.get("int8")
     return info
 
 
