@@ -27,6 +27,7 @@ import torch
 import torchvision
 
 import slimnas
+from slimnas.cost import thop_custom_ops
 from slimnas.export import onnx_max_abs_diff
 from slimnas.fileio import atomic_write_text
 from slimnas.machine import fingerprint
@@ -51,20 +52,6 @@ BLOCKER = {"timm:mixnet_s": "split (MixConv), item 4", "timm:ghostnet_100": "cat
            "timm:rexnet_100": "partial-channel residual, item 4", "timm:cspresnet50": "split stages, item 4",
            "tinynet": "a tiny test net (stem and head groups at 16-32 channels)"}
 RESULTS = Path(__file__).parent / "results"
-
-
-@torch.no_grad()
-def thop_ops(model: torch.nn.Module) -> dict:
-    """thop's rule of the nearest base class for every module type thop does not know by exact type."""
-    from thop.profile import register_hooks
-
-    out = {}
-    for m in model.modules():
-        if type(m) not in register_hooks:
-            base = next((b for b in type(m).__mro__[1:] if b in register_hooks), None)
-            if base is not None:
-                out[type(m)] = register_hooks[base]
-    return out
 
 
 def build(name: str) -> torch.nn.Module:
@@ -104,7 +91,7 @@ def report(name: str, size: int, n: int, grouped: bool = True) -> dict:
             worst["supernet_vs_export"] = max(worst["supernet_vs_export"], float((net(x) - plain(x)).abs().max()))
             path = slimnas.export_onnx(plain, Path(tmp) / f"{i}.onnx", (3, size, size))
             worst["export_vs_onnx"] = max(worst["export_vs_onnx"], onnx_max_abs_diff(plain, path, x))
-            macs, params = thop.profile(plain, inputs=(x,), verbose=False, custom_ops=thop_ops(plain))
+            macs, params = thop.profile(plain, inputs=(x,), verbose=False, custom_ops=thop_custom_ops(plain))
             worst["flops_rel_err"] = max(worst["flops_rel_err"], abs(net.flops(s) / macs - 1))
             worst["params_rel_err"] = max(worst["params_rel_err"], abs(net.params(s) / params - 1))
     row.update(worst)

@@ -206,3 +206,20 @@ def flops_attribution(cost: CostModel, w: np.ndarray, searchable: Sequence[bool]
         else:
             out[-1] += v
     return out / max(values.sum(), 1e-12)
+
+
+def thop_custom_ops(model: nn.Module) -> dict:
+    """``custom_ops`` for ``thop.profile``: thop counts modules by exact type, so a subclass of a torch layer
+    (timm's ``BatchNormAct2d``, ``Conv2dSame``) is counted like its nearest base thop knows. For checking the
+    analytic counts above against an independent counter (benchmarks and tests)."""
+    from thop.profile import (
+        register_hooks,  # thop is a dependency; imported on use, like the checks that need it
+    )
+
+    out = {}
+    for m in model.modules():
+        if type(m) not in register_hooks:
+            base = next((b for b in type(m).__mro__[1:] if b in register_hooks), None)
+            if base is not None:
+                out[type(m)] = register_hooks[base]
+    return out

@@ -12,23 +12,11 @@ import pytest
 import thop
 import torch
 import torch.nn.functional as F
-from thop.profile import register_hooks
 from torch import nn
 
 import slimnas
-from slimnas.trace import analyse, trace
+from slimnas.cost import thop_custom_ops
 from tests.conftest import calibrate
-
-
-def thop_ops(model: nn.Module) -> dict:
-    """thop counts by exact type: count each subclass (BatchNormAct2d, Conv2dSame) like its torch base."""
-    out = {}
-    for m in model.modules():
-        if type(m) not in register_hooks:
-            base = next((b for b in type(m).__mro__[1:] if b in register_hooks), None)
-            if base is not None:
-                out[type(m)] = register_hooks[base]
-    return out
 
 
 class FunctionalConvBN(nn.Module):
@@ -236,7 +224,7 @@ def test_timm_random_subnets_export_to_timm_classes(timm_model, tmp_path):
                         < model.get_submodule(n).num_features]
             assert len(narrower) > 5
         assert float((plain(x) - got).abs().max()) <= 1e-5 * max(1.0, float(got.abs().max())), f"{name} {subnet.hash}"
-        macs, params = thop.profile(plain, inputs=(x[:1],), verbose=False, custom_ops=thop_ops(plain))
+        macs, params = thop.profile(plain, inputs=(x[:1],), verbose=False, custom_ops=thop_custom_ops(plain))
         assert net.flops(subnet) == pytest.approx(macs, rel=0.01)
         assert net.params(subnet) == pytest.approx(params, rel=0.01)
         path = slimnas.export_onnx(plain, tmp_path / f"{name}-{i}.onnx", (3, size, size))

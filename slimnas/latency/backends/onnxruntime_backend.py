@@ -17,7 +17,7 @@ import hashlib
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -141,22 +141,24 @@ def _strip_end_transposes(m):
     from onnx import helper
 
     g = m.graph
-    x, y = g.input[0].name, g.output[0].name
-    users = [n for n in g.node if x in n.input]
-    if len(users) == 1 and users[0].op_type == "Transpose":
-        t = users[0]
+
+    def end_transpose(nodes, value) -> Optional[tuple]:
+        """The lone Transpose among ``nodes``, its perm, and the shape and type of the graph's ``value``."""
+        if len(nodes) != 1 or nodes[0].op_type != "Transpose":
+            return None
+        t = nodes[0]
         perm = list(helper.get_attribute_value(next(a for a in t.attribute if a.name == "perm")))
-        dims = [d.dim_value for d in g.input[0].type.tensor_type.shape.dim]
-        elem = g.input[0].type.tensor_type.elem_type
+        return t, perm, [d.dim_value for d in value.type.tensor_type.shape.dim], value.type.tensor_type.elem_type
+
+    found = end_transpose([n for n in g.node if g.input[0].name in n.input], g.input[0])
+    if found is not None:
+        t, perm, dims, elem = found
         g.node.remove(t)
         del g.input[:]
         g.input.append(helper.make_tensor_value_info(t.output[0], elem, [dims[p] for p in perm]))
-    makers = [n for n in g.node if y in n.output]
-    if len(makers) == 1 and makers[0].op_type == "Transpose":
-        t = makers[0]
-        perm = list(helper.get_attribute_value(next(a for a in t.attribute if a.name == "perm")))
-        dims = [d.dim_value for d in g.output[0].type.tensor_type.shape.dim]
-        elem = g.output[0].type.tensor_type.elem_type
+    found = end_transpose([n for n in g.node if g.output[0].name in n.output], g.output[0])
+    if found is not None:
+        t, perm, dims, elem = found
         inv = [perm.index(i) for i in range(len(perm))]
         g.node.remove(t)
         del g.output[:]
