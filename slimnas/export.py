@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -25,8 +26,35 @@ from .fileio import atomic_path
 from .models import FORMAT, layer_shapes, load_exported, read_exported, reshape_to, save_exported  # noqa: F401
 from .subnet import Subnet
 
-__all__ = ["FORMAT", "export_onnx", "export_subnet", "layer_shapes", "load_exported", "onnx_max_abs_diff",
-           "onnx_metadata", "read_exported", "reshape_to", "save_exported"]
+__all__ = ["FORMAT", "export_onnx", "export_subnet", "layer_shapes", "load_exported", "max_output_diff",
+           "named_outputs", "onnx_max_abs_diff", "onnx_metadata", "read_exported", "reshape_to", "save_exported"]
+
+
+def named_outputs(result: Any, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
+    """A model's result as ``(name, tensor)`` pairs, in the order the ONNX exporter flattens it.
+
+    A tensor is ``output``; a dict (torchvision's segmentation models return ``{"out": ..., "aux": ...}``) gives
+    one entry per key, named by the key; a tuple or list gives ``output0``, ``output1``, ...; nested containers
+    join their names with ``.``. Anything else is refused naming its type.
+    """
+    if isinstance(result, torch.Tensor):
+        return [(prefix or "output", result)]
+    if isinstance(result, Mapping):
+        return [pair for key, value in result.items()
+                for pair in named_outputs(value, f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(result, (tuple, list)):
+        return [pair for i, value in enumerate(result)
+                for pair in named_outputs(value, f"{prefix}.{i}" if prefix else f"output{i}")]
+    raise SlimnasError(f"a model output of type {type(result).__name__} cannot be exported: return a tensor, or a "
+                       "dict/tuple/list of tensors")
+
+
+def max_output_diff(a: Any, b: Any) -> float:
+    """Largest absolute difference between two results of :func:`named_outputs`' kind, over every output."""
+    pa, pb = named_outputs(a), named_outputs(b)
+    if [n for n, _ in pa] != [n for n, _ in pb]:
+        raise SlimnasError(f"the outputs differ in kind: {[n for n, _ in pa]} vs {[n for n, _ in pb]}")
+    return max(float((x.detach() - y.detach()).abs().max()) for (_, x), (_, y) in zip(pa, pb))
 
 
 def export_subnet(supernet, subnet: Optional[Subnet] = None) -> nn.Module:
@@ -61,11 +89,13 @@ def export_onnx(model: nn.Module, path: Union[str, Path], input_shape: tuple[int
     path = Path(path)
     model = model.eval()
     example = torch.randn((batch,) + tuple(input_shape))
-    axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
+    with torch.no_grad():
+        names = [name for name, _ in named_outputs(model(example))]
+    axes = {name: {0: "batch"} for name in ["input", *names]} if dynamic_batch else None
     with atomic_path(path, suffix=".tmp.onnx") as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["output"],
+            torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=names,
                               opset_version=opset, dynamo=False, dynamic_axes=axes)
         if metadata:
             import onnx
@@ -93,13 +123,20 @@ def onnx_metadata(path: Union[str, Path]) -> dict[str, Any]:
 
 
 def onnx_max_abs_diff(model: nn.Module, onnx_path: Union[str, Path], example: torch.Tensor) -> float:
-    """Largest absolute difference between PyTorch and onnxruntime (CPU provider) on ``example``."""
+    """Largest absolute difference between PyTorch and onnxruntime (CPU provider) on ``example``, over every output.
+
+    The model's outputs (see :func:`named_outputs`) are matched to the graph's by position; a graph with another
+    number of outputs is refused.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    (got,) = sess.run(None, {sess.get_inputs()[0].name: example.numpy()})
+    got = sess.run(None, {sess.get_inputs()[0].name: example.numpy()})
     with torch.no_grad():
-        want = model.eval()(example).numpy()
-    return float(np.abs(got - want).max())
+        want = named_outputs(model.eval()(example))
+    if len(got) != len(want):
+        raise SlimnasError(f"{onnx_path} has {len(got)} outputs but the model returns {len(want)} "
+                           f"({', '.join(n for n, _ in want)}): export it again with slimnas.export_onnx")
+    return max(float(np.abs(g - w.numpy()).max()) for g, (_, w) in zip(got, want))
