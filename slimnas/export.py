@@ -81,6 +81,10 @@ def export_onnx(model: nn.Module, path: Union[str, Path], input_shape: tuple[int
                 metadata: Optional[dict[str, Any]] = None) -> Path:
     """Write ``model`` as ONNX and (by default) check onnxruntime reproduces its outputs within ``atol``.
 
+    ``atol`` is absolute for outputs within [-1, 1] and scales with the outputs' largest magnitude beyond that:
+    float32 rounding grows with the values, so logits near 100 legitimately differ by a few 1e-4 between two
+    correct runtimes, while the same gap on logits near 0.1 is a real mismatch.
+
     ``dynamic_batch`` names the batch axis ``batch`` instead of fixing it at ``batch`` (the check then runs at
     batch 1 and 3); timing files keep the fixed batch their tables were measured with. ``metadata`` becomes the
     graph's ``metadata_props``, each value JSON-encoded (read back with :func:`onnx_metadata`). The file
@@ -108,9 +112,12 @@ def export_onnx(model: nn.Module, path: Union[str, Path], input_shape: tuple[int
             for n in ((1, 3) if dynamic_batch else (batch,)):
                 x = example if n == batch else torch.randn((n,) + tuple(input_shape))
                 diff = onnx_max_abs_diff(model, tmp, x)
-                if not diff <= atol:
+                with torch.no_grad():
+                    scale = max([1.0] + [float(t.abs().max()) for _, t in named_outputs(model(x))])
+                if not diff <= atol * scale:
+                    bound = f"{atol:g}" if scale == 1.0 else f"{atol:g} x {scale:.3g}, the outputs' largest magnitude"
                     raise SlimnasError(f"ONNX export of {type(model).__name__} differs from PyTorch by {diff:.3g} "
-                                       f"(> {atol:g}) at batch {n}")
+                                       f"(> {bound}) at batch {n}")
     return path
 
 

@@ -62,3 +62,22 @@ def test_a_width_that_is_not_a_candidate_is_refused():
     with pytest.raises(slimnas.SlimnasError, match=rf"width {odd} of group '{g.name}' is not one of its candidates"):
         net.space.validate(net.space.max().replace({g.name: odd}))
     assert net.space.validate(net.space.max().replace({g.name: g.choices[0]}))[g.name] == g.choices[0]
+
+
+def test_onnx_check_scales_with_large_outputs(tmp_path):
+    """Logits in the hundreds differ by a few 1e-4 between two correct runtimes (float32 rounding): accepted,
+    while the same model with a real mismatch (a tolerance below zero) is still refused."""
+    from slimnas.export import onnx_max_abs_diff
+
+    torch.manual_seed(0)
+    model = calibrate(torchvision.models.mobilenet_v2(num_classes=10), (3, 32, 32)).eval()
+    with torch.no_grad():
+        model.classifier[1].weight.mul_(3e4)  # logits ~1e3: float32 rounding alone exceeds an absolute 1e-4
+        x = torch.randn(1, 3, 32, 32)
+        scale = float(model(x).abs().max())
+    path = slimnas.export_onnx(model, tmp_path / "big.onnx", (3, 32, 32))
+    diff = onnx_max_abs_diff(model, path, x)
+    assert scale > 100 and diff > 1e-4  # the case an absolute tolerance refused
+    assert diff <= 1e-4 * scale
+    with pytest.raises(slimnas.SlimnasError, match="outputs' largest magnitude"):
+        slimnas.export_onnx(model, tmp_path / "bad.onnx", (3, 32, 32), atol=-1e-9)
