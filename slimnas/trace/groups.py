@@ -226,6 +226,9 @@ class _Analysis:
         self.functional_owners: set[str] = set()  # modules whose layer was found inside their forward
         self.multiple: dict[int, int] = {}  # space -> the group width of a grouped conv it feeds
         self.producers: list[tuple[int, str]] = []  # (space, layer) in graph order, for naming groups
+        from .channels_last import ChannelAxes  # its rules use this module's helpers
+
+        self.axes = ChannelAxes(self)  # where a permuted tensor's channels are, and the rules for such tensors
 
     # -- helpers -----------------------------------------------------------------------------------------
     def freeze(self, layout: Optional[Layout], why: str) -> None:
@@ -272,6 +275,8 @@ class _Analysis:
             self.layout[node] = self.frozen_new(node, "model input")
         elif node.op == "get_attr":
             self.layout[node] = None
+        elif self.axes.claims(node):
+            self.layout[node] = self.axes.visit(node)
         elif node.op == "call_module":
             self.layout[node] = self.call_module(node)
         elif node.op in ("call_function", "call_method"):
@@ -342,7 +347,7 @@ class _Analysis:
                 return self.unsupported(node, f"batchnorm {name}")
             return self.add_layer(LayerSpec(name, "bn", None, lin), node).out_layout
         if type(m) is nn.Linear:
-            if lin is None or in_shape is None or len(in_shape) != 2:
+            if lin is None or in_shape is None or not self.axes.is_last(node.args[0]):
                 return self.unsupported(node, f"linear {name} on a tensor of rank {len(in_shape or ())}")
             out = self.new_output(name, m.out_features)
             return self.add_layer(LayerSpec(name, "linear", lin, out), node).out_layout
@@ -477,7 +482,7 @@ class _Analysis:
                 return self.add_layer(LayerSpec(owner, "gconv", lin, lin, **spec), node, x).out_layout
             return self.unsupported(node, f"grouped conv {owner} (groups={groups})")
         if op == "linear":
-            if len(in_shape) != 2 or weight.dim() != 2:
+            if not self.axes.is_last(x) or weight.dim() != 2:
                 return self.unsupported(node, f"linear {owner} on a tensor of rank {len(in_shape)}")
             out = self.new_output(owner, weight.shape[0])
             return self.add_layer(LayerSpec(owner, "linear", lin, out, **spec), node, x).out_layout
@@ -490,12 +495,12 @@ class _Analysis:
         weight = getattr(module, dict(spec["tensors"])["weight"])
         if op == "batch_norm" and len(in_shape) not in (2, 4):
             return self.unsupported(node, f"batch_norm {owner} on a tensor of rank {len(in_shape)}")
-        if op == "layer_norm" and not (len(in_shape) == 2 and tuple(args.get("normalized_shape", ())) == in_shape[1:]
+        if op == "layer_norm" and not (self.axes.is_last(x) and tuple(args.get("normalized_shape", ())) == in_shape[-1:]
                                        and hasattr(module, "normalized_shape")):
             return self.unsupported(node, f"layer_norm {owner} over other dimensions than the channels")
         if op == "group_norm" and not (args.get("num_groups") == 1 and hasattr(module, "num_channels")):
             return self.unsupported(node, f"group_norm {owner} with {args.get('num_groups')} groups")
-        if weight.dim() != 1 or weight.shape[0] != in_shape[1]:
+        if weight.dim() != 1 or weight.shape[0] != in_shape[self.axes.of(x)]:
             return self.unsupported(node, f"{op} {owner} whose weight is not per channel")
         return self.add_layer(LayerSpec(owner, "bn", None, lin, **spec), node, x).out_layout
 
