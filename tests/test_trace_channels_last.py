@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+import onnxruntime
 import pytest
 import thop
 import torch
@@ -17,7 +19,7 @@ from torch import nn
 
 import slimnas
 from slimnas.cost import thop_custom_ops
-from slimnas.latency.units import units_of
+from slimnas.latency.units import input_shape, output_shape, unit_onnx, units_of
 from slimnas.supernet import ConvertConfig
 from tests.conftest import calibrate
 
@@ -54,7 +56,7 @@ def test_convnext_tiny_has_no_frozen_channels_and_shrinks(tiny):
 
 @torch.no_grad()
 def test_convnext_subnets_export_save_and_count_like_thop(tiny, tmp_path):
-    model, net = tiny
+    _, net = tiny
     x = torch.randn(1, 3, 64, 64)
     rng = random.Random(1)
     for i, subnet in enumerate([net.space.min(), net.space.sample(rng), net.space.sample(rng)]):
@@ -95,6 +97,10 @@ def test_convnext_latency_units_run_linear_layers_on_every_pixel(tiny):
     fc1 = units["features.1.0.block.3"]
     assert fc1.sig.kind == "linear" and fc1.sig.hw == (16, 16)
     assert units["classifier.2"].sig.hw == (1, 1)
+    assert input_shape(fc1.sig, 96) == (256, 96) and output_shape(fc1.sig, 384) == (256, 384)
+    runtime = onnxruntime.InferenceSession(unit_onnx(fc1.sig, 24, 96), providers=["CPUExecutionProvider"])
+    (y,) = runtime.run(None, {"x": np.zeros((256, 24), np.float32)})
+    assert y.shape == (256, 96)
 
 
 @torch.no_grad()
@@ -111,21 +117,36 @@ def test_convnext_small_shrinks_below_a_fifth():
 
 
 class ChannelsLastNet(nn.Module):
-    """timm-style channels-last pieces: an (C,) gamma multiplying NHWC, a pooled NHWC mean, and a softmax over the
-    channels (not understood: its channels are frozen and named)."""
+    """timm-style channels-last pieces: an (C,) gamma multiplying NHWC, a functional linear, tokens (a flatten of the
+    pixels) into a linear, and a softmax over the channels (not understood: its channels are frozen and named)."""
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.stem = nn.Conv2d(3, 32, 3, padding=1)
         self.mix = Mix(32)
         self.attn = nn.Conv2d(32, 24, 1)
-        self.head = nn.Linear(24, num_classes)
+        self.head = nn.Linear(32, num_classes)
+        self.aux = nn.Linear(24, num_classes)
 
     def forward(self, x):
         x = self.mix(self.stem(x))
-        y = self.attn(x).permute(0, 2, 3, 1)
-        y = y.softmax(-1)  # over the channels: they cannot change width
-        return self.head(y.mean((1, 2)))
+        a = self.attn(x).permute(0, 2, 3, 1).softmax(-1)  # over the channels: they cannot change width
+        tokens = x.permute(0, 2, 3, 1).flatten(1, 2)  # (N, H*W, C)
+        return self.head(tokens).mean(1) + self.aux(a.mean((1, 2)))
+
+
+class FunctionalLinear(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(cout, cin) / cin ** 0.5)
+        self.b = nn.Parameter(torch.zeros(cout))
+
+    def forward(self, x):
+        return F.linear(x, self.w, self.b)
+
+
+def _count_linear(m, x, y):  # thop's rule for nn.Linear, for the functional one thop does not know
+    m.total_ops += torch.DoubleTensor([int(m.w.shape[1] * y.numel())])
 
 
 class Mix(nn.Module):
@@ -133,7 +154,7 @@ class Mix(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, 2 * dim)
-        self.fc2 = nn.Linear(2 * dim, dim)
+        self.fc2 = FunctionalLinear(2 * dim, dim)
         self.gamma = nn.Parameter(torch.rand(dim) + 0.5)
 
     def forward(self, x):
@@ -154,15 +175,16 @@ def test_channels_last_rules_on_a_small_net(tmp_path):
     attn = next(g for g in net.graph.groups if ("attn", "out") in g.members)
     assert stem.searchable and hidden.searchable and ("mix", "bn") in stem.members and ("mix.norm", "bn") in stem.members
     assert not attn.searchable and "softmax" in attn.frozen
+    assert layers["mix.fc2"].op == "linear" and ("mix.fc2", "in") in hidden.members and ("head", "in") in stem.members
     assert any("softmax" in n and "channels at dim 3" in n for n in net.graph.notes)
     x = torch.randn(2, 3, 16, 16)
     assert float((net(x) - model(x)).abs().max()) <= 1e-5
     for subnet in [net.space.min(), net.space.sample(0)]:
         net.set_subnet(subnet)
         plain = slimnas.export_subnet(net, subnet).eval()
-        assert plain.mix.gamma.shape == (subnet[stem.name],)
+        assert plain.mix.gamma.shape == (subnet[stem.name],) and plain.mix.fc2.w.shape[1] == subnet[hidden.name]
         assert float((net(x) - plain(x)).abs().max()) <= 1e-5
-        macs, _ = thop.profile(plain, inputs=(x[:1],), verbose=False)
+        macs, _ = thop.profile(plain, inputs=(x[:1],), verbose=False, custom_ops={FunctionalLinear: _count_linear})
         assert net.flops() == pytest.approx(macs, rel=0.01)
         path = slimnas.export_onnx(plain, tmp_path / "c.onnx", (3, 16, 16))
         assert slimnas.export.onnx_max_abs_diff(plain, path, x[:1]) <= 1e-4

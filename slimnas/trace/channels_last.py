@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import fx, nn
 
-from .groups import _BINARY, LayerSpec, _nodes_in, _op_name, _shape, _where
+from .groups import _BINARY, _PARAM_OPS, LayerSpec, _nodes_in, _op_name, _shape, _where
 from .layout import Layout
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class ChannelAxes:
             return self._scale(node)
         if name in _LAYERS and node.op == "call_function":
             out = a.call_op(node)
-            owner = self._weight_owner(node)
+            owner = self._weight_owner(node, name)
             if owner is not None and self._made(out, owner):
                 self._set(node, len(_shape(node)) - 1 if name == "linear" else self.of(x))
             return out
@@ -110,8 +110,10 @@ class ChannelAxes:
         spec = self.a.layers.get(owner)
         return spec is not None and out is spec.out_layout
 
-    def _weight_owner(self, node: fx.Node) -> str | None:
-        w = node.kwargs.get("weight", node.args[2] if len(node.args) > 2 else None)
+    def _weight_owner(self, node: fx.Node, op: str) -> str | None:
+        args = dict(zip(_PARAM_OPS[op], node.args))
+        args.update(node.kwargs)
+        w = args.get("weight")
         if isinstance(w, fx.Node) and w.op == "get_attr":
             return w.target.rpartition(".")[0]
         return None

@@ -4,7 +4,8 @@ Every tensor's channel dimension is described by a :class:`Layout` over *channel
 graph once, each op either passes its input's layout on (BatchNorm, activations, pooling, depthwise conv),
 creates a new space (a conv or linear output), strings spaces together (``cat``), repeats them (``flatten``),
 or ties two spaces into one (``add``/``mul`` of two feature maps: residuals and squeeze-and-excitation).
-Spaces tied together form a channel group. Anything the rules do not understand *freezes* the spaces it
+Spaces tied together form a channel group. Tensors permuted away from channels-first (ConvNeXt's NHWC blocks)
+follow the rules of :mod:`.channels_last`. Anything the rules do not understand *freezes* the spaces it
 touches (they keep their original width) and is reported by module name; it never stops the conversion.
 
 Layers are understood at the op level: a functional ``F.conv2d``/``F.batch_norm``/``F.linear``/``F.layer_norm``/
@@ -66,7 +67,8 @@ class LayerSpec:
 
     ``kind`` is ``conv``, ``dwconv`` (depthwise: input and output are the same group), ``gconv`` (grouped with
     as many outputs as inputs: the same group too, its group count following the width), ``bn`` (any per-channel
-    normalisation: BatchNorm, and LayerNorm/GroupNorm over the channels) or ``linear``. Layouts name group
+    normalisation: BatchNorm, and LayerNorm/GroupNorm over the channels; or a per-channel scale, op ``mul``: see
+    :mod:`.channels_last`) or ``linear``. Layouts name group
     indices (see :class:`ChannelGraph`). ``in_layout`` is ``None`` for ``bn``. ``op`` is the functional op the
     layer was found by (empty for a plain torch layer module), and ``tensors`` maps each role (``weight``,
     ``bias``, ``running_mean``, ``running_var``) to the module attribute playing it.
