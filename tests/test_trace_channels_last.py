@@ -241,3 +241,20 @@ def test_groups_normalised_over_their_channels_are_not_broadened():
     assert float((wide(x) - model(x)).abs().max()) <= 1e-5
     assert wide.space["conv"].max_width == 32 and wide.space["fc1"].max_width == 64
     assert wide.space["fc2"].max_width == 72  # no norm over it: broadened
+
+
+@torch.no_grad()
+def test_timm_convnext_gamma_reshaped_per_channel_is_its_blocks_layer_scale():
+    """timm multiplies by ``self.gamma.reshape(1, -1, 1, 1)``: a 1-D parameter shaped by a -1 at the channels."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_atto", pretrained=False, num_classes=10).eval()
+    net = slimnas.convert(model, 32, GROUPED).eval()
+    assert not net.graph.notes, net.graph.notes[:3]
+    assert net.graph.layers["stages.0.blocks.0"].op == "mul" and _ratio(net) <= 0.20
+    subnet = net.space.sample(2)
+    net.set_subnet(subnet)
+    plain = slimnas.export_subnet(net, subnet).eval()
+    x = torch.randn(1, 3, 32, 32)
+    assert float((net(x) - plain(x)).abs().max()) <= 1e-5
+    assert plain.stages[0].blocks[0].gamma.shape[0] == plain.stages[0].blocks[0].conv_dw.out_channels

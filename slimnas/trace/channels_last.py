@@ -228,19 +228,25 @@ class ChannelAxes:
 
     # -- per-channel scales ---------------------------------------------------------------------------------
     def _scale_operands(self, node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
-        """``(feature map, parameter)`` when ``node`` multiplies a tracked tensor by a per-channel parameter: a
-        get_attr tensor whose dim 0 lines up with the feature map's channel axis, every other dim of size 1."""
+        """``(feature map, parameter)`` when ``node`` multiplies a tracked tensor by a per-channel parameter of
+        ``C`` values: a get_attr tensor whose dim 0 lines up with the feature map's channel axis, every other dim
+        of size 1, or a 1-D one reshaped to line up (timm's ``gamma.reshape(1, -1, 1, 1)``: -1 at the channels,
+        so the reshape fits any width)."""
         if len(node.args) != 2 or node.kwargs:
             return None
         for x, p in (node.args, node.args[::-1]):
-            if not (isinstance(x, fx.Node) and isinstance(p, fx.Node) and p.op == "get_attr"):
+            if not (isinstance(x, fx.Node) and isinstance(p, fx.Node)):
                 continue
             xs, ps, out = _shape(x), _shape(p), _shape(node)
             if xs is None or ps is None or xs != out or not isinstance(self.a.layout.get(x), Layout):
                 continue
             axis = self.of(x)
-            if len(ps) == len(xs) - axis and ps[0] == xs[axis] > 1 and all(d == 1 for d in ps[1:]):
-                return x, p
+            pos = axis - (len(xs) - len(ps))  # the parameter's dim broadcast along the channels
+            if not (0 <= pos < len(ps) and ps[pos] == xs[axis] > 1 and all(d == 1 for i, d in enumerate(ps) if i != pos)):
+                continue
+            src = _parameter_of(p, pos)
+            if src is not None:
+                return x, src
         return None
 
     def _scale(self, node: fx.Node) -> Layout | None:
@@ -276,3 +282,18 @@ def _extent(shape: tuple[int, ...], out_shape: tuple[int, ...], axis: int) -> in
     broadcasting: 1 when the operand does not reach that dimension)."""
     pos = axis - (len(out_shape) - len(shape))
     return shape[pos] if pos >= 0 else 1
+
+
+def _parameter_of(p: fx.Node, pos: int) -> fx.Node | None:
+    """The get_attr node whose dim 0 the channels index, when ``p`` is one (``pos`` 0) or a ``reshape``/``view`` of a
+    1-D one that puts its values at ``pos`` by a -1 (every other dim a literal 1)."""
+    if p.op == "get_attr":
+        return p if pos == 0 else None
+    if p.op == "call_method" and p.target in ("reshape", "view") and not p.kwargs and len(p.args) >= 2:
+        src = p.args[0]
+        dims = p.args[1] if len(p.args) == 2 and isinstance(p.args[1], (tuple, list)) else p.args[1:]
+        shape = _shape(src) if isinstance(src, fx.Node) else None
+        if (isinstance(src, fx.Node) and src.op == "get_attr" and shape is not None and len(shape) == 1
+                and list(dims) == [-1 if i == pos else 1 for i in range(len(dims))]):
+            return src
+    return None
