@@ -2,9 +2,9 @@
 
 A channel's importance is the sum, over every layer of its group, of that layer's normalised vote: the L1
 norm of the channel's filter (producers, depthwise filters), of its outgoing weights (consumers) and the
-magnitude of its BatchNorm (or other per-channel) scale. Each layer's votes are divided by their mean so no single layer dominates.
-Permuting a group's channels identically in all of its layers leaves the network's function unchanged, and
-afterwards "the first c channels" are the c most important ones.
+magnitude of its BatchNorm (or other per-channel) scale. Each layer's votes are divided by their mean so no
+single layer dominates. Permuting a group's channels identically in all of its layers leaves the network's
+function unchanged, and afterwards "the first c channels" are the c most important ones.
 """
 from __future__ import annotations
 
