@@ -28,6 +28,15 @@ def _linear_form(layout: Optional[Layout], fallback: int) -> list[tuple[int, flo
     return [(seg.space, float(layout.inner)) for seg in layout.segs]
 
 
+def _per_channel(shape: tuple[int, ...], layout: Layout | None) -> int:
+    """Elements per channel of a tensor: its pixels times its batch, wherever its channel dimension is (a
+    channels-last tensor's layout has as many channels as its last dimension)."""
+    numel = math.prod(shape)
+    if layout is not None and layout.size and numel % layout.size == 0:
+        return numel // layout.size
+    return math.prod(shape[2:]) * shape[0]
+
+
 class _Terms:
     def __init__(self) -> None:
         self.acc: dict[tuple[int, int], float] = defaultdict(float)
@@ -79,8 +88,7 @@ class CostModel:
             return
         lf_in = _linear_form(call.in_layout, in_shape[1] if len(in_shape) > 1 else 1)
         lf_out = _linear_form(call.out_layout, out_shape[1] if len(out_shape) > 1 else 1)
-        sp_in = math.prod(in_shape[2:]) * in_shape[0]
-        sp_out = math.prod(out_shape[2:]) * out_shape[0]
+        sp_in, sp_out = _per_channel(in_shape, call.in_layout), _per_channel(out_shape, call.out_layout)
         spec = graph.layers.get(call.name)
         if call.op:  # a module's functional layer: counted like the torch layer it computes
             weight = getattr(module, spec.tensor("weight"))

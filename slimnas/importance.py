@@ -2,9 +2,9 @@
 
 A channel's importance is the sum, over every layer of its group, of that layer's normalised vote: the L1
 norm of the channel's filter (producers, depthwise filters), of its outgoing weights (consumers) and the
-magnitude of its BatchNorm scale. Each layer's votes are divided by their mean so no single layer dominates.
-Permuting a group's channels identically in all of its layers leaves the network's function unchanged, and
-afterwards "the first c channels" are the c most important ones.
+magnitude of its BatchNorm (or other per-channel) scale. Each layer's votes are divided by their mean so no
+single layer dominates. Permuting a group's channels identically in all of its layers leaves the network's
+function unchanged, and afterwards "the first c channels" are the c most important ones.
 """
 from __future__ import annotations
 
@@ -47,9 +47,10 @@ def channel_importance(graph: ChannelGraph, layers: Mapping[str, nn.Module]) -> 
             weight = getattr(layer, spec.tensor("weight"))  # a functional layer's weight may have any name
             if role in ("out", "dw"):
                 total += _normalised(weight.abs().flatten(1).sum(1))
-            elif role == "bn":
+            elif role == "bn":  # a per-channel scale may be shaped (C, 1, 1): one value per channel all the same
+                per_channel = weight.abs().reshape(weight.shape[0], -1).sum(1)
                 for pos in _positions(spec.out_layout, sizes, gi):
-                    total += _normalised(weight.abs()[pos].sum(1))
+                    total += _normalised(per_channel[pos].sum(1))
             elif role == "in":
                 col = weight.abs().transpose(0, 1).flatten(1).sum(1)
                 for pos in _positions(spec.in_layout, sizes, gi):

@@ -218,12 +218,14 @@ FORMAT = "slimnas.exported/1"
 
 
 _CONV, _BN, _LINEAR = nn.Conv2d, (nn.BatchNorm1d, nn.BatchNorm2d), nn.Linear
+_LN, _GN = nn.LayerNorm, nn.GroupNorm
 
 
-def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
-    """Widths of every conv, BatchNorm and linear layer, subclasses included (timm's ``BatchNormAct2d``,
-    ``Conv2dSame``): enough to rebuild narrower layers."""
-    out: dict[str, dict[str, int]] = {}
+def layer_shapes(model: nn.Module) -> dict[str, dict]:
+    """Widths of every conv, BatchNorm, linear, LayerNorm and GroupNorm layer, subclasses included (timm's
+    ``BatchNormAct2d``, ``Conv2dSame``, torchvision's ``LayerNorm2d``), and the shapes of the tensors any other
+    module holds itself (a ConvNeXt block's per-channel layer scale): enough to rebuild narrower layers."""
+    out: dict[str, dict] = {}
     for name, m in model.named_modules():
         if isinstance(m, _CONV):
             out[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
@@ -231,6 +233,15 @@ def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
             out[name] = {"out": m.num_features}
         elif isinstance(m, _LINEAR):
             out[name] = {"in": m.in_features, "out": m.out_features}
+        elif isinstance(m, _LN):
+            out[name] = {"normalized_shape": list(m.normalized_shape)}
+        elif isinstance(m, _GN):
+            out[name] = {"out": m.num_channels, "groups": m.num_groups}
+        else:
+            own = {k: list(t.shape) for k, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
+                   if t is not None}
+            if own:
+                out[name] = {"tensors": own}
     return out
 
 
@@ -253,35 +264,65 @@ def _resized(old: nn.Module, sizes: dict[str, int], shapes: dict[str, tuple[int,
     return new
 
 
-def reshape_to(model: nn.Module, layers: dict[str, dict[str, int]]) -> nn.Module:
-    """Rebuild ``model``'s conv, BatchNorm and linear layers (subclasses keep their class) with the given channel
-    counts (in place)."""
+def reshape_to(model: nn.Module, layers: dict[str, dict]) -> nn.Module:
+    """Rebuild ``model``'s conv, BatchNorm, linear, LayerNorm and GroupNorm layers (subclasses keep their class) with
+    the given channel counts, and give other modules' own tensors the given shapes (in place)."""
     for name, shape in layers.items():
         try:
             old = model.get_submodule(name)
         except AttributeError:
             raise SlimnasError(f"the saved model has a layer {name!r} that this architecture lacks") from None
-        if isinstance(old, _CONV):
+        if "tensors" in shape and not isinstance(old, (_CONV, _BN, _LINEAR, _LN, _GN)):
+            _reshape_own(old, name, shape["tensors"])
+            continue
+        if isinstance(old, _CONV) and "groups" in shape and "in" in shape:
             if (old.in_channels, old.out_channels, old.groups) == (shape["in"], shape["out"], shape["groups"]):
                 continue
             cin, cout, groups = shape["in"], shape["out"], shape["groups"]
             new = _resized(old, {"in_channels": cin, "out_channels": cout, "groups": groups},
                            {"weight": (cout, cin // groups, *old.weight.shape[2:]), "bias": (cout,)})
-        elif isinstance(old, _BN):
+        elif isinstance(old, _BN) and set(shape) == {"out"}:
             if old.num_features == shape["out"]:
                 continue
             n = shape["out"]
             new = _resized(old, {"num_features": n}, {k: (n,) for k in ("weight", "bias", "running_mean", "running_var")})
-        elif isinstance(old, _LINEAR):
+        elif isinstance(old, _LINEAR) and "in" in shape and "groups" not in shape:
             if (old.in_features, old.out_features) == (shape["in"], shape["out"]):
                 continue
             new = _resized(old, {"in_features": shape["in"], "out_features": shape["out"]},
                            {"weight": (shape["out"], shape["in"]), "bias": (shape["out"],)})
+        elif isinstance(old, _LN) and "normalized_shape" in shape:
+            ns = tuple(shape["normalized_shape"])
+            if tuple(old.normalized_shape) == ns:
+                continue
+            new = _resized(old, {"normalized_shape": ns}, {"weight": ns, "bias": ns})
+        elif isinstance(old, _GN) and "groups" in shape and "in" not in shape:
+            if (old.num_channels, old.num_groups) == (shape["out"], shape["groups"]):
+                continue
+            n = shape["out"]
+            new = _resized(old, {"num_channels": n, "num_groups": shape["groups"]}, {"weight": (n,), "bias": (n,)})
         else:
-            raise SlimnasError(f"layer {name!r} is a {type(old).__name__} here but was saved as a conv/BN/linear")
+            raise SlimnasError(f"layer {name!r} is a {type(old).__name__} here but was saved as another kind of layer "
+                               f"({', '.join(sorted(shape))})")
         parent_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
     return model
+
+
+def _reshape_own(module: nn.Module, name: str, shapes: dict[str, list[int]]) -> None:
+    """Give a module's own parameters and buffers new shapes (placeholders the state_dict fills), in place: the module
+    may hold sub-modules, which stay where they are."""
+    for attr, shape in shapes.items():
+        shape = tuple(shape)
+        if attr in module._parameters and module._parameters[attr] is not None:
+            t = module._parameters[attr]
+            if tuple(t.shape) != shape:
+                module._parameters[attr] = nn.Parameter(t.new_empty(shape), requires_grad=t.requires_grad)
+        elif attr in module._buffers and module._buffers[attr] is not None:
+            if tuple(module._buffers[attr].shape) != shape:
+                module._buffers[attr] = module._buffers[attr].new_empty(shape)
+        else:
+            raise SlimnasError(f"the saved model has a tensor {name}.{attr} that this architecture lacks")
 
 
 def _candidate_archs(cls: type) -> list[str]:

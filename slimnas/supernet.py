@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence, Union
 
@@ -22,6 +23,8 @@ from .importance import channel_importance, importance_order
 from .space import GroupChoices, SearchSpace, SpaceConfig, candidate_widths
 from .subnet import Subnet
 from .trace import ChannelGraph, Layout, analyse, trace
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -157,14 +160,29 @@ def stored_widths(graph: ChannelGraph, space: SearchSpace) -> dict[int, int]:
 
 
 def _in_multiples(widths: Sequence[int], group) -> tuple[int, ...]:
-    """Candidate widths of a group feeding a grouped conv: whole conv groups (multiples of ``group.multiple``)."""
+    """Candidate widths of a group feeding a grouped conv: whole conv groups (multiples of ``group.multiple``).
+
+    Each candidate goes to the nearest multiple, but the smallest one rounds down (to one conv group at least): the
+    space's narrowest subnet is never wider than its smallest ratio asks. With wide conv groups (RegNetX-8GF: 120
+    channels, a 720-channel stage of six) rounding 0.25 x 720 = 180 up to two groups left that stage at a third.
+    """
     q = group.multiple
     if q == 1:
         return tuple(widths)
     out = {group.width}
+    lowest = min(widths)
     for w in widths:
-        out.add(max(group.width, w // q * q) if w > group.width else min(group.width, max(q, round(w / q) * q)))
+        if w > group.width:
+            out.add(max(group.width, w // q * q))
+        else:
+            out.add(min(group.width, max(q, (w // q if w == lowest else round(w / q)) * q)))
     return tuple(sorted(out))
+
+
+def _normalised_over(graph: ChannelGraph, group) -> bool:
+    """A LayerNorm or GroupNorm computes statistics over the group's channels: channels added by broadening would
+    change them (even zero ones), so such a group is never made wider than its checkpoint."""
+    return any(role == "bn" and graph.layers[name].op in ("layer_norm", "group_norm") for name, role in group.members)
 
 
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -228,10 +246,17 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
             perm = lambda layout: layout.index(sizes, order.get) if layout is not None else None  # noqa: E731
             layers[name].permute(perm(spec.in_layout) if spec.kind != "bn" else None, perm(spec.out_layout))
 
-    choices = []
+    choices, capped = [], []
     for g in graph.groups:
         if g.searchable:
-            choices.append(GroupChoices(g.name, g.width, _in_multiples(candidate_widths(g.width, config.space), g)))
+            widths = candidate_widths(g.width, config.space)
+            if _normalised_over(graph, g) and max(widths) > g.width:
+                widths = tuple(w for w in widths if w <= g.width)
+                capped.append(g.name)
+            choices.append(GroupChoices(g.name, g.width, _in_multiples(widths, g)))
+    if capped:
+        logger.info("%d groups normalised over their channels (LayerNorm, GroupNorm) are not broadened: %s",
+                    len(capped), ", ".join(capped))
     space = SearchSpace(choices)
 
     # Broadening: make room for channels beyond the checkpoint's width (function-preserving at the start).

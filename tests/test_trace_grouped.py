@@ -100,3 +100,13 @@ def test_grouped_conv_widening_its_channels_is_frozen_and_named():
     g = next(g for g in net.graph.groups if ("0", "out") in g.members)
     assert g.frozen and "grouped conv 1 (groups=4) at 1 (" in g.frozen
     assert any(n.startswith("grouped conv 1 (groups=4)") for n in net.graph.notes)
+
+
+def test_wide_conv_groups_still_reach_a_fifth_of_the_flops():
+    """RegNetX-8GF's conv groups are 120 channels wide: 0.25 x 720 = 180 channels must round down to one group (the
+    smallest candidate never rounds up), or that stage stays at a third of its width and the net at 0.214."""
+    net = slimnas.convert(torchvision.models.regnet_x_8gf(num_classes=10).eval(), 32,
+                          ConvertConfig(grouped=True, reorder=False))
+    stage3 = next(g for g in net.graph.groups if g.name == "trunk_output.block3.block3-0.f.a.0")
+    assert stage3.multiple == 120 and net.space[stage3.name].choices[:2] == (120, 240)
+    assert net.flops(net.space.min()) / net.flops(net.space.original()) <= 0.20

@@ -49,7 +49,7 @@ class Signature:
     bias: bool
     bn: bool
     act: str  # "" when none
-    hw: tuple[int, int]  # input spatial size (1, 1 for linear)
+    hw: tuple[int, int]  # input spatial size (linear: 1, 1 on a vector; the pixels it runs on over a channels-last map)
     group_width: int = 0  # input channels per group of a grouped conv whose group count follows the width; 0: dense
 
     @property
@@ -175,10 +175,10 @@ def units_of(supernet) -> list[Unit]:
             absorbed.append(nxt.name)
         module = supernet.model.get_submodule(call.name)
         bias = getattr(module, "bias", None) is not None
-        if spec.kind == "linear":
-            if len(call.in_shape) != 2:
-                raise SlimnasError(f"linear layer {call.name} sees a rank-{len(call.in_shape)} input; only 2-D is profiled")
-            sig = Signature("linear", (1, 1), (1, 1), (0, 0), (1, 1), bias, bn, act, (1, 1))
+        if spec.kind == "linear":  # over the last dimension: an (N, C) vector, or every pixel of a channels-last map
+            mid = tuple(call.in_shape[1:-1])
+            rows = (mid[0], math.prod(mid[1:])) if mid else (1, 1)
+            sig = Signature("linear", (1, 1), (1, 1), (0, 0), (1, 1), bias, bn, act, rows)
         else:
             pad = module.padding
             if isinstance(pad, str) or module.padding_mode != "zeros":
@@ -247,11 +247,11 @@ def _act_nodes(act: str, x: str, y: str, inits: list) -> list:
 
 
 def input_shape(sig: Signature, cin: int, batch: int = 1) -> tuple[int, ...]:
-    return (batch, cin) if sig.kind == "linear" else (batch, cin) + tuple(sig.hw)
+    return (batch * sig.hw[0] * sig.hw[1], cin) if sig.kind == "linear" else (batch, cin) + tuple(sig.hw)
 
 
 def output_shape(sig: Signature, cout: int, batch: int = 1) -> tuple[int, ...]:
-    return (batch, cout) if sig.kind == "linear" else (batch, cout) + tuple(sig.out_hw())
+    return (batch * sig.hw[0] * sig.hw[1], cout) if sig.kind == "linear" else (batch, cout) + tuple(sig.out_hw())
 
 
 def unit_onnx(sig: Signature, cin: int, cout: int, batch: int = 1, seed: int = 0) -> bytes:

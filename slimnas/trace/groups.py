@@ -4,7 +4,8 @@ Every tensor's channel dimension is described by a :class:`Layout` over *channel
 graph once, each op either passes its input's layout on (BatchNorm, activations, pooling, depthwise conv),
 creates a new space (a conv or linear output), strings spaces together (``cat``), repeats them (``flatten``),
 or ties two spaces into one (``add``/``mul`` of two feature maps: residuals and squeeze-and-excitation).
-Spaces tied together form a channel group. Anything the rules do not understand *freezes* the spaces it
+Spaces tied together form a channel group. Tensors permuted away from channels-first (ConvNeXt's NHWC blocks)
+follow the rules of :mod:`.channels_last`. Anything the rules do not understand *freezes* the spaces it
 touches (they keep their original width) and is reported by module name; it never stops the conversion.
 
 Layers are understood at the op level: a functional ``F.conv2d``/``F.batch_norm``/``F.linear``/``F.layer_norm``/
@@ -66,7 +67,8 @@ class LayerSpec:
 
     ``kind`` is ``conv``, ``dwconv`` (depthwise: input and output are the same group), ``gconv`` (grouped with
     as many outputs as inputs: the same group too, its group count following the width), ``bn`` (any per-channel
-    normalisation: BatchNorm, and LayerNorm/GroupNorm over the channels) or ``linear``. Layouts name group
+    normalisation: BatchNorm, and LayerNorm/GroupNorm over the channels; or a per-channel scale, op ``mul``: see
+    :mod:`.channels_last`) or ``linear``. Layouts name group
     indices (see :class:`ChannelGraph`). ``in_layout`` is ``None`` for ``bn``. ``op`` is the functional op the
     layer was found by (empty for a plain torch layer module), and ``tensors`` maps each role (``weight``,
     ``bias``, ``running_mean``, ``running_var``) to the module attribute playing it.
@@ -226,6 +228,9 @@ class _Analysis:
         self.functional_owners: set[str] = set()  # modules whose layer was found inside their forward
         self.multiple: dict[int, int] = {}  # space -> the group width of a grouped conv it feeds
         self.producers: list[tuple[int, str]] = []  # (space, layer) in graph order, for naming groups
+        from .channels_last import ChannelAxes  # its rules use this module's helpers
+
+        self.axes = ChannelAxes(self)  # where a permuted tensor's channels are, and the rules for such tensors
 
     # -- helpers -----------------------------------------------------------------------------------------
     def freeze(self, layout: Optional[Layout], why: str) -> None:
@@ -272,6 +277,8 @@ class _Analysis:
             self.layout[node] = self.frozen_new(node, "model input")
         elif node.op == "get_attr":
             self.layout[node] = None
+        elif self.axes.claims(node):
+            self.layout[node] = self.axes.visit(node)
         elif node.op == "call_module":
             self.layout[node] = self.call_module(node)
         elif node.op in ("call_function", "call_method"):
@@ -342,7 +349,7 @@ class _Analysis:
                 return self.unsupported(node, f"batchnorm {name}")
             return self.add_layer(LayerSpec(name, "bn", None, lin), node).out_layout
         if type(m) is nn.Linear:
-            if lin is None or in_shape is None or len(in_shape) != 2:
+            if lin is None or in_shape is None or not self.axes.is_last(node.args[0]):
                 return self.unsupported(node, f"linear {name} on a tensor of rank {len(in_shape or ())}")
             out = self.new_output(name, m.out_features)
             return self.add_layer(LayerSpec(name, "linear", lin, out), node).out_layout
@@ -477,7 +484,7 @@ class _Analysis:
                 return self.add_layer(LayerSpec(owner, "gconv", lin, lin, **spec), node, x).out_layout
             return self.unsupported(node, f"grouped conv {owner} (groups={groups})")
         if op == "linear":
-            if len(in_shape) != 2 or weight.dim() != 2:
+            if not self.axes.is_last(x) or weight.dim() != 2:
                 return self.unsupported(node, f"linear {owner} on a tensor of rank {len(in_shape)}")
             out = self.new_output(owner, weight.shape[0])
             return self.add_layer(LayerSpec(owner, "linear", lin, out, **spec), node, x).out_layout
@@ -490,12 +497,12 @@ class _Analysis:
         weight = getattr(module, dict(spec["tensors"])["weight"])
         if op == "batch_norm" and len(in_shape) not in (2, 4):
             return self.unsupported(node, f"batch_norm {owner} on a tensor of rank {len(in_shape)}")
-        if op == "layer_norm" and not (len(in_shape) == 2 and tuple(args.get("normalized_shape", ())) == in_shape[1:]
+        if op == "layer_norm" and not (self.axes.is_last(x) and tuple(args.get("normalized_shape", ())) == in_shape[-1:]
                                        and hasattr(module, "normalized_shape")):
             return self.unsupported(node, f"layer_norm {owner} over other dimensions than the channels")
         if op == "group_norm" and not (args.get("num_groups") == 1 and hasattr(module, "num_channels")):
             return self.unsupported(node, f"group_norm {owner} with {args.get('num_groups')} groups")
-        if weight.dim() != 1 or weight.shape[0] != in_shape[1]:
+        if weight.dim() != 1 or weight.shape[0] != in_shape[self.axes.of(x)]:
             return self.unsupported(node, f"{op} {owner} whose weight is not per channel")
         return self.add_layer(LayerSpec(owner, "bn", None, lin, **spec), node, x).out_layout
 
