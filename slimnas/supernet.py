@@ -34,9 +34,9 @@ class ConvertConfig:
     space: SpaceConfig = field(default_factory=SpaceConfig)
     reorder: bool = True  # permute each group's channels into importance order (function-preserving)
     freeze: tuple[str, ...] = ()  # group names to keep at their checkpoint width
-    # Grouped convs with as many outputs as inputs (ResNeXt, RegNet) searchable in whole conv groups. Opt-in for
-    # now: it changes the space of every model with such a conv (the test nets' figures were fixed without it).
-    grouped: bool = False
+    # Grouped convs with as many outputs as inputs (ResNeXt, RegNet) searchable in whole conv groups; False keeps
+    # them at their checkpoint width (frozen, as before issue 14).
+    grouped: bool = True
 
 
 def _input_example(input_shape: Union[int, Sequence[int]]) -> torch.Tensor:
@@ -100,7 +100,11 @@ class Supernet(nn.Module):
         for name, width in subnet.widths.items():
             gi = self._group_index[name]
             if name in subnet.indices:
-                select[gi] = torch.tensor(subnet.indices[name], dtype=torch.long, device=device)
+                idx, q = subnet.indices[name], self.graph.groups[gi].multiple
+                if q > 1 and set(idx) != {j // q * q + i for j in idx for i in range(q)}:
+                    raise SlimnasError(f"subnet indices for group {name!r} must be whole conv groups of {q} channels "
+                                       f"(it feeds a grouped conv), got {list(idx)}: list blocks b*{q}..b*{q}+{q - 1}")
+                select[gi] = torch.tensor(idx, dtype=torch.long, device=device)
             elif width != self.stored[gi]:
                 select[gi] = width
         tensors: dict[int, torch.Tensor] = {}

@@ -34,7 +34,8 @@ class InvertedResidual(nn.Module):
 
 
 class TinyNet(nn.Module):
-    """Grouped conv (frozen), concat, BN on a concat, residual + depthwise + SE, flatten of a 2x2 map into an MLP."""
+    """Grouped conv (searchable in whole conv groups; frozen with ``ConvertConfig(grouped=False)``), concat, BN on a
+    concat, residual + depthwise + SE, flatten of a 2x2 map into an MLP."""
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
@@ -109,3 +110,7 @@ def tiny_net(num_classes: int = 10) -> TinyNet:
 
 def untraceable_net(num_classes: int = 10) -> UntraceableNet:
     return UntraceableNet(num_classes)
+
+
+def hard_coded_view(num_classes: int = 10) -> HardCodedView:
+    return HardCodedView(num_classes)

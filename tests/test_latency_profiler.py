@@ -31,7 +31,7 @@ def table_dir(tmp_path_factory):
 def test_units_cover_every_searchable_conv():
     net = tiny_supernet()
     units = units_of(net)
-    convs = [n for n, s in net.graph.layers.items() if s.kind in ("conv", "dwconv", "linear")]
+    convs = [n for n, s in net.graph.layers.items() if s.kind in ("conv", "dwconv", "gconv", "linear")]
     assert [u.layer for u in units] == [c.name for c in net.graph.calls if c.name in convs]
     stem = units[0]
     assert stem.sig.bn and stem.sig.act == "relu" and stem.absorbed == ("stem.1", "stem.2")

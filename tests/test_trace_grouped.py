@@ -2,7 +2,7 @@
 
 A grouped conv with as many output as input channels (ResNeXt's and RegNet's 3x3) ties its input and output
 channels into one group whose widths are multiples of the group width; a subnet keeps whole groups, and the
-export is a plain ``nn.Conv2d`` with fewer groups. Opt-in (``ConvertConfig(grouped=True)``) for now.
+export is a plain ``nn.Conv2d`` with fewer groups. On by default (``ConvertConfig(grouped=False)`` freezes them).
 """
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ class Grouped(nn.Module):
 
 
 def test_grouped_conv_ties_input_and_output_in_multiples_of_its_group_width():
-    assert not slimnas.convert(Grouped(), 16).space.names().count("stem.0")  # off by default: frozen
-    net = slimnas.convert(Grouped(), 16, GROUPED)
+    assert not slimnas.convert(Grouped(), 16, ConvertConfig(grouped=False)).space.names().count("stem.0")  # frozen
+    net = slimnas.convert(Grouped(), 16)  # on by default
+    assert net.config == GROUPED
     g = next(g for g in net.graph.groups if ("stem.0", "out") in g.members)
     assert g.searchable and ("grouped.0", "dw") in g.members and g.multiple == 8
     assert all(c % 8 == 0 for c in net.space[g.name].choices) and net.space[g.name].choices[0] == 8
@@ -110,3 +111,27 @@ def test_wide_conv_groups_still_reach_a_fifth_of_the_flops():
     stage3 = next(g for g in net.graph.groups if g.name == "trunk_output.block3.block3-0.f.a.0")
     assert stage3.multiple == 120 and net.space[stage3.name].choices[:2] == (120, 240)
     assert net.flops(net.space.min()) / net.flops(net.space.original()) <= 0.20
+
+
+def test_cafenet_frees_whole_conv_groups_of_a_group_feeding_a_grouped_conv():
+    """A conv group cannot be split: CafeNet's free channels of such a group are whole blocks, and a subnet
+    listing part of a block is refused naming the group."""
+    from slimnas.errors import SlimnasError
+    from slimnas.train import make_strategy
+
+    net = slimnas.convert(calibrate(Grouped(), (3, 16, 16)), 16)
+    st = make_strategy("cafenet", net, widest=False, narrowest=False, n_random=1, k=4, distill=False, free_ratio=0.5)
+    g = next(g for g in net.graph.groups if ("stem.0", "out") in g.members)
+    rng = random.Random(0)
+    seen = set()
+    for width in (8, 16, 24):
+        for _ in range(20):
+            idx = st.random_arrangement(g.name, width, rng)
+            assert idx is not None and len(idx) == width
+            assert set(idx) == {j // 8 * 8 + i for j in idx for i in range(8)}, idx
+            seen.add(idx)
+            net.set_subnet(net.space.max().replace({g.name: width}, {g.name: idx}))
+    assert any(idx != tuple(range(len(idx))) for idx in seen), "no arrangement left the leftmost blocks"
+    with pytest.raises(SlimnasError, match="whole conv groups of 8 channels") as err:
+        net.set_subnet(net.space.max().replace({g.name: 8}, {g.name: (*range(7), 8)}))
+    assert len(str(err.value).splitlines()) == 1

@@ -102,7 +102,8 @@ def test_cafenet_trial_forwards_leave_bn_statistics_to_the_winner(digits):
     ref = copy.deepcopy(net)
     x, y = batch(digits)
     net.train()
-    st.step(x, y, ctx_for(net, seed=5))
+    # seed 1: with grouped convs on, seed 5 drew a student at full width in all groups but one (no loser's own channels)
+    st.step(x, y, ctx_for(net, seed=1))
     winner = st.last_winner
     ref.train()
     ref.set_subnet(winner)

@@ -1,7 +1,8 @@
 """``cafenet`` (CafeNet, ICLR 2021): locally free weight sharing trained with the min-min strategy.
 
 A width c of a group is its base channels (the first c - r in importance order) plus r free channels taken
-from the local zone [c - r, c + r) (clipped to the stored channels). Each student subnet of a step is tried
+from the local zone [c - r, c + r) (clipped to the stored channels); a group feeding a grouped conv counts in
+whole conv groups instead of channels (a conv group cannot be split). Each student subnet of a step is tried
 in K arrangements (forward passes without gradients); only the one with the smallest loss (averaged over
 processes) is trained. The trial forwards run in training mode (the loss must be the one training would
 see) but leave the BatchNorm running statistics as they were: only the winner's training forward counts
@@ -53,18 +54,29 @@ class CafeNet(Sandwich):
 
     # -- arrangements ----------------------------------------------------------------------------------------
     def free_count(self, width: int, stored: int) -> int:
+        """Free channels (blocks, see :meth:`blocks`) of a width of ``width`` out of ``stored``."""
         if width >= stored:
             return 0
         return min(width, stored - width, math.ceil(self.options.free_ratio * width))
 
-    def random_arrangement(self, group: str, width: int, rng: random.Random) -> Optional[tuple[int, ...]]:
+    def blocks(self, group: str, width: int) -> tuple[int, int, int]:
+        """``(q, width // q, stored // q)``: a group feeding a grouped conv (``q`` channels per conv group) moves in
+        whole conv groups, so its free channels are whole blocks of ``q`` (q = 1 elsewhere). A width that is not a
+        whole number of blocks (the checkpoint's own) has no free blocks: ``(q, 0, 0)``."""
+        q = self.net.graph.group(group).multiple
         stored = self.net.space[group].max_width
+        if width % q or stored % q:
+            return q, 0, 0
+        return q, width // q, stored // q
+
+    def random_arrangement(self, group: str, width: int, rng: random.Random) -> Optional[tuple[int, ...]]:
+        q, width, stored = self.blocks(group, width)
         r = self.free_count(width, stored)
         if r == 0:
             return None
         base = list(range(width - r))
         zone = list(range(width - r, min(width + r, stored)))
-        return tuple(sorted(base + rng.sample(zone, r)))
+        return tuple(b * q + i for b in sorted(base + rng.sample(zone, r)) for i in range(q))
 
     def best_arrangement(self, group: str, width: int) -> Optional[tuple[int, ...]]:
         pool = self.memory.get((group, width))
@@ -88,7 +100,7 @@ class CafeNet(Sandwich):
     def remember(self, subnet: Subnet, loss: float) -> None:
         opts = self.options
         for g, w in subnet.widths.items():
-            if self.free_count(w, self.net.space[g].max_width) == 0:
+            if self.free_count(*self.blocks(g, w)[1:]) == 0:
                 continue
             idx = subnet.indices.get(g, tuple(range(w)))
             pool = self.memory.setdefault((g, w), {})

@@ -1,0 +1,48 @@
+"""benchmarks/zoo_report.py: its model list is issue 14's, a failing model is a row (not the end of the run), and
+its parity checks are stated relative to the output's scale."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torchvision
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import zoo_report  # after the path insert
+
+
+def test_default_list_is_every_torchvision_cnn_the_timm_and_segmentation_models():
+    names = torchvision.models.list_models(module=torchvision.models)
+    assert set(zoo_report.ZOO) >= {n for n in names if n not in zoo_report.SKIPPED}
+    assert sorted(zoo_report.SKIPPED) == sorted(n for n in names if n.startswith(("vit_", "swin_", "maxvit")))
+    assert "convnext_tiny" in zoo_report.ZOO and "inception_v3" in zoo_report.ZOO and "maxvit_t" not in zoo_report.ZOO
+    assert len([n for n in zoo_report.ZOO if n.startswith("timm:")]) == 11
+    assert {"lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "tinynet"} <= set(zoo_report.ZOO)
+
+
+def test_checks_are_relative_to_the_output_scale():
+    row = {"scale": 3.41, "full_vs_original": 1.65e-5, "supernet_vs_export": 0.0, "export_vs_onnx": 7.9e-7,
+           "flops_rel_err": 0.0, "params_rel_err": 0.0, "full_vs_original_fp64": 2.8e-14}
+    assert zoo_report.checks(row) == "ok"  # timm mobilenetv2_100: fp32 reassociation, fp64 unchanged
+    assert zoo_report.checks(dict(row, scale=1.0)) == "FAIL full_vs_original"
+    assert zoo_report.checks(dict(row, full_vs_original_fp64=1e-6)) == "FAIL fp64"  # a real change of function
+    missing = {k: v for k, v in row.items() if k != "export_vs_onnx"}
+    assert zoo_report.checks(missing) == "FAIL export_vs_onnx"  # a check that did not run is not a pass
+
+
+def test_a_failing_model_is_a_row_and_the_run_goes_on(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "zoo_report.py"), "--models", "no_such_model",
+                        "tinynet", "--subnets", "1", "--peers", "none", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((tmp_path / "zoo.json").read_text())["rows"]
+    assert rows[0]["model"] == "no_such_model" and rows[0]["error"].startswith("fails: ")
+    tiny = rows[1]
+    assert tiny["model"] == "tinynet" and zoo_report.checks(tiny) == "ok" and tiny["min_over_original"] < 1
+    md = (tmp_path / "zoo.md").read_text()
+    assert "**1 of 1 models meet" not in md and "of 1 models meet min/original FLOPs <= 0.20**; errors: no_such_model" in md
+    assert "Skipped (transformers, not CNNs): maxvit_t" in md
