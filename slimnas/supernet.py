@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence, Union
 
@@ -123,6 +125,10 @@ class Supernet(nn.Module):
         for name, spec in self.graph.layers.items():
             layer = self.model.get_submodule(name)
             layer.set_active(active(spec.in_layout), active(spec.out_layout))
+        if self.graph.patches:  # channel counts the model's own ops hold (split sizes, slice bounds)
+            widths = {i: subnet.widths.get(g.name, g.width) for i, g in enumerate(self.graph.groups)}
+            for patch in self.graph.patches:
+                patch.apply(self.model, widths)
         self._active = subnet
 
     @contextlib.contextmanager
@@ -165,6 +171,18 @@ def _in_multiples(widths: Sequence[int], group) -> tuple[int, ...]:
     for w in widths:
         out.add(max(group.width, w // q * q) if w > group.width else min(group.width, max(q, round(w / q) * q)))
     return tuple(sorted(out))
+
+
+def _repeats(graph: ChannelGraph) -> dict[int, int]:
+    """How many times over a layer sees each group at most: a group in several parts of one tensor (GhostNet's
+    map and its cheap copy, CSP's equal halves, a residual made of both) counts once per part."""
+    out: dict[int, int] = {}
+    for spec in graph.layers.values():
+        for layout in (spec.in_layout, spec.out_layout):
+            if layout is not None:
+                for gi, n in Counter(seg.space for seg in layout.segs).items():
+                    out[gi] = max(out.get(gi, 1), n)
+    return out
 
 
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -229,9 +247,13 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
             layers[name].permute(perm(spec.in_layout) if spec.kind != "bn" else None, perm(spec.out_layout))
 
     choices = []
-    for g in graph.groups:
+    repeats = _repeats(graph)
+    for i, g in enumerate(graph.groups):
         if g.searchable:
-            choices.append(GroupChoices(g.name, g.width, _in_multiples(candidate_widths(g.width, config.space), g)))
+            space_config = config.space
+            if repeats.get(i, 1) > 1:  # seen k times over by a layer: rounded to divisor/k, the layer sees multiples
+                space_config = dataclasses.replace(space_config, divisor=max(1, space_config.divisor // repeats[i]))
+            choices.append(GroupChoices(g.name, g.width, _in_multiples(candidate_widths(g.width, space_config), g)))
     space = SearchSpace(choices)
 
     # Broadening: make room for channels beyond the checkpoint's width (function-preserving at the start).
