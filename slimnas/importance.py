@@ -45,8 +45,10 @@ def channel_importance(graph: ChannelGraph, layers: Mapping[str, nn.Module]) -> 
         for name, role in group.members:
             spec, layer = graph.layers[name], layers[name]
             weight = getattr(layer, spec.tensor("weight"))  # a functional layer's weight may have any name
-            if role in ("out", "dw"):
-                total += _normalised(weight.abs().flatten(1).sum(1))
+            if role in ("out", "dw"):  # its filters at the positions of this group (a part of its output)
+                row = weight.abs().flatten(1).sum(1)
+                for pos in _positions(spec.out_layout, sizes, gi):
+                    total += _normalised(row[pos].sum(1))
             elif role == "bn":  # a per-channel scale may be shaped (C, 1, 1): one value per channel all the same
                 per_channel = weight.abs().reshape(weight.shape[0], -1).sum(1)
                 for pos in _positions(spec.out_layout, sizes, gi):

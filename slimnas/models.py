@@ -7,7 +7,7 @@ saying so. Every mistake (unknown name, wrong architecture or class count, unrea
 
 ``save_exported``/``load_exported`` store an exported model as a state_dict plus JSON metadata: the
 architecture to rebuild (a torchvision name or ``module:factory``), every conv/BN/linear layer's width, the
-subnet, and how to feed it (:class:`slimnas.data.transforms.InputSpec`, class names). When the caller does not
+channel counts the model's own modules hold as int attributes (a split's sizes), the subnet, and how to feed it (:class:`slimnas.data.transforms.InputSpec`, class names). When the caller does not
 name the architecture, :func:`rebuild_spec` finds one that provably rebuilds the model (a torchvision builder
 of its class, or its importable ``module:Class``); a class that cannot be rebuilt by import (one defined in
 ``__main__`` or a function) is saved too, and loads by passing a fresh instance: ``load_exported(path, MyNet())``.
@@ -325,6 +325,48 @@ def _reshape_own(module: nn.Module, name: str, shapes: dict[str, list[int]]) -> 
             raise SlimnasError(f"the saved model has a tensor {name}.{attr} that this architecture lacks")
 
 
+def _is_count(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, int) or (isinstance(v, (list, tuple)) and bool(v)
+                                  and all(isinstance(e, int) and not isinstance(e, bool) for e in v))
+
+
+def module_attrs(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """The int and int-list data attributes of the model's own modules (torch's layers aside).
+
+    Some forwards read channel counts from these (timm's ``MixedConv2d.splits``, ``GhostModule.out_chs``): a
+    subnet sets them (:class:`slimnas.trace.constants.AttrPatch`), so a saved export records them, as plain
+    values."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, m in model.named_modules():
+        if type(m).__module__.startswith("torch."):
+            continue
+        attrs = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in vars(m).items()
+                 if not k.startswith("_") and _is_count(v)}
+        if attrs:
+            out[name] = attrs
+    return out
+
+
+def set_module_attrs(model: nn.Module, attrs: dict[str, dict[str, Any]]) -> nn.Module:
+    """Give ``model``'s modules the attribute values :func:`module_attrs` recorded (in place)."""
+    for name, values in attrs.items():
+        try:
+            m = model.get_submodule(name)
+        except AttributeError:
+            raise SlimnasError(f"the saved model has a module {name!r} that this architecture lacks") from None
+        for k, v in values.items():
+            old = getattr(m, k, None)
+            if not _is_count(old) or isinstance(old, int) != isinstance(v, int):
+                raise SlimnasError(f"the saved model sets {name}.{k} to {v}, which this architecture does not hold as "
+                                   "a channel count")
+            new = int(v) if isinstance(old, int) else type(old)(int(e) for e in v)
+            if new != old:
+                setattr(m, k, new)
+    return model
+
+
 def _candidate_archs(cls: type) -> list[str]:
     """Specs that may build ``cls``: torchvision builders returning it, then the class's own import path."""
     out = []
@@ -353,13 +395,13 @@ def rebuild_spec(model: nn.Module, num_classes: Optional[int] = None, inputs: Op
     its state_dict strictly, with the same module types; with ``inputs``, it must also compute the same outputs.
     ``None`` when no candidate does (a class defined in ``__main__``, or one whose constructor needs arguments).
     """
-    state, layers = model.state_dict(), layer_shapes(model)
+    state, layers, attrs = model.state_dict(), layer_shapes(model), module_attrs(model)
     kinds = [type(m) for m in model.modules()]
     for spec in _candidate_archs(type(model)):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fresh = reshape_to(build_model(spec, num_classes=num_classes), layers)
+                fresh = set_module_attrs(reshape_to(build_model(spec, num_classes=num_classes), layers), attrs)
             fresh.load_state_dict(state)
         except Exception:  # any constructor may fail in its own way: the candidate simply does not fit
             continue
@@ -404,6 +446,7 @@ def save_exported(model: nn.Module, path: Union[str, Path], subnet=None, arch: O
         "num_classes": num_classes,
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "layers": layer_shapes(model),
+        "attrs": module_attrs(model),
         "subnet": subnet.to_dict() if subnet is not None else None,
         "input": inputs.to_dict() if inputs is not None else None,
         "classes": [str(c) for c in classes] if classes is not None else None,
@@ -435,5 +478,6 @@ def load_exported(path: Union[str, Path], model: Optional[nn.Module] = None) -> 
                                f"load_exported(path, {cls.rpartition('.')[2]}(...)), or deploy model.onnx")
         model = build_model(meta["arch"], num_classes=meta.get("num_classes"))
     reshape_to(model, meta["layers"])
+    set_module_attrs(model, meta.get("attrs") or {})  # files from before channel-count attributes have none
     load_state(model, data["state_dict"], str(path))
     return model.eval()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence, Union
 
@@ -130,6 +132,10 @@ class Supernet(nn.Module):
         for name, spec in self.graph.layers.items():
             layer = self.model.get_submodule(name)
             layer.set_active(active(spec.in_layout), active(spec.out_layout))
+        if self.graph.patches:  # channel counts the model's own ops hold (split sizes, slice bounds)
+            widths = {i: subnet.widths.get(g.name, g.width) for i, g in enumerate(self.graph.groups)}
+            for patch in self.graph.patches:
+                patch.apply(self.model, widths)
         self._active = subnet
 
     @contextlib.contextmanager
@@ -187,6 +193,18 @@ def _normalised_over(graph: ChannelGraph, group) -> bool:
     """A LayerNorm or GroupNorm computes statistics over the group's channels: channels added by broadening would
     change them (even zero ones), so such a group is never made wider than its checkpoint."""
     return any(role == "bn" and graph.layers[name].op in ("layer_norm", "group_norm") for name, role in group.members)
+
+
+def _repeats(graph: ChannelGraph) -> dict[int, int]:
+    """How many times over a layer sees each group at most: a group in several parts of one tensor (GhostNet's
+    map and its cheap copy, CSP's equal halves, a residual made of both) counts once per part."""
+    out: dict[int, int] = {}
+    for spec in graph.layers.values():
+        for layout in (spec.in_layout, spec.out_layout):
+            if layout is not None:
+                for gi, n in Counter(seg.space for seg in layout.segs).items():
+                    out[gi] = max(out.get(gi, 1), n)
+    return out
 
 
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -251,9 +269,13 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
             layers[name].permute(perm(spec.in_layout) if spec.kind != "bn" else None, perm(spec.out_layout))
 
     choices, capped = [], []
-    for g in graph.groups:
+    repeats = _repeats(graph)
+    for i, g in enumerate(graph.groups):
         if g.searchable:
-            widths = candidate_widths(g.width, config.space)
+            space_config = config.space
+            if repeats.get(i, 1) > 1:  # seen k times over by a layer: rounded to divisor/k, the layer sees multiples
+                space_config = dataclasses.replace(space_config, divisor=max(1, space_config.divisor // repeats[i]))
+            widths = candidate_widths(g.width, space_config)
             if _normalised_over(graph, g) and max(widths) > g.width:
                 widths = tuple(w for w in widths if w <= g.width)
                 capped.append(g.name)

@@ -231,7 +231,8 @@ def test_timm_random_subnets_export_to_timm_classes(timm_model, tmp_path):
         assert slimnas.export.onnx_max_abs_diff(plain, path, x[:1]) <= 1e-4
 
 
-@pytest.mark.parametrize("name", ["mixnet_s", "ghostnet_100", "cspresnet50", "nf_resnet26", "skresnet18"])
+# mixnet_s, ghostnet_100 and cspresnet50 were here until their splits became searchable (tests/test_trace_split.py)
+@pytest.mark.parametrize("name", ["nf_resnet26", "skresnet18"])
 def test_timm_patterns_of_later_items_are_frozen_and_named_not_a_crash(name):
     timm = pytest.importorskip("timm", reason="timm (the dev extra) is not installed")
     torch.manual_seed(0)

@@ -23,12 +23,14 @@ import dataclasses
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import torch.fx as fx
 from torch import nn
 
-from .layout import Layout, Seg, concat, single
+from .constants import AttrPatch, Site, resolve
+from .layout import Layout, Seg, concat
+from .parts import PartRules, boundaries
 
 # Parameter-free modules that keep the channel layout of their (first) input.
 _PRESERVING_MODULES = (
@@ -127,6 +129,9 @@ class ChannelGraph:
     layers: dict[str, LayerSpec]
     calls: list[ModuleCall]
     notes: list[str]
+    # Module attributes that set a channel count baked into the graph (a split's sizes, a slice's bounds): the
+    # supernet sets them at every subnet's widths (group indices, see :class:`slimnas.trace.constants.AttrPatch`).
+    patches: list[AttrPatch] = field(default_factory=list)
 
     def group(self, name: str) -> ChannelGroup:
         for g in self.groups:
@@ -213,8 +218,9 @@ def _nodes_in(arg: Any) -> Iterable[fx.Node]:
             yield from _nodes_in(a)
 
 
-class _Analysis:
-    def __init__(self, gm: fx.GraphModule, notes: list[str], grouped: bool = False):
+class _Analysis(PartRules):
+    def __init__(self, gm: fx.GraphModule, notes: list[str], grouped: bool = False,
+                 cuts: Optional[Mapping[str, frozenset[int]]] = None, may_cut: bool = True):
         self.gm = gm
         self.grouped = grouped
         self.root: nn.Module = gm.meta.get("root", gm)  # the traced model itself (owners of functional layers)
@@ -223,7 +229,14 @@ class _Analysis:
         self.notes = list(notes)
         self.layers: dict[str, LayerSpec] = {}
         self.calls: list[ModuleCall] = []
-        self.out_space: dict[str, int] = {}  # layer name -> the space its output creates (reused on re-calls)
+        self.out_space: dict[str, Layout] = {}  # layer name -> the spaces its output creates (reused on re-calls)
+        # Where a space starts: (its creator's key, offset in the creator's output). A split or slice inside a
+        # space asks for a cut there (``wanted``); the next pass creates the space as parts (``cuts``).
+        self.origin: dict[int, tuple[str, int]] = {}
+        self.cuts = dict(cuts or {})
+        self.may_cut = may_cut
+        self.wanted: dict[str, set[int]] = {}
+        self.sites: list[Site] = []  # channel counts baked into the graph that must follow the widths
         self.leaf_calls: set[str] = set()  # modules called as a whole (a functional layer must not own them)
         self.functional_owners: set[str] = set()  # modules whose layer was found inside their forward
         self.multiple: dict[int, int] = {}  # space -> the group width of a grouped conv it feeds
@@ -233,16 +246,37 @@ class _Analysis:
         self.axes = ChannelAxes(self)  # where a permuted tensor's channels are, and the rules for such tensors
 
     # -- helpers -----------------------------------------------------------------------------------------
-    def freeze(self, layout: Optional[Layout], why: str) -> None:
-        if layout is not None:
+    def freeze(self, layout: Any, why: str) -> None:
+        if isinstance(layout, tuple):  # the parts of a split
+            for part in layout:
+                self.freeze(part, why)
+        elif isinstance(layout, Layout):
             for s in layout.segs:
                 self.sp.freeze(s.space, why)
+
+    def spaces_of(self, key: str, size: int, frozen: Optional[str] = None) -> Layout:
+        """New spaces for ``size`` channels created by ``key`` (a layer, or ``node:<name>``), in parts where cut."""
+        edges = [0] + sorted(c for c in self.cuts.get(key, ()) if 0 < c < size) + [size]
+        segs = []
+        for a, b in zip(edges, edges[1:]):
+            sid = self.sp.new(b - a, frozen)
+            self.origin[sid] = (key, a)
+            segs.append(Seg(sid, b - a))
+        return Layout(tuple(segs))
+
+    def cut(self, seg: Seg, at: int) -> bool:
+        """Ask for ``seg``'s space to be created in two parts, ``at`` channels into it. True if the cut is new."""
+        key, start = self.origin[seg.space]
+        if not self.may_cut or start + at in self.cuts.get(key, ()):
+            return False
+        self.wanted.setdefault(key, set()).add(start + at)
+        return True
 
     def frozen_new(self, node: fx.Node, why: str) -> Optional[Layout]:
         shape = _shape(node)
         if shape is None or len(shape) < 2:
             return None
-        return single(self.sp.new(shape[1], why), shape[1])
+        return self.spaces_of(f"node:{node.name}", shape[1], why)
 
     def unsupported(self, node: fx.Node, what: str) -> Optional[Layout]:
         why = f"{what} at {_where(node)}"
@@ -258,6 +292,10 @@ class _Analysis:
             for x, y in zip(a.segs, b.segs):
                 self.sp.union(x.space, y.space)
             return a
+        if a.inner == b.inner and a.size == b.size:  # the same channels, cut differently: cut both alike
+            edges = set(boundaries(a)) | set(boundaries(b))
+            if self.align(a, edges) | self.align(b, edges):
+                return a  # the next pass ties the parts
         why = f"{_op_name(node)} of differently composed channels at {_where(node)}"
         self.freeze(a, why)
         self.freeze(b, why)
@@ -312,9 +350,13 @@ class _Analysis:
 
     def new_output(self, name: str, size: int) -> Layout:
         if name not in self.out_space:
-            self.out_space[name] = self.sp.new(size)
-            self.producers.append((self.out_space[name], name))
-        return single(self.out_space[name], size)
+            out = self.out_space[name] = self.spaces_of(name, size)
+            offset = 0
+            for seg in out.segs:  # a part of a layer's output is named by its channel range
+                part = name if len(out.segs) == 1 else f"{name}[{offset}:{offset + seg.size}]"
+                self.producers.append((seg.space, part))
+                offset += seg.size
+        return self.out_space[name]
 
     def call_module(self, node: fx.Node) -> Optional[Layout]:
         m = self.gm.get_submodule(node.target)
@@ -337,7 +379,7 @@ class _Analysis:
             if m.groups == 1:
                 out = self.new_output(name, m.out_channels)
                 return self.add_layer(LayerSpec(name, "conv", lin, out), node).out_layout
-            if m.groups == m.in_channels == m.out_channels and len(lin.segs) == 1 and lin.inner == 1:
+            if m.groups == m.in_channels == m.out_channels and lin.inner == 1:  # per channel: any segments
                 return self.add_layer(LayerSpec(name, "dwconv", lin, lin), node).out_layout
             if self.grouped and m.in_channels == m.out_channels and len(lin.segs) == 1 and lin.inner == 1:
                 # the group count follows the width; each group keeps its in_channels/groups channels
@@ -388,6 +430,8 @@ class _Analysis:
             return self._getitem(node)
         if out_shape is None:
             if isinstance(node.meta.get("tensor_meta"), (tuple, list)) and tensors:
+                if name in ("split", "chunk"):
+                    return self._split(node, name)
                 self.unsupported(node, f"op '{name}' with several outputs")
             return None
         if not tensors:
@@ -475,7 +519,7 @@ class _Analysis:
                 return self.add_layer(LayerSpec(owner, "conv", lin, out, **spec), node, x).out_layout
             # a depthwise conv's group count must follow its width: only a Conv2d's own ``groups`` can
             if (groups == in_shape[1] == weight.shape[0] and weight.shape[1] == 1 and isinstance(module, nn.Conv2d)
-                    and module.groups == groups and len(lin.segs) == 1 and lin.inner == 1):
+                    and module.groups == groups and lin.inner == 1):
                 return self.add_layer(LayerSpec(owner, "dwconv", lin, lin, **spec), node, x).out_layout
             if (self.grouped and weight.shape[0] == in_shape[1] == groups * weight.shape[1]
                     and isinstance(module, nn.Conv2d) and module.groups == groups and len(lin.segs) == 1
@@ -514,7 +558,7 @@ class _Analysis:
         if _shape(node) is None:
             return None
         if isinstance(got, Layout):
-            return self.unsupported(node, "indexing a tensor")
+            return self._slice(node, got)
         return self.frozen_new(node, f"output of {_where(src)}")
 
     def _binary(self, node: fx.Node, tensors: list[fx.Node]) -> Optional[Layout]:
@@ -553,6 +597,11 @@ class _Analysis:
     def _reshape(self, node: fx.Node, lin: Optional[Layout]) -> Optional[Layout]:
         shape_in = _shape(node.args[0])
         shape_out = _shape(node)
+        if (shape_in is not None and shape_out is not None and len(shape_out) == len(shape_in) + 1 >= 4
+                and shape_out[0] == shape_in[0] and shape_out[1] * shape_out[2] == shape_in[1]
+                and shape_out[3:] == shape_in[2:]):  # interleaving the groups' channels follows (a transpose)
+            return self.unsupported(node, f"channel shuffle (the channels viewed as {shape_out[1]} groups of "
+                                          f"{shape_out[2]}, as ShuffleNet's channel_shuffle) is not searchable")
         literal = [a for a in node.args[1:] if isinstance(a, int)]
         literal += [a for a in node.args[1:] if isinstance(a, (tuple, list)) for a in a if isinstance(a, int)]
         if lin is None or shape_in is None or shape_out is None or any(a != -1 for a in literal):
@@ -582,7 +631,21 @@ class _Analysis:
         return out
 
     # -- result -----------------------------------------------------------------------------------------
+    def settle_constants(self) -> list[AttrPatch]:
+        """Find the module attribute behind every channel count baked into the graph that a subnet changes;
+        freeze the channels of those no attribute explains."""
+        sites = [s for s in self.sites if any(self.sp.frozen_reason(sp) is None for sp in s.spaces)]
+        patches, failed = resolve(self.gm, sites)
+        for site, why in failed:
+            where = f"{site.module or 'the model'} ({site.node})"
+            text = f"channel count {site.value} at {where}: {why}"
+            for space in site.spaces:
+                self.sp.freeze(space, text)
+            self.notes.append(f"{text}; channels frozen")
+        return patches
+
     def result(self) -> ChannelGraph:
+        patches = self.settle_constants()
         sp = self.sp
         used_roots: list[int] = []
 
@@ -604,6 +667,8 @@ class _Analysis:
         groups: list[ChannelGroup] = []
         for r in sorted(used_roots, key=lambda r: (r not in name_of, list(name_of).index(r) if r in name_of else r)):
             name = name_of.get(r) or ("input" if sp.frozen_reason(r) == "model input" else f"fixed.{r}")
+            if name == "input" and any(g.name == name for g in groups):  # the input in parts (a split of it)
+                name = f"input.{r}"
             index[r] = len(groups)
             groups.append(ChannelGroup(name, sp.size[r], frozen=sp.frozen_reason(r)))
 
@@ -619,7 +684,8 @@ class _Analysis:
             if new.kind in ("conv", "linear"):
                 for seg in new.in_layout.segs:
                     groups[seg.space].members.append((spec.name, "in"))
-                groups[new.out_layout.segs[0].space].members.append((spec.name, "out"))
+                for gi in dict.fromkeys(seg.space for seg in new.out_layout.segs):  # its parts, once each
+                    groups[gi].members.append((spec.name, "out"))
             else:
                 role = "dw" if new.kind in ("dwconv", "gconv") else "bn"
                 for seg in new.out_layout.segs:
@@ -642,7 +708,12 @@ class _Analysis:
             dataclasses.replace(c, in_layout=remap_known(c.in_layout), out_layout=remap_known(c.out_layout))
             for c in self.calls
         ]
-        return ChannelGraph(groups, layers, calls, self.notes)
+        patches = [dataclasses.replace(p, spaces=tuple(index[sp.find(s)] for s in p.spaces)) for p in patches
+                   if all(sp.find(s) in index for s in p.spaces)]
+        return ChannelGraph(groups, layers, calls, self.notes, patches)
+
+
+_MAX_PASSES = 64
 
 
 def analyse(gm: fx.GraphModule, notes: Optional[list[str]] = None, grouped: bool = False) -> ChannelGraph:
@@ -650,7 +721,21 @@ def analyse(gm: fx.GraphModule, notes: Optional[list[str]] = None, grouped: bool
 
     ``grouped`` makes grouped convs with as many outputs as inputs searchable (whole conv groups); without it
     they are frozen and named, as before.
+
+    A split or slice inside a channel space needs that space cut where it is created (a layer's output): each
+    pass records the cuts it needed, keyed by the creating layer and the offset, and the next pass creates those
+    spaces in parts, until a pass needs no new cut. Ties between differently cut layouts ask for the missing
+    cuts on either side, so a cut spreads along residuals. Models without splits take one pass, as before.
     """
-    analysis = _Analysis(gm, notes or [], grouped)
+    cuts: dict[str, frozenset[int]] = {}
+    for _ in range(_MAX_PASSES):
+        analysis = _Analysis(gm, notes or [], grouped, cuts)
+        analysis.run()
+        if not analysis.wanted:
+            return analysis.result()
+        for key, more in analysis.wanted.items():
+            cuts[key] = frozenset(cuts.get(key, frozenset()) | more)
+    analysis = _Analysis(gm, notes or [], grouped, cuts, may_cut=False)  # did not settle: what is left freezes
     analysis.run()
+    analysis.notes.append(f"channel cuts did not settle in {_MAX_PASSES} passes: splits still misaligned are frozen")
     return analysis.result()

@@ -165,6 +165,7 @@ def trace(model: nn.Module, example: torch.Tensor) -> tuple[fx.GraphModule, list
         model.train(was_training)
     gm = fx.GraphModule(model, graph)
     gm.meta["root"] = model  # the graph module holds bare stand-ins for modules whose attributes it reads
+    gm.meta["leaves"], gm.meta["shaped"] = set(leaves), dict(shaped)  # how it was traced (to trace parts again)
     was_training = model.training
     model.eval()
     try:
