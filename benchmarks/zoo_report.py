@@ -62,7 +62,9 @@ ZOO = TORCHVISION + [f"timm:{n}" for n in TIMM] + SEGMENTATION + ["tinynet"]
 QUICK = ["mobilenet_v2", "resnet18", "regnet_y_400mf", "timm:mobilenetv2_100", "lraspp_mobilenet_v3_large", "tinynet"]
 MIN_SIZE = {"inception_v3": 75}  # its stem and reductions need at least 75 px
 # Known blockers of models above the target (otherwise the report names the tracer's first note).
-BLOCKER = {"tinynet": "a tiny test net (stem and head groups at 16-32 channels)"}
+BLOCKER = {"tinynet": "a tiny test net (stem and head groups at 16-32 channels)",
+           **{f"shufflenet_v2_x{w}": "channel shuffle (view + transpose): block outputs frozen and named"
+              for w in ("0_5", "1_0", "1_5", "2_0")}}
 BIG, HUGE = 60e6, 300e6  # params: above BIG at most 2 subnets; above HUGE 1 subnet, no broadened or fp64 copy
 RESULTS = ROOT / "benchmarks" / "results"
 

@@ -9,9 +9,8 @@ pooling, frozen layers, the session call itself) is the network's *fixed part*.
 """
 from __future__ import annotations
 
-import itertools
-import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -208,15 +207,14 @@ def candidate_pairs(unit: Unit, supernet) -> list[tuple[int, int]]:
         choices[gi] = supernet.space[g.name].choices if g.name in supernet.space else (g.width,)
 
     def widths(layout: Layout) -> list[int]:
-        spaces = sorted({s.space for s in layout.segs})
-        combos = math.prod(len(choices[s]) for s in spaces)
-        if combos > MAX_PAIRS:
-            raise SlimnasError(f"layer {unit.layer}: {combos} width combinations; freeze some of its groups to profile it")
-        out = set()
-        for pick in itertools.product(*(choices[s] for s in spaces)):
-            m = dict(zip(spaces, pick))
-            out.add(sum(m[s.space] for s in layout.segs) * layout.inner)
-        return sorted(out)
+        # The distinct sums, group by group: a layer fed by many parts (MixNet's split convs, ReXNet's chain of
+        # partial residuals) has few distinct widths though its combinations multiply.
+        sums = {0}
+        for space, times in Counter(s.space for s in layout.segs).items():
+            sums = {a + times * c for a in sums for c in choices[space]}
+            if len(sums) > MAX_PAIRS:
+                raise SlimnasError(f"layer {unit.layer}: over {MAX_PAIRS} widths; freeze some of its groups to profile it")
+        return sorted(a * layout.inner for a in sums)
 
     if unit.sig.diagonal:
         return [(c, c) for c in widths(unit.out_layout)]
