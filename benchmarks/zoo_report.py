@@ -180,7 +180,13 @@ def subnets_check(net, x: torch.Tensor, size: int, n: int, notes: list[str]) -> 
 def report(name: str, size: int, n: int, grouped: bool, peers: list[str], peer_timeout: int) -> dict:
     size = max(size, MIN_SIZE.get(name, 0))
     torch.manual_seed(0)
-    model = calibrate(build(name), (3, size, size))
+    model = build(name)
+    bns = {m: m.momentum for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    for m in bns:  # running statistics = the calibration batches' (2 steps at 0.1 left inception_v3's logits at 2e6)
+        m.momentum = None
+    model = calibrate(model, (3, size, size))
+    for m, momentum in bns.items():
+        m.momentum = momentum
     params = sum(p.numel() for p in model.parameters())
     n = min(n, 1 if params > HUGE else 2 if params > BIG else n)
     row = {"model": name, "size": size, "params_M": round(params / 1e6, 1), "subnets": n, "notes": []}
@@ -211,6 +217,11 @@ def report(name: str, size: int, n: int, grouped: bool, peers: list[str], peer_t
         with guard(row, "fp64"), torch.no_grad():
             row["full_vs_original_fp64"] = max_output_diff(net.double()(x.double()), model.double()(x.double()))
         net.float(), model.float()
+    if name in SEGMENTATION:  # the head's input widths follow the backbone's
+        with guard(row, "head"):
+            head = {"lraspp": "classifier.cbr.0", "deeplabv3": "classifier.0.convs.0.0"}[name.split("_")[0]]
+            small = slimnas.export_subnet(net, net.space.min()).get_submodule(head).in_channels
+            row["notes"].append(f"{head} in_channels {model.get_submodule(head).in_channels} -> {small} at min")
     with guard(row, "subnets"):
         row.update(subnets_check(net, x, size, n, row["notes"]))
     del net
