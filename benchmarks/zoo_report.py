@@ -14,7 +14,7 @@ Each model runs in a child process (its own memory, a hard timeout); each peer u
 peer that fails is a row saying why, never the end of the run. Rows are written after every model.
 Models: ``timm:<name>`` from timm, the torchvision names, ``tinynet`` (the tests' CNN); never any weights.
 
-    python benchmarks/zoo_report.py                   # the whole zoo (issue 14), 64 px (inception_v3 75 px)
+    python benchmarks/zoo_report.py                   # the whole zoo (issue 14), 64 px or a model's MIN_SIZE
     python benchmarks/zoo_report.py --quick           # six models, 2 subnets: a smoke test of the script
     python benchmarks/zoo_report.py --models resnet18 timm:efficientnet_b0 --subnets 3 --peers none
 """
@@ -44,6 +44,7 @@ from slimnas.cost import thop_custom_ops
 from slimnas.export import max_output_diff, named_outputs, onnx_max_abs_diff
 from slimnas.fileio import atomic_write_text
 from slimnas.machine import fingerprint
+from slimnas.space import SpaceConfig
 from slimnas.supernet import ConvertConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,13 +61,24 @@ TIMM = ["efficientnet_b0", "tf_efficientnet_b0", "mobilenetv2_100", "mobilenetv3
 SEGMENTATION = ["lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large"]
 ZOO = TORCHVISION + [f"timm:{n}" for n in TIMM] + SEGMENTATION + ["tinynet"]
 QUICK = ["mobilenet_v2", "resnet18", "regnet_y_400mf", "timm:mobilenetv2_100", "lraspp_mobilenet_v3_large", "tinynet"]
-MIN_SIZE = {"inception_v3": 75}  # its stem and reductions need at least 75 px
+# inception_v3's stem and reductions need 75 px; alexnet's and vgg's adaptive pooling to 6x6 / 7x7 exports to ONNX
+# (TorchScript exporter) only from a map that it divides: their features are 6x6 / 7x7 at 224 px (2x2 at 64).
+MIN_SIZE = {"inception_v3": 75, "alexnet": 224, **{n: 224 for n in TORCHVISION if n.startswith("vgg")}}
 # Known blockers of models above the target (otherwise the report names the tracer's first note).
 BLOCKER = {"tinynet": "a tiny test net (stem and head groups at 16-32 channels)",
            **{f"shufflenet_v2_x{w}": "channel shuffle (view + transpose): block outputs frozen and named"
               for w in ("0_5", "1_0", "1_5", "2_0")}}
 BIG, HUGE = 60e6, 300e6  # params: above BIG at most 2 subnets; above HUGE 1 subnet, no broadened or fp64 copy
 RESULTS = ROOT / "benchmarks" / "results"
+LEGEND = (
+    "min/orig: FLOPs of `net.space.min()` / `net.space.original()` (slimnas; grouped convs {grouped}; widths in "
+    "multiples of 8; min divisor 1: not rounded). torch_pruning: Torch-Pruning MetaPruner, L2 magnitude, uniform 75% "
+    "channel pruning; fastnas: modelopt FastNAS's smallest subnet (default rules: ratio 0.05, divisor 32); both thop "
+    "MACs over the original's thop MACs, same model and input. Differences are max |a-b| over every output (fp32; "
+    "{subnets} seeded random subnets, fewer for big models, see notes); checks: full width, broadened (1.5x, at init) "
+    "and exported <= 1e-5 x scale, onnxruntime <= 1e-4 x scale, scale = max(1, max|output| of the original) because "
+    "the importance reorder reassociates fp32 sums (fp64 full width <= 1e-9 x scale shows the function is unchanged); "
+    "thop FLOPs/params within 1%.\n")
 
 
 def build(name: str) -> torch.nn.Module:
@@ -161,7 +173,7 @@ def subnets_check(net, x: torch.Tensor, size: int, n: int, notes: list[str]) -> 
                 worst["export_vs_onnx"] = max(worst["export_vs_onnx"], onnx_max_abs_diff(plain, path, x))
                 Path(path).unlink()
             except Exception as exc:  # noqa: BLE001  (reported: e.g. a graph over protobuf's 2 GB)
-                notes.append(f"onnx {why(exc)}")
+                notes.extend([f"onnx {why(exc)}"] if f"onnx {why(exc)}" not in notes else [])
                 worst["export_vs_onnx"] = float("nan")
             del plain
     return worst
@@ -170,7 +182,13 @@ def subnets_check(net, x: torch.Tensor, size: int, n: int, notes: list[str]) -> 
 def report(name: str, size: int, n: int, grouped: bool, peers: list[str], peer_timeout: int) -> dict:
     size = max(size, MIN_SIZE.get(name, 0))
     torch.manual_seed(0)
-    model = calibrate(build(name), (3, size, size))
+    model = build(name)
+    bns = {m: m.momentum for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    for m in bns:  # running statistics = the calibration batches' (2 steps at 0.1 left inception_v3's logits at 2e6)
+        m.momentum = None
+    model = calibrate(model, (3, size, size))
+    for m, momentum in bns.items():
+        m.momentum = momentum
     params = sum(p.numel() for p in model.parameters())
     n = min(n, 1 if params > HUGE else 2 if params > BIG else n)
     row = {"model": name, "size": size, "params_M": round(params / 1e6, 1), "subnets": n, "notes": []}
@@ -189,6 +207,10 @@ def report(name: str, size: int, n: int, grouped: bool, peers: list[str], peer_t
                min_over_original=round(net.flops(net.space.min()) / net.flops(net.space.original()), 3))
     with torch.no_grad():
         row["full_vs_original"] = max_output_diff(net(x), want)
+    with guard(row, "divisor 1"):  # widths not rounded to multiples of 8, as the peers' are not
+        exact = slimnas.convert(model, size, ConvertConfig(SpaceConfig(divisor=1), reorder=False, grouped=grouped))
+        row["min_divisor_1"] = round(exact.flops(exact.space.min()) / exact.flops(exact.space.original()), 3)
+        del exact
     if params <= HUGE:
         with guard(row, "broadened"), torch.no_grad():
             wide = slimnas.convert(model, size, config, max_ratio=1.5).eval()
@@ -197,6 +219,11 @@ def report(name: str, size: int, n: int, grouped: bool, peers: list[str], peer_t
         with guard(row, "fp64"), torch.no_grad():
             row["full_vs_original_fp64"] = max_output_diff(net.double()(x.double()), model.double()(x.double()))
         net.float(), model.float()
+    if name in SEGMENTATION:  # the head's input widths follow the backbone's
+        with guard(row, "head"):
+            head = {"lraspp": "classifier.cbr.0", "deeplabv3": "classifier.0.convs.0.0"}[name.split("_")[0]]
+            small = slimnas.export_subnet(net, net.space.min()).get_submodule(head).in_channels
+            row["notes"].append(f"{head} in_channels {model.get_submodule(head).in_channels} -> {small} at min")
     with guard(row, "subnets"):
         row.update(subnets_check(net, x, size, n, row["notes"]))
     del net
@@ -231,8 +258,9 @@ def cell(v) -> str:
 
 
 def write(rows: list[dict], args: argparse.Namespace, models: list[str]) -> None:
-    cmd = (f"python benchmarks/zoo_report.py --size {args.size} --subnets {args.subnets} "
-           f"--{'' if args.grouped else 'no-'}grouped --peers {','.join(args.peers) or 'none'} --models {' '.join(models)}")
+    cmd = (f"python benchmarks/zoo_report.py --size {args.size} --subnets {args.subnets} --"
+           f"{'' if args.grouped else 'no-'}grouped --peers {','.join(args.peers) or 'none'} "
+           f"--models {' '.join(models)}")
     partial = "" if len(rows) == len(models) else f" (partial: {len(rows)} of {len(models)} models)"
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "zoo.json", json.dumps({"command": cmd + partial, "machine": fingerprint(),
@@ -241,27 +269,23 @@ def write(rows: list[dict], args: argparse.Namespace, models: list[str]) -> None
     meet = [r for r in done if r["min_over_original"] <= 0.20]
     miss = [f"{r['model']} {r['min_over_original']} ({BLOCKER.get(r['model']) or r['tracer_note'] or '?'})"
             for r in done if r["min_over_original"] > 0.20]
-    better = [f"{r['model']} ({p} {r[p]} < {r['min_over_original']})" for r in done for p in args.peers
-              if isinstance(r.get(p), float) and r[p] < r["min_over_original"]]
+    better = [f"{r['model']} ({p} {r[p]} < {r['min_over_original']}, divisor 1: {r.get('min_divisor_1', '?')})"
+              for r in done for p in args.peers if isinstance(r.get(p), float) and r[p] < r["min_over_original"]]
     failing = [f"{r['model']} ({checks(r)})" for r in done if checks(r) != "ok"]
+    peer_fails = [f"{p} on {', '.join(r['model'] for r in done if isinstance(r.get(p), str))}" for p in args.peers
+                  if any(isinstance(r.get(p), str) for r in done)]
     errors = "; errors: " + ", ".join(r["model"] for r in rows if "error" in r) if len(done) < len(rows) else ""
     lines = [f"# Model zoo report\n\nCommand: `{cmd}`{partial}  \nMachine: `{json.dumps(fingerprint())}`\n",
              f"**{len(meet)} of {len(done)} models meet min/original FLOPs <= 0.20**{errors}.  ",
              f"Above 0.20 (blocker): {'; '.join(miss) or 'none'}.  ",
-             f"A peer goes smaller: {'; '.join(better) or 'none'}.  ",
+             f"A peer goes smaller (and slimnas at divisor 1): {'; '.join(better) or 'none'}.  ",
              f"Parity or count checks failing: {'; '.join(failing) or 'none'}.  ",
+             f"Peers failing: {'; '.join(peer_fails) or 'none'}.  ",
              f"Skipped (transformers, not CNNs): {', '.join(SKIPPED)}.\n",
-             ("min/orig: FLOPs of `net.space.min()` / `net.space.original()` (slimnas; grouped convs "
-             f"{'on' if args.grouped else 'off'}). torch_pruning: Torch-Pruning MetaPruner, L2 magnitude, uniform 75% "
-             "channel pruning; fastnas: modelopt FastNAS's smallest subnet (default rules: ratio 0.05, divisor 32); both "
-             "thop MACs over the original's thop MACs, same model and input. Differences are max |a-b| over every output "
-             f"(fp32; {args.subnets} seeded random subnets, fewer for big models, see notes); checks: full width, "
-             "broadened (1.5x, at init) and exported <= 1e-5 x scale, onnxruntime <= 1e-4 x scale, scale = max(1, "
-             "max|output| of the original) because the importance reorder reassociates fp32 sums (fp64 full width "
-             "<= 1e-9 x scale shows the function is unchanged); thop FLOPs/params within 1%.\n")]
+             LEGEND.format(grouped="on" if args.grouped else "off", subnets=args.subnets)]
     cols = ["model", "size", "params_M", "searchable", "groups", "frozen_by_tracer", "min_over_original",
-            *args.peers, "convert_s", "scale", "full_vs_original", "full_vs_original_fp64", "supernet_vs_export",
-            "export_vs_onnx", "flops_rel_err", "subnets", "checks", "notes"]
+            "min_divisor_1", *args.peers, "convert_s", "scale", "full_vs_original", "full_vs_original_fp64",
+            "supernet_vs_export", "export_vs_onnx", "flops_rel_err", "subnets", "checks", "notes"]
     lines += ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if "error" in r:
