@@ -75,10 +75,10 @@ LEGEND = (
     "multiples of 8; min divisor 1: not rounded). torch_pruning: Torch-Pruning MetaPruner, L2 magnitude, uniform 75% "
     "channel pruning; fastnas: modelopt FastNAS's smallest subnet (default rules: ratio 0.05, divisor 32); both thop "
     "MACs over the original's thop MACs, same model and input. Differences are max |a-b| over every output (fp32; "
-    "{subnets} seeded random subnets, fewer for big models, see notes); checks: full width, broadened (1.5x, at init) "
-    "and exported <= 1e-5 x scale, onnxruntime <= 1e-4 x scale, scale = max(1, max|output| of the original) because "
-    "the importance reorder reassociates fp32 sums (fp64 full width <= 1e-9 x scale shows the function is unchanged); "
-    "thop FLOPs/params within 1%.\n")
+    "{subnets} seeded random subnets, fewer for big models, see notes); checks, with scale = max(1, max|output| of the "
+    "original): exported <= 1e-5 x scale, onnxruntime <= 1e-4 x scale, thop FLOPs/params within 1%, full width and "
+    "broadened (1.5x, at init) vs the original <= 1e-9 x scale in fp64 (the importance reorder reassociates fp32 sums, "
+    "whose rounding deep nets amplify; fp32 shown; judged at 1e-5 x scale where fp64 is skipped, over 300M params).\n")
 
 
 def build(name: str) -> torch.nn.Module:
@@ -212,13 +212,15 @@ def report(name: str, size: int, n: int, grouped: bool, peers: list[str], peer_t
         row["min_divisor_1"] = round(exact.flops(exact.space.min()) / exact.flops(exact.space.original()), 3)
         del exact
     if params <= HUGE:
+        with guard(row, "fp64"), torch.no_grad():  # fp64: rounding (reassociated sums) out of the way
+            want64 = model.double()(x.double())
+            row["full_vs_original_fp64"] = max_output_diff(net.double()(x.double()), want64)
+            net.float(), model.float()
         with guard(row, "broadened"), torch.no_grad():
             wide = slimnas.convert(model, size, config, max_ratio=1.5).eval()
             row["broadened_vs_original"] = max_output_diff(wide(x), want)
+            row["broadened_vs_original_fp64"] = max_output_diff(wide.double()(x.double()), want64)
             del wide
-        with guard(row, "fp64"), torch.no_grad():
-            row["full_vs_original_fp64"] = max_output_diff(net.double()(x.double()), model.double()(x.double()))
-        net.float(), model.float()
     if name in SEGMENTATION:  # the head's input widths follow the backbone's
         with guard(row, "head"):
             head = {"lraspp": "classifier.cbr.0", "deeplabv3": "classifier.0.convs.0.0"}[name.split("_")[0]]
@@ -241,13 +243,20 @@ def report(name: str, size: int, n: int, grouped: bool, peers: list[str], peer_t
 
 
 def checks(r: dict) -> str:
-    """Parity stated relative to the output's scale (max(1, max|output|)): the importance reorder permutes channels,
-    so fp32 sums are reassociated; fp64 shows whether the function itself changed."""
-    nan, tol = float("nan"), {"full_vs_original": 1e-5, "supernet_vs_export": 1e-5, "export_vs_onnx": 1e-4}
-    bad = [k for k, t in tol.items() if not r.get(k, nan) <= t * r["scale"]]
-    bad += [k for k in ("flops_rel_err", "params_rel_err") if not r.get(k, nan) <= 0.01]
-    bad += ["broadened"] if not r.get("broadened_vs_original", 0.0) <= 1e-5 * r["scale"] else []  # absent: HUGE
-    bad += ["fp64"] if not r.get("full_vs_original_fp64", 0.0) <= 1e-9 * r["scale"] else []
+    """Pass/fail against the output's scale (max(1, max|output|)). Full width and broadened vs the original are
+    judged in fp64: the importance reorder permutes channels, so fp32 sums are reassociated and their rounding, which
+    deep nets amplify (inception_v3: 1.4e-3 at logits of 22, 8.8e-12 in fp64), says nothing about the function.
+    Where fp64 is skipped (over HUGE params) the fp32 figure is judged at 1e-5."""
+    nan, s = float("nan"), r["scale"]
+    tol = {"supernet_vs_export": 1e-5 * s, "export_vs_onnx": 1e-4 * s, "flops_rel_err": 0.01, "params_rel_err": 0.01}
+    for k in ("full_vs_original", "broadened_vs_original"):
+        if f"{k}_fp64" in r or k not in r:
+            tol[f"{k}_fp64"] = 1e-9 * s
+        else:  # fp64 skipped (a giant): fp32
+            tol[k] = 1e-5 * s
+    if r["params_M"] * 1e6 > HUGE and "broadened_vs_original" not in r:
+        del tol["broadened_vs_original_fp64"]  # not built for giants
+    bad = [k for k, t in tol.items() if not r.get(k, nan) <= t]
     return "ok" if not bad else "FAIL " + ",".join(bad)
 
 
@@ -285,7 +294,8 @@ def write(rows: list[dict], args: argparse.Namespace, models: list[str]) -> None
              LEGEND.format(grouped="on" if args.grouped else "off", subnets=args.subnets)]
     cols = ["model", "size", "params_M", "searchable", "groups", "frozen_by_tracer", "min_over_original",
             "min_divisor_1", *args.peers, "convert_s", "scale", "full_vs_original", "full_vs_original_fp64",
-            "supernet_vs_export", "export_vs_onnx", "flops_rel_err", "subnets", "checks", "notes"]
+            "broadened_vs_original_fp64", "supernet_vs_export", "export_vs_onnx", "flops_rel_err", "subnets", "checks",
+            "notes"]
     lines += ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if "error" in r:

@@ -24,16 +24,21 @@ def test_default_list_is_every_torchvision_cnn_the_timm_and_segmentation_models(
     assert {"lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "tinynet"} <= set(zoo_report.ZOO)
 
 
-def test_checks_are_relative_to_the_output_scale():
-    row = {"scale": 3.41, "full_vs_original": 1.65e-5, "supernet_vs_export": 0.0, "export_vs_onnx": 7.9e-7,
-           "flops_rel_err": 0.0, "params_rel_err": 0.0, "full_vs_original_fp64": 2.8e-14}
+def test_checks_judge_the_function_in_fp64_and_the_rest_relative_to_the_output_scale():
+    row = {"scale": 3.41, "params_M": 2.2, "full_vs_original": 1.65e-5, "supernet_vs_export": 0.0,
+           "export_vs_onnx": 7.9e-7, "flops_rel_err": 0.0, "params_rel_err": 0.0, "full_vs_original_fp64": 2.8e-14,
+           "broadened_vs_original": 1.4e-5, "broadened_vs_original_fp64": 3e-14}
     assert zoo_report.checks(row) == "ok"  # timm mobilenetv2_100: fp32 reassociation, fp64 unchanged
-    assert zoo_report.checks(dict(row, scale=1.0)) == "FAIL full_vs_original"
-    assert zoo_report.checks(dict(row, full_vs_original_fp64=1e-6)) == "FAIL fp64"  # a real change of function
+    assert zoo_report.checks(dict(row, full_vs_original=1e-3)) == "ok"  # fp32 rounding alone fails nothing
+    assert zoo_report.checks(dict(row, full_vs_original_fp64=1e-6)) == "FAIL full_vs_original_fp64"  # a real change
+    assert zoo_report.checks(dict(row, export_vs_onnx=5e-4)) == "FAIL export_vs_onnx"  # > 1e-4 x 3.41
+    assert zoo_report.checks(dict(row, export_vs_onnx=3e-4)) == "ok"
     missing = {k: v for k, v in row.items() if k != "export_vs_onnx"}
     assert zoo_report.checks(missing) == "FAIL export_vs_onnx"  # a check that did not run is not a pass
-
-
+    giant = {k: v for k, v in row.items() if not k.startswith("broadened") and not k.endswith("fp64")}
+    giant["params_M"] = 638.0  # no fp64 copy nor broadened supernet: fp32 judged at 1e-5 x scale
+    assert zoo_report.checks(giant) == "ok"
+    assert zoo_report.checks(dict(giant, full_vs_original=5e-5)) == "FAIL full_vs_original"
 def test_a_failing_model_is_a_row_and_the_run_goes_on(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "zoo_report.py"), "--models", "no_such_model",
                         "tinynet", "--subnets", "1", "--peers", "none", "--out", str(tmp_path)],
@@ -44,5 +49,5 @@ def test_a_failing_model_is_a_row_and_the_run_goes_on(tmp_path):
     tiny = rows[1]
     assert tiny["model"] == "tinynet" and zoo_report.checks(tiny) == "ok" and tiny["min_over_original"] < 1
     md = (tmp_path / "zoo.md").read_text()
-    assert "**1 of 1 models meet" not in md and "of 1 models meet min/original FLOPs <= 0.20**; errors: no_such_model" in md
+    assert "**0 of 1 models meet min/original FLOPs <= 0.20**; errors: no_such_model" in md  # tinynet: 0.244
     assert "Skipped (transformers, not CNNs): maxvit_t" in md
