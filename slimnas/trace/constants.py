@@ -163,29 +163,10 @@ def _candidates(module: nn.Module) -> list[tuple[str, Optional[int], int]]:
     return out
 
 
-def _resolve_module(gm: fx.GraphModule, path: str, sites: list[Site]) -> tuple[list[AttrPatch], list[tuple[Site, str]]]:
-    root: nn.Module = gm.meta.get("root", gm)
-    module = root.get_submodule(path) if path else root
-    kind = type(module).__name__
-
-    def fail(why: str) -> tuple[list, list]:
-        return [], [(s, why) for s in sites]
-
-    if not _one_input(module):
-        return fail(f"{kind}.forward takes other than one input, so its attributes cannot be probed")
-    shape, base, where = _own_constants(list(gm.graph.nodes), path)
-    retracer = _Retracer(module, path, gm.meta.get("leaves", set()), gm.meta.get("shaped", {}))
-    try:
-        alone = retracer.constants()
-    except Exception as exc:  # fx raises many types
-        return fail(f"{kind} does not trace on its own ({type(exc).__name__})")
-    if alone != (shape, base):
-        return fail(f"{kind} traces differently on its own")
-    positions = {s: where.get((s.node, s.path)) for s in sites}
-    if any(p is None for p in positions.values()):
-        return fail(f"a constant of {kind} was not found")
-    wanted = set(positions.values())
-
+def _effects(module: nn.Module, retracer: _Retracer, shape: list, base: list[int]
+             ) -> dict[tuple[str, Optional[int]], dict[int, tuple[float, float]]]:
+    """For each int attribute (or list element) that moves constants: constant position -> (scale, offset),
+    (0, 0) where the constant moves but not in proportion."""
     effects: dict[tuple[str, Optional[int]], dict[int, tuple[float, float]]] = {}
     for attr, index, v in _candidates(module):
         probes = []
@@ -196,11 +177,11 @@ def _resolve_module(gm: fx.GraphModule, path: str, sites: list[Site]) -> tuple[l
                 except Exception:  # the module does not trace with this value: not a channel count
                     got_shape, got = None, None
             probes.append(got if got_shape == shape else None)
-        if any(p is None for p in probes):
+            if probes[-1] is None or probes[-1] == base:
+                break  # no count follows it (or its ops change with it): no second probe needed
+        if len(probes) < len(_PROBES) or any(p is None for p in probes):
             continue
         moved = [p for p in range(len(base)) if any(pr[p] != base[p] for pr in probes)]
-        if not moved:
-            continue
         rel: dict[int, tuple[float, float]] = {}
         for p in moved:
             c0, c1, c2 = base[p], probes[0][p], probes[1][p]
@@ -210,6 +191,57 @@ def _resolve_module(gm: fx.GraphModule, path: str, sites: list[Site]) -> tuple[l
             a = (c1 - c0) / _PROBES[0]
             rel[p] = (a, c0 - a * v)
         effects[(attr, index)] = rel
+    return effects
+
+
+def _verified(module: nn.Module, retracer: _Retracer, attr: str, index: Optional[int], scale: float, offset: float,
+              positions: set[int], c0: int) -> bool:
+    """Setting the attribute by the inverse map really gives the wanted constant (two values tried)."""
+    for want in (c0 - 1, c0 + 3):
+        with _moved(module, attr, index, int(round((want - offset) / scale))):
+            try:
+                _, got = retracer.constants()
+            except Exception:  # fx raises many types
+                return False
+        if any(got[p] != want for p in positions):
+            return False
+    return True
+
+
+def _resolve_module(gm: fx.GraphModule, path: str, sites: list[Site], cache: dict
+                    ) -> tuple[list[AttrPatch], list[tuple[Site, str]]]:
+    root: nn.Module = gm.meta.get("root", gm)
+    module = root.get_submodule(path) if path else root
+    kind = type(module).__name__
+
+    def fail(why: str) -> tuple[list, list]:
+        return [], [(s, why) for s in sites]
+
+    if not _one_input(module):
+        return fail(f"{kind}.forward takes other than one input, so its attributes cannot be probed")
+    shape, base, where = _own_constants(list(gm.graph.nodes), path)
+    shaped = gm.meta.get("shaped", {})
+    retracer = _Retracer(module, path, gm.meta.get("leaves", set()), shaped)
+    # Modules alike (class, attribute values, own ops and their constants, input shapes) answer alike: MixNet
+    # has dozens of MixedConv2d of a few kinds. Probing one of each kind is what costs.
+    key = (type(module), tuple(_candidates(module)), repr(shape), tuple(base), repr(shaped.get(path)))
+    known = cache.get(key)
+    if known is None:
+        try:
+            alone = retracer.constants()
+        except Exception as exc:  # fx raises many types
+            known = f"{kind} does not trace on its own ({type(exc).__name__})"
+        else:
+            known = _effects(module, retracer, shape, base) if alone == (shape, base) else \
+                f"{kind} traces differently on its own"
+        cache[key] = known
+    if isinstance(known, str):
+        return fail(known)
+    effects = known
+    positions = {s: where.get((s.node, s.path)) for s in sites}
+    if any(p is None for p in positions.values()):
+        return fail(f"a constant of {kind} was not found")
+    wanted = set(positions.values())
 
     by_attr: dict[tuple[str, Optional[int]], list[Site]] = defaultdict(list)
     failed: list[tuple[Site, str]] = []
@@ -241,21 +273,13 @@ def _resolve_module(gm: fx.GraphModule, path: str, sites: list[Site]) -> tuple[l
             failed.extend((s, f"{kind}.{name} sets constants that follow different channels") for s in group)
             continue
         (a, b), = pairs
-        patch = AttrPatch(path, attr, index, group[0].spaces, a, b)
-        c0 = base[positions[group[0]]]
-        ok = True
-        for want in (c0 - 1, c0 + 3):  # the inverse map really gives the wanted constant
-            with _moved(module, attr, index, int(round((want - b) / a))):
-                try:
-                    _, got = retracer.constants()
-                except Exception:
-                    got = None
-            if got is None or any(got[positions[s]] != want for s in group):
-                ok = False
-        if not ok:
+        vkey = (key, attr, index)
+        if vkey not in cache:
+            cache[vkey] = _verified(module, retracer, attr, index, a, b, set(rel), base[positions[group[0]]])
+        if not cache[vkey]:
             failed.extend((s, f"{kind}.{name} cannot be set to give the wanted count") for s in group)
             continue
-        patches.append(patch)
+        patches.append(AttrPatch(path, attr, index, group[0].spaces, a, b))
     return patches, failed
 
 
@@ -270,9 +294,10 @@ def resolve(gm: fx.GraphModule, sites: Sequence[Site]) -> tuple[list[AttrPatch],
     for s in sites:
         by_module[s.module].append(s)
     patches, failed = [], []
+    cache: dict = {}
     for path, group in by_module.items():
         try:
-            p, f = _resolve_module(gm, path, group)
+            p, f = _resolve_module(gm, path, group, cache)
         except Exception as exc:  # a module whose probing trips in an unforeseen way: its channels freeze
             p, f = [], [(s, f"probing its module failed ({type(exc).__name__}: {exc})") for s in group]
         patches.extend(p)
