@@ -217,8 +217,13 @@ def two_target_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("two")
     text = with_targets("{fp32_t2: {threads: 2}}", '["latency<=0.8x", "latency[fp32_t2]<=0.9x"]')
     out = root / "run"
-    r = cli("slim", "--config", str(write_config(root, text)), "--out", str(out), "--no-progress")
+    args = ("slim", "--config", str(write_config(root, text)), "--out", str(out), "--no-progress")
+    r = cli(*args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    again = cli(*args)  # a rerun resumes: same config (targets included), every target's reference reused
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "timing the original" not in again.stdout and "[verify] timing the best candidates on the device: finished " \
+        "before, skipped" in again.stdout
     return out, r
 
 

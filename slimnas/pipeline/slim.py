@@ -147,7 +147,8 @@ def _slim(config: SlimConfig, out: Optional[Union[str, Path]], command: str, pro
     with clock.stage("export", done=(out / EXPORTS).is_file(), what="ONNX (and TensorRT)"):
         if not (out / EXPORTS).is_file():
             exports = write_exports(model, out, tuple(net.input_shape), cfg.export, cfg.latency.batch,
-                                    data=data, dtype=cfg.latency.dtype)
+                                    data=data, dtype="int8" if any(t.config.dtype == "int8" for t in plan.targets)
+                                    else cfg.latency.dtype)  # an INT8 target of any name: model.int8.onnx too
             atomic_write_text(out / EXPORTS, json.dumps(exports, indent=1))
         exports = json.loads((out / EXPORTS).read_text())
 
