@@ -265,3 +265,32 @@ def test_the_report_has_a_row_per_target(two_target_run):
     assert len(rows) == 2 and all(row.rstrip().endswith("| yes |") for row in rows), table
     assert "latency[fp32_t2]<=0.9x" in rows[1] and "2 thread(s)" in rows[1]
     assert "target fp32_t2:" in r.stdout and "met" in r.stdout
+
+
+def test_an_int8_target_is_verified_against_the_fp32_original_timed_beside_it(tmp_path):
+    """One verification round on a real INT8 target: the original is timed twice in the one worker, as INT8 and
+    as FP32, and the relative budget is the FP32 original's fraction."""
+    from slimnas.pipeline.device import make_backend
+    from slimnas.pipeline.targets import Target
+    from slimnas.pipeline.verify import _time_on
+
+    torch.manual_seed(0)
+    original = TinyNet(10).eval()
+    net = slimnas.convert(original, 32, ratios=(0.25, 0.5, 1.0))
+    cfg = config_from_dict({"latency": {"rounds": 2, "samples": 30, "steady_pct": 1e6,
+                                        "targets": {"int8_t1": {"dtype": "int8"}}}}).latency.target("int8_t1")
+    target = Target("int8_t1", cfg, make_backend(cfg, "int8_t1"), tmp_path / "table")
+    target.reference = measure_reference(original, net, target.backend, cfg, tmp_path / target.folder, target.budget_dtype)
+    sub = net.space.uniform(0.5)
+    picks = pd.DataFrame({"hash": [sub.hash], "score": [0.5], "se": [0.01], "latency_ms[int8_t1]": [0.1],
+                          "flops": [net.flops(sub)], "params": [net.params(sub)], "subnet": [sub.to_json()]})
+    rows, info = _time_on(target, net, picks, [sub], parse_constraints(["latency[int8_t1]<=0.95x"], ["int8_t1"]),
+                          tmp_path, 1, 1)
+    by = {r["model"]: r for r in rows}
+    assert set(by) == {"original", "original_fp32", "candidate"}
+    assert by["original"]["dtype"] == "int8" and by["original_fp32"]["dtype"] == "fp32" and by["candidate"]["dtype"] == "int8"
+    fp32 = by["original_fp32"]["median_ms"]
+    assert by["candidate"]["budget_ms"] == pytest.approx(0.95 * fp32) == info["limit"]
+    assert by["candidate"]["ratio_to_original"] == pytest.approx(by["candidate"]["median_ms"] / fp32)
+    assert by["candidate"]["meets_target"] == (by["candidate"]["median_ms"] <= 0.95 * fp32)
+    assert by["original"]["ratio_to_original"] == pytest.approx(by["original"]["median_ms"] / fp32)
