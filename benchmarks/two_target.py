@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 OUT = Path(__file__).resolve().parent / "results" / "two_target"
 COMMAND = ("flock /tmp/slimnas-cpu.lock python -m slimnas slim --config benchmarks/two_target.yaml "
-           "--out /tmp/int8wt/bench --no-progress")
+           "--out /tmp/int8wt/bench2 --no-progress")
 
 
 def per_target(v: pd.DataFrame) -> list[dict]:
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     exports = json.loads((run / "exports.json").read_text()) if (run / "exports.json").is_file() else {}
     original = json.loads((run / "original.json").read_text())
     tuned = json.loads((run / "finetune" / "result.json").read_text()) if (run / "finetune" / "result.json").is_file() else {}
-    result = {"command": COMMAND, "constraints": ["latency<=0.7x", "latency[int8_t1]<=0.5x"], "targets": rows,
+    result = {"command": COMMAND, "constraints": ["latency<=0.7x", "latency[int8_t1]<=0.6x"], "targets": rows,
               "all_met": all(r["meets"] for r in rows), "wall_s": args.wall,
               "candidates_timed": int(((v["model"] == "candidate") & (v["target"] == "default")).sum()),
               "original_val_top1": original.get("val_top1"), "chosen_val_top1": tuned.get("val_top1"),
