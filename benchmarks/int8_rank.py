@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("run", help="a finished `slimnas slim` run folder")
     p.add_argument("--subnets", type=int, default=10)
     p.add_argument("--calibration", type=int, default=128, help="training images the INT8 ranges are calibrated on")
+    p.add_argument("--pick", choices=("spread", "top"), default="spread",
+                   help="spread: evenly over the scored subnets' ranks; top: the best-scoring ones (where a search picks)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -72,7 +74,10 @@ def main(argv=None) -> int:
     records = sorted(fitness.records.values(), key=lambda r: (r["accuracy"], r["hash"]))
     if len(records) < 3:
         raise SystemExit(f"{run}: only {len(records)} scored subnets")
-    picks = [records[int(round(i))] for i in np.linspace(0, len(records) - 1, min(args.subnets, len(records)))]
+    if args.pick == "top":
+        picks = records[-args.subnets:]
+    else:
+        picks = [records[int(round(i))] for i in np.linspace(0, len(records) - 1, min(args.subnets, len(records)))]
     picks = list({r["hash"]: r for r in picks}.values())
     ev = Evaluator(data.calib, data.val, calib_images=cfg.fitness.calib_images, val_images=cfg.fitness.val_images,
                    batch_size=cfg.fitness.batch_size, device="cpu", seed=cfg.seed)
@@ -104,7 +109,7 @@ def main(argv=None) -> int:
     i8 = np.array([r["onnx_int8_top1"] for r in rows])
     tau = {"supernet_vs_int8": kendalltau(s, i8), "supernet_vs_fp32": kendalltau(s, f), "fp32_vs_int8": kendalltau(f, i8)}
     result = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]) if argv is None else argv,
-              "run": str(run), "model": cfg.model.name, "input_size": cfg.model.input_size, "data": cfg.data.source,
+              "run": str(run), "pick": args.pick, "scored_subnets": len(records), "model": cfg.model.name, "input_size": cfg.model.input_size, "data": cfg.data.source,
               "val_images": len(data.val), "calibration_images": int(sum(len(b) for b in calib)),
               "quantization": SETTINGS.describe(), "subnets": rows,
               "kendall_tau": {k: {"tau": float(v.statistic), "p": float(v.pvalue)} for k, v in tau.items()},
@@ -112,7 +117,7 @@ def main(argv=None) -> int:
               "wall_s": round(time.time() - t0, 1), "machine": machine_fingerprint()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(result, indent=1))
+    (out / f"result_{args.pick}.json").write_text(json.dumps(result, indent=1))
     logger.info(json.dumps(result["kendall_tau"]))
     return 0
 
