@@ -5,6 +5,7 @@ import argparse
 import shlex
 from dataclasses import replace
 
+from ..errors import SlimnasError
 from ..pipeline import SlimConfig, dump_config, load_config, slim
 from .. import paths
 from ..pipeline.config import DEFAULT_OUT, with_overrides
@@ -29,10 +30,31 @@ def overrides_from_args(args: argparse.Namespace) -> list[tuple[str, dict]]:
         for key in reversed(path):
             d = {key: d}
         out.append((f"--{attr.replace('_', '-')} {value}", d))
+    for t in getattr(args, "target", None) or []:
+        out.append((f"--target {t}", {"latency": {"targets": parse_target(t)}}))
     if args.constraint:
         out.append((" ".join(f"--constraint {c}" for c in args.constraint), {"constraints": list(args.constraint)}))
     out += [(f"--set {s}", parse_assignment(s)) for s in args.set or []]
     return out
+
+
+def parse_target(text: str) -> dict:
+    """``NAME:KEY=VALUE,KEY=VALUE`` (``--target int8_t1:dtype=int8,threads=1``) as ``{NAME: {KEY: VALUE}}``, each
+    value read as YAML; the keys are those of ``latency.targets.NAME`` (checked with the rest of the config)."""
+    import yaml
+
+    name, sep, rest = text.partition(":")
+    pairs = [p for p in rest.split(",") if p.strip()] if sep else []
+    if not name.strip() or not sep or any("=" not in p for p in pairs):
+        raise SlimnasError(f"--target takes NAME:KEY=VALUE[,KEY=VALUE...] (e.g. int8_t1:dtype=int8,threads=1), got {text!r}")
+    settings = {}
+    for p in pairs:
+        k, _, v = p.partition("=")
+        try:
+            settings[k.strip()] = yaml.safe_load(v) if v.strip() else None
+        except yaml.YAMLError:
+            settings[k.strip()] = v
+    return {name.strip(): settings}
 
 
 def config_from_args(args: argparse.Namespace) -> SlimConfig:
@@ -48,13 +70,22 @@ def config_from_args(args: argparse.Namespace) -> SlimConfig:
       --constraint 'latency<=0.5x' --out runs/mbv2_half
   slimnas slim --config slim.yaml --constraint 'latency<=5ms' --constraint 'params<=1.5M' --set search.generations=40
   slimnas slim --supernet-run runs/cafenet --constraint 'latency<=0.6x' --out runs/from_run
+  slimnas slim --config slim.yaml --target int8_t1:dtype=int8 --target fp32_t2:threads=2 \
+      --constraint 'latency[int8_t1]<=0.3x' --constraint 'latency[fp32_t2]<=2ms'   # every budget, each measured
   slimnas slim --config slim.yaml --out runs/a          # rerun after a kill: finished stages are skipped
   slimnas slim --config slim.yaml --set supernet.train.epochs=3 --print-config   # the resolved config, nothing run
 
 Paths in a YAML config are relative to the config file, paths in flags to the working directory; the run
 folder stores them absolute. A budget is an upper bound that may be met exactly: 'latency<0.5x' reads as
 'latency<=0.5x'. Without model.weights (--weights) and without a base: section the model is slimmed from
-its random initialisation (said in one line at the start).""")
+its random initialisation (said in one line at the start).
+
+Several latency targets: latency.targets.NAME in the YAML config (or --target NAME:KEY=VALUE,...) takes
+backend, device, threads, batch, dtype, table and relative_to; 'latency[NAME]<=...' is a budget on it and a
+plain 'latency<=...' one on the latency: section itself. One subnet must meet every budget, each verified by
+measurement on its own target. A relative budget ('latency[int8_t1]<=0.3x') is a fraction of the FP32
+original timed on that target's own runtime in the same run (relative_to: fp32, the default; own: of the
+original in the target's dtype).""")
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.print_config:  # the values the run uses: the seed in every section, the data at the model's size
@@ -75,9 +106,12 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int)
     p.add_argument("--data", help="digits, cifar10, cifar10:PATH or an ImageFolder root")
     p.add_argument("--constraint", action="append", metavar="BUDGET",
-                   help="latency<=5ms, latency<=0.6x (of the original, measured), flops<=150M, params<=1.2M "
+                   help="latency<=5ms, latency<=0.6x (of the original, measured), latency[NAME]<=2ms (a --target), flops<=150M, params<=1.2M "
                         "(repeatable; '<' reads as '<=')")
     p.add_argument("--table", help="latency table folder (default: a matching shipped one, else one is profiled)")
+    p.add_argument("--target", action="append", metavar="NAME:KEY=VALUE,...",
+                   help="a named latency target, e.g. int8_t1:dtype=int8,threads=1 (keys of latency.targets.NAME; "
+                        "repeatable); budget it with --constraint 'latency[NAME]<=...'")
     p.add_argument("--backend", help="onnxruntime (default) or tensorrt")
     p.add_argument("--threads", type=int, help="intra-op threads on the device (default: 1)")
     p.add_argument("--batch", type=int, help="batch size on the device (default: 1)")

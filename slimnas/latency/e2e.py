@@ -25,7 +25,7 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -102,7 +102,8 @@ def export_subnets(supernet, subnets: Sequence[Subnet], folder: Path, batch: int
 
 
 def time_onnx_files(paths: Sequence[Path], backend: str, config: BackendConfig, timing: TimingConfig,
-                    e2e: E2EConfig = E2EConfig(), output_shape: Sequence[int] = ()) -> dict:
+                    e2e: E2EConfig = E2EConfig(), output_shape: Sequence[int] = (),
+                    dtypes: Optional[Sequence[str]] = None) -> dict:
     """Time exported models (``.onnx`` files, or ``.pt`` files from :func:`export_subnets` for the torch
     backend) end to end in a fresh worker process.
 
@@ -110,10 +111,15 @@ def time_onnx_files(paths: Sequence[Path], backend: str, config: BackendConfig, 
     the quietest round's median, each round's median, ``spread_pct`` (range of the round medians) and the
     even-vs-odd-rounds differences (see ``worker.summarise``); the reference probe once per round and at the end.
     A worker that fails (a backend refusing the files, say) is a one-line :class:`SlimnasError`.
+    ``dtypes`` (one per path) times a file in another dtype than ``config.dtype`` (an FP32 original among INT8
+    candidates), in the same process and rounds.
     """
+    if dtypes is not None and len(dtypes) != len(paths):
+        raise SlimnasError(f"{len(dtypes)} dtypes for {len(paths)} files to time")
     with tempfile.TemporaryDirectory(prefix="slimnas-e2e-") as tmp:
         job = {"paths": [str(p) for p in paths], "backend": backend, "config": asdict(config),
-               "timing": asdict(timing), "e2e": asdict(e2e), "output_shape": list(output_shape)}
+               "timing": asdict(timing), "e2e": asdict(e2e), "output_shape": list(output_shape),
+               "dtypes": list(dtypes) if dtypes is not None else None}
         job_file, out_file = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job_file.write_text(json.dumps(job))
         # The worker unpickles torch models: it must import what this process imports (a model from a

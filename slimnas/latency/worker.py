@@ -64,13 +64,18 @@ def run(job: dict) -> dict:
     from .timing import TimingConfig, sample_calls
 
     backend = create_backend(job["backend"], BackendConfig(**job["config"]))
+    # ``dtypes`` (optional, one per path): a file timed in another dtype than the backend's, by a twin backend
+    # with that dtype (the FP32 original beside INT8 candidates, say, interleaved in the same rounds)
+    dtypes = job.get("dtypes") or [backend.config.dtype] * len(job["paths"])
+    twins = {d: backend if d == backend.config.dtype else create_backend(job["backend"], BackendConfig(**{**job["config"], "dtype": d}))
+             for d in set(dtypes)}
     timing = TimingConfig(**job["timing"])
     e2e = job["e2e"]
     rounds = max(1, int(e2e["rounds"]))
     round_timing = TimingConfig(warmup_ms=float(e2e["warmup_ms"]), samples=max(1, int(e2e["samples_per_round"])),
                                 min_sample_ms=timing.min_sample_ms, max_inner=timing.max_inner)
     out_shape = tuple(job.get("output_shape") or ())
-    calls = [backend.loader(_workload(p, out_shape)) for p in job["paths"]]
+    calls = [twins[d].loader(_workload(p, out_shape)) for p, d in zip(job["paths"], dtypes)]
     samples: list[list[list[float]]] = [[] for _ in calls]
     probes = []
     with backend.session_threads():
@@ -80,7 +85,7 @@ def run(job: dict) -> dict:
             for i in order:
                 samples[i].append(sample_calls(calls[i], round_timing)[0].tolist())
         probes.append(time_probe(backend, round_timing).median_ms)
-    models = [{"path": p, **summarise(s)} for p, s in zip(job["paths"], samples)]
+    models = [{"path": p, "dtype": d, **summarise(s)} for p, d, s in zip(job["paths"], dtypes, samples)]
     return {"models": models, "probe_ms": probes, "backend": backend.describe()}
 
 

@@ -5,7 +5,7 @@ Each is the library side of the command-line verb of the same name; configs are 
 (:mod:`.config`) read from YAML with every key checked (:mod:`.schema`).
 """
 from .config import (ExportConfig, FinetuneConfig, FitnessConfig, LatencyConfig, ModelConfig, SlimConfig, SupernetConfig,
-                     VerifyConfig, dump_config, load_config)
+                     TargetConfig, VerifyConfig, dump_config, load_config)
 from .demo import demo, demo_config
 from .exports import export
 from .prepare import prepare
@@ -13,5 +13,5 @@ from .searching import SearchJob, search
 from .slim import slim
 
 __all__ = ["ExportConfig", "FinetuneConfig", "FitnessConfig", "LatencyConfig", "ModelConfig", "SearchJob", "SlimConfig",
-           "SupernetConfig", "VerifyConfig", "demo", "demo_config", "dump_config", "export", "load_config", "prepare",
+           "SupernetConfig", "TargetConfig", "VerifyConfig", "demo", "demo_config", "dump_config", "export", "load_config", "prepare",
            "search", "slim"]

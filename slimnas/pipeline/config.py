@@ -40,9 +40,42 @@ class ModelConfig:
             raise SlimnasError(f"num_classes must be at least 2, got {self.num_classes}")
 
 
+RELATIVE_TO = ("fp32", "own")  # what a relative latency budget ("0.3x") on a target is a fraction of
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """A named latency target (``latency.targets.NAME``): another runtime the chosen subnet must meet its budget
+    on, ``latency[NAME]<=...``. The timing settings (rounds, samples, steady_pct, attempts, profile) are the
+    ``latency:`` section's; each target has its own latency table (given, shipped, or profiled into the run)."""
+
+    table: Optional[str] = None  # table folder; None: a matching one in latency_tables/, else profile one into the run
+    backend: str = "onnxruntime"  # onnxruntime | tensorrt
+    device: str = "cpu"  # cpu | cuda
+    threads: int = 1
+    batch: int = 1
+    dtype: str = "fp32"  # fp32 | fp16 | int8
+    # a relative budget on this target ("latency[NAME]<=0.3x") is a fraction of: fp32, the original model as it runs
+    # today, in FP32 on this target's backend, device, threads and batch (timed in the same process, interleaved);
+    # own, the original in this target's dtype (the INT8 original for an int8 target)
+    relative_to: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.threads < 1 or self.batch < 1:
+            raise SlimnasError(f"threads and batch must be at least 1, got {self.threads} and {self.batch}")
+        if self.relative_to not in RELATIVE_TO:
+            raise SlimnasError(f"relative_to must be {' or '.join(RELATIVE_TO)}, got {self.relative_to!r}")
+
+
 @dataclass(frozen=True)
 class LatencyConfig:
-    """The target device: where and how the model will run, and the latency table measured there."""
+    """The target device: where and how the model will run, and the latency table measured there.
+
+    This section is the *default* target (a plain ``latency<=...`` budget); ``targets`` names more
+    (``latency[NAME]<=...``): the chosen subnet must meet every budget, each checked by measurement on its own
+    target. A relative budget on an INT8 (or FP16) target is a fraction of the FP32 original measured on that
+    target's runtime in the same run (``relative_to: fp32``), "0.3 of what I run today"; ``own``: of the
+    original in the target's dtype."""
 
     table: Optional[str] = None  # table folder; None: a matching one in latency_tables/, else profile one into the run
     backend: str = "onnxruntime"  # onnxruntime | tensorrt (end-to-end timing runs ONNX files)
@@ -55,10 +88,20 @@ class LatencyConfig:
     steady_pct: float = 5.0  # a timing whose even and odd rounds disagree by this much or more is repeated
     attempts: int = 3  # timings at most until one is steady; the original's (the budget's) must be steady
     profile: ProfileConfig = field(default_factory=ProfileConfig)  # how a table is built when none fits
+    relative_to: str = "fp32"  # fp32 | own: what a relative budget is a fraction of (see TargetConfig.relative_to)
+    targets: dict[str, TargetConfig] = field(default_factory=dict)  # more targets by name (latency[NAME]<=...)
 
     def __post_init__(self) -> None:
         if self.threads < 1 or self.batch < 1:
             raise SlimnasError(f"threads and batch must be at least 1, got {self.threads} and {self.batch}")
+        if self.relative_to not in RELATIVE_TO:
+            raise SlimnasError(f"relative_to must be {' or '.join(RELATIVE_TO)}, got {self.relative_to!r}")
+        from ..search.constraints import DEFAULT_TARGET, TARGET_NAME
+
+        for name in self.targets:
+            if not TARGET_NAME.match(name) or name == DEFAULT_TARGET:
+                raise SlimnasError(f"latency.targets: {name!r} cannot name a target: use letters, digits and _ "
+                                   f"(not {DEFAULT_TARGET!r}, the latency: section's own), e.g. int8_t1")
         if self.rounds < 1:
             raise SlimnasError(f"rounds must be at least 1, got {self.rounds}")
         if self.samples < 30:
@@ -68,6 +111,18 @@ class LatencyConfig:
         if self.attempts < 1:
             raise SlimnasError(f"attempts must be at least 1, got {self.attempts}")
         _check_profile(self.profile)
+
+
+    def target(self, name: Optional[str] = None) -> "LatencyConfig":
+        """The latency config of target ``name`` (None or ``default``: this section without its targets): a named
+        target's runtime with this section's timing settings."""
+        if name in (None, "default"):
+            return replace(self, targets={})
+        if name not in self.targets:
+            raise SlimnasError(f"no latency target {name!r}: latency.targets defines {', '.join(self.targets) or 'none'}")
+        t = self.targets[name]
+        return replace(self, table=t.table, backend=t.backend, device=t.device, threads=t.threads, batch=t.batch,
+                       dtype=t.dtype, relative_to=t.relative_to, targets={})
 
 
 def _check_profile(p: ProfileConfig) -> None:
@@ -248,6 +303,15 @@ def resolve_paths(data: dict, base: Union[str, Path, None] = None) -> dict:
         value = get(section, key)
         if isinstance(value, str) and value:
             out[section][key] = fix(value, base)
+    targets = get("latency", "targets")
+    if isinstance(targets, dict):  # each named target's table, like latency.table
+        fixed = {}
+        for name, t in targets.items():
+            t = dict(t) if isinstance(t, dict) else t
+            if isinstance(t, dict) and isinstance(t.get("table"), str) and t["table"]:
+                t["table"] = paths.absolute(t["table"], base)
+            fixed[name] = t
+        out["latency"]["targets"] = fixed
     if isinstance(out.get("out"), str) and out["out"]:
         out["out"] = paths.absolute(out["out"], base)
     return out

@@ -30,12 +30,23 @@ logger = logging.getLogger(__name__)
 E2E_BACKENDS = ("onnxruntime", "tensorrt")
 
 
-def make_backend(config: LatencyConfig) -> Backend:
-    """The backend the model will run on (refused here, before any work, when it cannot run)."""
+INT8_BACKENDS = ("onnxruntime",)  # whole INT8 models are timed (and model.int8.onnx scored) by onnxruntime on the CPU
+
+
+def make_backend(config: LatencyConfig, target: str = "default") -> Backend:
+    """The backend the model will run on (refused here, before any work, when it cannot run); ``target`` names the
+    latency target in the error (``latency.targets.NAME``)."""
+    where = "latency" if target == "default" else f"latency.targets.{target}"
+    if config.dtype == "int8" and (config.backend not in INT8_BACKENDS or config.device != "cpu"):
+        raise SlimnasError(f"{where}: INT8 asked of backend {config.backend!r} on {config.device}, which cannot run it: "
+                           "INT8 models run as onnxruntime QDQ graphs on the CPU; use backend onnxruntime, device cpu")
     if config.backend not in E2E_BACKENDS:
-        raise SlimnasError(f"latency backend {config.backend!r} cannot time whole ONNX models for verification: "
+        raise SlimnasError(f"{where}: latency backend {config.backend!r} cannot time whole ONNX models for verification: "
                            f"use {' or '.join(E2E_BACKENDS)}")
-    return create_backend(config.backend, BackendConfig(config.device, config.threads, config.batch, config.dtype))
+    try:
+        return create_backend(config.backend, BackendConfig(config.device, config.threads, config.batch, config.dtype))
+    except SlimnasError as exc:
+        raise SlimnasError(f"{where}: {exc}") from None
 
 
 def find_table(net, backend: Backend, dirs: Optional[Sequence[Path]] = None) -> Optional[Path]:
@@ -92,17 +103,19 @@ def summary(record: dict, e2e: E2EConfig) -> dict:
             "round_medians_ms": [float(v) for v in record.get("round_medians_ms", [])], "n": int(record["n"])}
 
 
-def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig) -> tuple[list[dict], float, list[float]]:
+def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig,
+                dtypes: Optional[Sequence[str]] = None) -> tuple[list[dict], float, list[float]]:
     """Time ONNX files end to end in one fresh process, interleaved: per-model summaries, probe median, probes.
 
     A shared machine is sometimes busy for a while: when some model's even and odd rounds disagree by
     ``config.steady_pct`` or more, the whole timing is repeated (``config.attempts`` in all) and the steadiest
-    is kept (each model's ``attempt`` says which one it came from).
+    is kept (each model's ``attempt`` says which one it came from). ``dtypes`` (one per path): files timed in
+    another dtype than the backend's (:func:`slimnas.latency.e2e.time_onnx_files`).
     """
     best = None
     for attempt in range(1, config.attempts + 1):
         e2e = e2e_config(config)
-        res = time_onnx_files(list(paths), backend.name, backend.config, TimingConfig(samples=config.samples), e2e)
+        res = time_onnx_files(list(paths), backend.name, backend.config, TimingConfig(samples=config.samples), e2e, dtypes=dtypes)
         models = [summary(m, e2e) for m in res["models"]]
         probes = [float(p) for p in res["probe_ms"]]
         worst = max((m["repeat_pct"] for m in models if np.isfinite(m["repeat_pct"])), default=0.0)

@@ -48,7 +48,7 @@ def pareto_plot(path: Path, pareto: pd.DataFrame, uniform: Optional[pd.DataFrame
         if original_accuracy is not None:
             ax.plot([original_ms], [original_accuracy], "*", ms=13, c="k", label="original model (measured)")
     for c in budget:
-        if c.metric == objective:
+        if c.column == objective:
             ax.axvline(c.limit * scale, c="tab:red", lw=1, ls="--", label=f"budget ({c.text or c.metric})")
     if chosen is not None and objective == "latency_ms":
         ax.plot([chosen["median_ms"]], [chosen["accuracy"]], "D", ms=9, c="tab:green", label="chosen (measured; supernet estimate)")

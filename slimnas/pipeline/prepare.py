@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -37,6 +37,7 @@ from .. import paths
 from .config import DEFAULT_OUT, LatencyConfig, ModelConfig, SlimConfig, absolute_paths, dump_config
 from .device import (export_model_onnx, find_table, make_backend, open_predictor,
                      time_models)
+from .targets import DEFAULT, Target, budget_original, target_folder, where
 from .schema import to_plain
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Plan:
     resumed: bool
     measured_in: Optional[Path] = None  # temporary folder of the reference timing (copied into the run)
     speed: dict = field(default_factory=dict)  # how the predictor was set to the reference timing's speed (anchor())
+    targets: list[Target] = field(default_factory=list)  # every latency target, the default (the fields above) first
 
     @property
     def table_path(self) -> Path:
@@ -84,10 +86,14 @@ class Plan:
         if not (self.out / CONFIG).is_file():
             atomic_write_text(self.out / CONFIG, dump_config(self.config))
         if self.measured_in is not None:
-            for f in ("original.onnx", "smallest.onnx"):
-                if (self.measured_in / f).is_file() and not (self.out / "latency" / f).is_file():
-                    shutil.copy2(self.measured_in / f, self.out / "latency" / f)
-            atomic_write_text(self.out / REFERENCE, json.dumps(self.reference, indent=1))
+            for t in self.targets:
+                src, dst = self.measured_in / t.folder, self.out / t.folder
+                dst.mkdir(parents=True, exist_ok=True)
+                for f in ("original.onnx", "smallest.onnx"):
+                    if (src / f).is_file() and not (dst / f).is_file():
+                        shutil.copy2(src / f, dst / f)
+                if not (dst / "reference.json").is_file():
+                    atomic_write_text(dst / "reference.json", json.dumps(t.reference, indent=1))
             shutil.rmtree(self.measured_in, ignore_errors=True)
             self.measured_in = None
         runs = json.loads((self.out / "run.json").read_text()) if (self.out / "run.json").is_file() else {"commands": []}
@@ -215,7 +221,7 @@ def anchor(predictor: LatencyPredictor, net: Supernet, reference: dict) -> tuple
 def check_budget(constraints: list[Constraint], reference: dict, smallest: dict) -> list[Constraint]:
     """Resolve relative budgets against ``reference`` and refuse any the ``smallest`` subnet cannot meet."""
     reference = {k: v for k, v in reference.items() if v is not None}
-    usable = [c for c in constraints if c.metric in smallest and (not c.relative or c.metric in reference)]
+    usable = [c for c in constraints if c.column in smallest and (not c.relative or c.column in reference)]
     budget = resolve_constraints(usable, reference)
     check_reachable(budget, smallest)
     return budget
@@ -232,33 +238,49 @@ def check_steady(original: dict, cfg: LatencyConfig) -> None:
                            "is quieter, or raise latency.rounds / latency.attempts")
 
 
-def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg: LatencyConfig, folder: Path) -> dict:
-    """The original model and the smallest subnet, timed end to end in one fresh process with the probe."""
+def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg: LatencyConfig, folder: Path,
+                      budget_dtype: Optional[str] = None) -> dict:
+    """The original model and the smallest subnet, timed end to end in one fresh process with the probe.
+
+    ``budget_dtype`` other than the backend's (fp32 on an INT8 target): the original is also timed in that dtype,
+    interleaved in the same rounds (``original_fp32``: what a relative budget is a fraction of, see
+    :mod:`.targets`)."""
     smallest = net.space.min()
     logger.info(f"timing the original model and the smallest subnet end to end on {backend.name} ({backend.config.device}, "
-        f"{cfg.threads} thread(s), batch {cfg.batch}; fresh process)")
+        f"{cfg.threads} thread(s), batch {cfg.batch}, {cfg.dtype}; fresh process)")
+    folder.mkdir(parents=True, exist_ok=True)
     orig = export_model_onnx(original, folder / "original.onnx", net.input_shape, cfg.batch)
     (small,) = export_subnets(net, [smallest], folder, cfg.batch)
     small = small.rename(folder / "smallest.onnx")
-    (o, s), probe, probes = time_models([orig, small], backend, cfg)
+    extra = budget_dtype is not None and budget_dtype != cfg.dtype
+    paths, dtypes = ([orig, orig, small], [cfg.dtype, budget_dtype, cfg.dtype]) if extra else ([orig, small], None)
+    timings, probe, probes = time_models(paths, backend, cfg, dtypes)
+    o, s = timings[0], timings[-1]
     check_steady(o, cfg)
     logger.info(f"original model: {o['median_ms']:.4f} ms (quietest round's median), repeat error {o['repeat_pct']:.1f}% "
         f"(even vs odd rounds; steady below {cfg.steady_pct:g}%), spread of the round medians {o['spread_pct']:.0f}%, "
         f"timing attempt {o.get('attempt', 1)} of at most {cfg.attempts}")
-    return {"original": o, "smallest": s, "smallest_subnet": smallest.to_dict(), "probe_ms": probe,
-            "probe_rounds_ms": probes, "backend": backend.describe(),
-            "original_flops": net.flops(net.space.original()), "original_params": net.params(net.space.original())}
+    out = {"original": o, "smallest": s, "smallest_subnet": smallest.to_dict(), "probe_ms": probe,
+           "probe_rounds_ms": probes, "backend": backend.describe(),
+           "original_flops": net.flops(net.space.original()), "original_params": net.params(net.space.original())}
+    if extra:
+        check_steady(timings[1], cfg)
+        out["original_fp32" if budget_dtype == "fp32" else f"original_{budget_dtype}"] = timings[1]
+        logger.info(f"original model in {budget_dtype} (what relative budgets are fractions of): "
+                    f"{timings[1]['median_ms']:.4f} ms, {o['median_ms'] / timings[1]['median_ms']:.3f}x of it in {cfg.dtype}")
+    return out
 
 
 def prepare(config: SlimConfig, out: Optional[Path] = None) -> Plan:
     """Validate ``config`` completely (see the module's description); nothing is written."""
     out = Path(paths.absolute(str(out or config.out or DEFAULT_OUT)))  # stored absolute: usable from anywhere
     config = replace(absolute_paths(config).seeded(), out=str(out))
-    constraints = parse_constraints(config.constraints)
+    constraints = parse_constraints(config.constraints, config.latency.targets)
     if not constraints:
         raise SlimnasError("no constraint given: add one, e.g. latency<=0.5x or flops<=150M")
     _check_tensorrt(config)
-    backend = make_backend(config.latency)
+    names = [DEFAULT, *config.latency.targets]
+    backends = {name: make_backend(config.latency.target(name), name) for name in names}
     run = None
     if config.supernet.run is not None:
         config, run = _reuse_run(config, config.device)
@@ -277,51 +299,105 @@ def prepare(config: SlimConfig, out: Optional[Path] = None) -> Plan:
         net = convert(original, config.model.input_size, ConvertConfig(space=config.space))
         _check_strategy(config, net)
 
-    # The latency table: given, found among the shipped ones, or profiled into the run folder later.
-    if config.latency.table is not None:
-        table = Path(config.latency.table).expanduser()
-        if not (table / "fingerprint.json").is_file():
-            raise SlimnasError(f"latency table {table} does not exist (no fingerprint.json); build one with `slimnas profile`")
-        config = replace(config, latency=replace(config.latency, table=str(table.resolve())))
-    else:  # a shipped table that fits; else (table stays None in the config) one profiled into the run folder
-        table = find_table(net, backend)
-        if table is not None:
-            config = replace(config, latency=replace(config.latency, table=str(table.resolve())))
-        else:
-            table = out / PROFILED_TABLE
-            if not (table / CALIBRATED).is_file():  # not there, or a profile killed half-way (it resumes)
-                logger.info(f"no shipped latency table fits this device and model: one will be profiled into {table}")
-    usable = (table / CALIBRATED).is_file() if table == out / PROFILED_TABLE else True
-    predictor = open_predictor(table, net, backend) if usable else None
+    # The latency table of every target: given, found among the shipped ones, or profiled into the run folder later.
+    targets = [_open_target(name, config, backends[name], net, out) for name in names]
+    config = _with_tables(config, targets)
     resumed = _check_folder(out, config)
 
-    # A quick check on predictions before timing anything (relative budgets need no probe).
+    # A quick check on predictions before timing anything (relative budgets need no probe where the table's dtype
+    # is the budget's).
     smallest = net.space.min()
-    if predictor is not None:
-        check_budget(constraints, _costs(net, net.space.original(), predictor, None), _costs(net, smallest, predictor, None))
-    else:
-        check_budget([c for c in constraints if c.metric != "latency_ms"], _costs(net, net.space.original(), None, None),
-                     _costs(net, smallest, None, None))
+    quick = [c for c in constraints if c.metric != "latency_ms" or _quick(c, targets)]
+    check_budget(quick, _costs(net, net.space.original(), targets), _costs(net, smallest, targets))
 
     measured_in = None
-    if resumed and (out / REFERENCE).is_file():
-        reference = json.loads((out / REFERENCE).read_text())
-    else:
+    if not resumed or not all((out / t.folder / "reference.json").is_file() for t in targets):
         measured_in = Path(tempfile.mkdtemp(prefix="slimnas-reference-"))
-        try:
-            reference = measure_reference(original, net, backend, config.latency, measured_in)
-        except BaseException:
-            shutil.rmtree(measured_in, ignore_errors=True)
-            raise
     try:
-        predictor, speed = anchor(predictor, net, reference) if predictor is not None else (None, {})
-        ref_costs = {"latency_ms": reference["original"]["median_ms"], "flops": reference["original_flops"],
-                     "params": reference["original_params"]}
-        budget = check_budget(constraints, ref_costs, _costs(net, smallest, predictor, reference["smallest"]["median_ms"]))
+        for t in targets:
+            saved = out / t.folder / "reference.json"
+            if resumed and saved.is_file():
+                t.reference = json.loads(saved.read_text())
+            else:
+                folder = measured_in / t.folder
+                t.reference = measure_reference(original, net, t.backend, t.config, folder, t.budget_dtype)
+            if t.predictor is not None:
+                t.predictor, t.speed = anchor(t.predictor, net, t.reference)
+        budget = check_budget(constraints, _reference_costs(targets), _costs(net, smallest, targets, measured=True))
     except BaseException:
         if measured_in is not None:
             shutil.rmtree(measured_in, ignore_errors=True)
         raise
-    return Plan(config, out, constraints, budget, backend, data, original, net, run, predictor, reference, resumed,
-                measured_in, speed)
+    d = targets[0]
+    return Plan(config, out, constraints, budget, d.backend, data, original, net, run, d.predictor, d.reference,
+                resumed, measured_in, d.speed, targets)
 
+
+def _open_target(name: str, config: SlimConfig, backend: Backend, net: Supernet, out: Path) -> Target:
+    """A target with its latency table checked against this device, model and input shape (its predictor not yet
+    anchored; none while its table is still to be profiled into the run folder)."""
+    lc = config.latency.target(name)
+    folder = out / target_folder(name)
+    if lc.table is not None:
+        table = Path(lc.table).expanduser()
+        if not (table / "fingerprint.json").is_file():
+            raise SlimnasError(f"{where(name)}.table: latency table {table} does not exist (no fingerprint.json); build "
+                               f"one with `slimnas profile`")
+        table = table.resolve()
+    else:  # a shipped table that fits; else (table stays None in the config) one profiled into the run folder
+        table = find_table(net, backend)
+        if table is None:
+            table = folder / "table"
+            if not (table / CALIBRATED).is_file():  # not there, or a profile killed half-way (it resumes)
+                logger.info(f"no shipped latency table fits target {name} ({lc.backend} {lc.device} t{lc.threads} "
+                            f"b{lc.batch} {lc.dtype}) and this model: one will be profiled into {table}")
+    profiled = table == folder / "table"
+    usable = (table / CALIBRATED).is_file() if profiled else True
+    try:
+        predictor = open_predictor(table, net, backend) if usable else None
+    except SlimnasError as exc:
+        raise SlimnasError(f"{where(name)}: {exc}" if name != DEFAULT else str(exc)) from None
+    return Target(name, lc, backend, table, profiled, predictor)
+
+
+def _with_tables(config: SlimConfig, targets: Sequence[Target]) -> SlimConfig:
+    """The config with every target's table that is not profiled into the run folder filled in (config.yaml
+    records which table the run used)."""
+    lat = config.latency
+    named = dict(lat.targets)
+    for t in targets:
+        if t.profiled:
+            continue
+        if t.default:
+            lat = replace(lat, table=str(t.table))
+        else:
+            named[t.name] = replace(named[t.name], table=str(t.table))
+    return replace(config, latency=replace(lat, targets=named))
+
+
+def _quick(c: Constraint, targets: Sequence[Target]) -> bool:
+    """Whether a latency budget can be checked on predictions alone, before the original is timed."""
+    t = next(t for t in targets if t.column == c.column)
+    return t.predictor is not None and (not c.relative or t.budget_dtype == t.config.dtype)
+
+
+def _costs(net: Supernet, subnet: Subnet, targets: Sequence[Target], measured: bool = False) -> dict:
+    """FLOPs, params and every target's latency of ``subnet``: predicted, or (``measured``, for a target whose table
+    is still to be profiled) the reference timing's own (``subnet`` is then the smallest)."""
+    out = {"flops": net.flops(subnet), "params": net.params(subnet)}
+    for t in targets:
+        if t.predictor is not None:
+            out[t.column] = float(t.predictor.predict([subnet])[0])
+        elif measured and t.reference is not None:
+            out[t.column] = float(t.reference["smallest"]["median_ms"])
+    return out
+
+
+def _reference_costs(targets: Sequence[Target]) -> dict:
+    """The original's costs relative budgets are fractions of: FLOPs, params and each target's latency (the
+    original in the budget's dtype, timed by the target's reference timing)."""
+    ref = targets[0].reference
+    out = {"flops": ref["original_flops"], "params": ref["original_params"]}
+    for t in targets:
+        out[t.column] = float(budget_original(t.reference)["median_ms"])
+    return out

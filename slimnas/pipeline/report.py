@@ -185,6 +185,22 @@ def _pick_lines(c: dict) -> list[str]:
     return out
 
 
+def _target_lines(targets: list[dict]) -> list[str]:
+    """A row per latency target: the chosen subnet measured on each, against that target's budget."""
+    if len(targets) < 2:
+        return []
+    out = ["", "## Latency targets", "",
+           "The chosen subnet must meet every budget, each checked by measurement on its own target (a fresh process "
+           "per target, interleaved with the original there; relative budgets against the original the target says).",
+           "", "| target | runtime | budget | measured ms | budget ms | share | x original (which) | meets |",
+           "|---|---|---|---|---|---|---|---|"]
+    for t in targets:
+        out.append(f"| {t['name']} | {t['runtime']} | {', '.join(t['budgets']) or '–'} | **{_ms(t['median_ms'])}** | "
+                   f"{_ms(t.get('budget_ms'))} | {_share(t.get('budget_share'))} | {t['ratio_to_original']:.3f}x of "
+                   f"{_ms(t.get('reference_ms'))} ms ({t['reference']}) | {'yes' if t['meets'] else '**no**'} |")
+    return out
+
+
 def render(s: dict) -> str:
     o, c = s["original"], s["chosen"]
     lines = ["# slimnas slim report", "", f"Command: `{s['command']}`  ", f"Run folder: `{s['out']}`", "", "## Budget", ""]
@@ -194,6 +210,7 @@ def render(s: dict) -> str:
         lines.append(f"- checked by measurement on the device: a relative budget against the original timed in the "
                      f"same run ({_ms(c.get('original_now_ms'))} ms there, so {c['budget_ms']:.3f} ms), as the ratio "
                      "of the two latencies; an absolute one against the measured latency")
+    lines += _target_lines(s.get("targets") or [])
     lines += ["", "## Result", "",
               "| | original | chosen subnet |", "|---|---|---|",
               f"| measured latency ms: quietest round's median (p10–p90 of all samples) | {_ms(o['median_ms'])} "
@@ -230,8 +247,10 @@ def render(s: dict) -> str:
                   "p10–p90 ms (all rounds' samples) | repeat error | error | x original | meets budget |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in v.iterrows():
-            name = "original" if r["model"] == "original" else f"`{r['hash']}`" + (" **chosen**" if bool(r["chosen"]) else "")
-            meets = "" if r["model"] == "original" else ("yes" if bool(r["meets_budget"]) else "no")
+            name = r["model"] if str(r["model"]).startswith("original") else f"`{r['hash']}`" + (" **chosen**" if bool(r["chosen"]) else "")
+            if isinstance(r.get("target"), str) and r["target"] != "default":
+                name += f" on {r['target']}"
+            meets = "" if str(r["model"]).startswith("original") else ("yes" if bool(r["meets_budget"]) else "no")
             se = _num(r.get("se"))
             score = _acc(r["accuracy"]) + (f" ± {se:.4f}" if se is not None else "")
             lines.append(f"| {r['round']} | {name} | {score} | {_share(r.get('budget_share'))} | "

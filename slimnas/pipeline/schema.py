@@ -96,6 +96,9 @@ def _coerce(tp: Any, value: Any, path: str, source: str, lines: Lines) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise bad()
+        args = typing.get_args(tp)
+        if len(args) == 2 and dataclasses.is_dataclass(args[1]):  # dict[str, Section]: each value a section
+            return {str(k): _coerce(args[1], v, f"{path}.{k}", source, lines) for k, v in value.items()}
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):

@@ -38,10 +38,13 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def run_search(net, strategy, data, predictor, budget: Sequence[Constraint], search: SearchConfig,
-               fitness_config: FitnessConfig, out: Path, seed: int = 0, progress: bool = True) -> tuple[SearchResult, SupernetFitness]:
-    """Search ``strategy.space`` (shrunk or binned during training) into ``out``; resumable."""
+               fitness_config: FitnessConfig, out: Path, seed: int = 0, progress: bool = True,
+               targets: Optional[dict] = None) -> tuple[SearchResult, SupernetFitness]:
+    """Search ``strategy.space`` (shrunk or binned during training) into ``out``; resumable. ``targets``: the
+    predictor of each named latency target by its cost column (``latency_ms[NAME]``): a subnet is feasible when it
+    meets every budget, each target's by that target's own table."""
     fitness = SupernetFitness(net, strategy, data, fitness_config, out / "fitness.jsonl", seed=seed)
-    costs = supernet_costs(net, predictor)
+    costs = supernet_costs(net, predictor, targets)
     objective = "latency_ms" if predictor is not None else "flops"
     space = strategy.space if strategy.space is not None else net.space
     result = evolve(space, fitness, costs, list(budget), search, objective=objective, state_path=out / STATE,
@@ -65,7 +68,7 @@ def uniform_points(net, strategy, fitness: SupernetFitness, costs, budget: Seque
         row = {"ratio": r, "hash": s.hash, "accuracy": fitness(s)}
         for k, fn in costs.items():
             row[k] = float(fn([s])[0])
-        row["feasible"] = all(bool(c.ok([row[c.metric]])[0]) for c in budget if c.metric in row)
+        row["feasible"] = all(bool(c.ok([row[c.column]])[0]) for c in budget if c.column in row)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -80,7 +83,7 @@ def predicted_pick(result: SearchResult, fitness: SupernetFitness, budget: Seque
     if pool.empty:
         raise SlimnasError("the search evaluated no feasible subnet")
     cost = result.objective if result.objective in pool else "flops"
-    limits = [c.limit for c in budget if c.metric == cost and not c.relative]
+    limits = [c.limit for c in budget if c.column == cost and not c.relative]
     costs = pool[cost].to_numpy(float)
     shares = [float(v / min(limits)) for v in costs] if limits else [None] * len(costs)
     subs = [Subnet.from_json(t) for t in pool["subnet"]]
@@ -132,7 +135,7 @@ def search(job: SearchJob, progress: bool = True) -> dict:
     from .plot import pareto_plot
     from .prepare import anchor, check_budget, measure_reference
 
-    constraints = parse_constraints(job.constraints)
+    constraints = parse_constraints(job.constraints, targets=())  # named latency targets: `slimnas slim` only
     if not constraints:
         raise SlimnasError("no constraint given: add one, e.g. --constraint latency<=0.5x")
     out = Path(job.out)

@@ -35,11 +35,12 @@ from .device import open_predictor
 from .exports import arch_name, write_exports
 from .finetune import finetune, load_finetuned, original_accuracy
 from .plot import pareto_plot
-from .prepare import Plan, anchor, check_budget, prepare
+from .prepare import Plan, _costs, _reference_costs, anchor, check_budget, prepare
 from .report import write_report
 from .searching import HISTORY, PARETO, UNIFORM, run_search
 from ..log import run_log
 from .stages import StageClock
+from .targets import DEFAULT, budget_original, target_rows
 from .training import BASE_WEIGHTS, SUPERNET_DONE, base_accuracy, train_base, train_supernet
 from .verify import load_verified, verify
 
@@ -50,19 +51,28 @@ ORIGINAL = "original.json"
 
 
 def _profile(plan: Plan):
+    """Profile the table of every target that has none (into the run folder), anchor its predictor on the reference
+    timing, and check the budgets against the predicted smallest subnet; the default target's predictor."""
     cfg = plan.config
     model_args = {"model": cfg.model.name, "num_classes": cfg.model.num_classes or plan.data.num_classes,
                   "ratios": list(cfg.space.ratios), "divisor": cfg.space.divisor, "max_ratio": cfg.space.max_ratio}
-    profile(plan.net, plan.backend, plan.table_path, model=cfg.model.name, config=cfg.latency.profile, model_args=model_args)
-    predictor = open_predictor(plan.table_path, plan.net, plan.backend)
-    predictor, plan.speed = anchor(predictor, plan.net, plan.reference)
-    ref = plan.reference
+    for t in plan.targets:
+        if t.predictor is not None:
+            continue
+        if not t.default:
+            logger.info(f"profiling the latency table of target {t.describe()} into {t.table}")
+        profile(plan.net, t.backend, t.table, model=cfg.model.name, config=cfg.latency.profile, model_args=model_args)
+        t.predictor, t.speed = anchor(open_predictor(t.table, plan.net, t.backend), plan.net, t.reference)
+    d = plan.targets[0]
+    plan.predictor, plan.speed = d.predictor, d.speed
     smallest = plan.net.space.min()
-    check_budget(plan.constraints, {"latency_ms": ref["original"]["median_ms"], "flops": ref["original_flops"],
-                                    "params": ref["original_params"]},
-                 {"latency_ms": float(predictor.predict([smallest])[0]), "flops": plan.net.flops(smallest),
-                  "params": plan.net.params(smallest)})
-    return predictor
+    check_budget(plan.constraints, _reference_costs(plan.targets), _costs(plan.net, smallest, plan.targets))
+    return d.predictor
+
+
+def _profiled(plan: Plan) -> bool:
+    """Every target's table exists (none is left to profile into the run folder)."""
+    return all(t.predictor is not None for t in plan.targets)
 
 
 def _original(plan: Plan, teacher, data, out: Path) -> dict:
@@ -70,7 +80,9 @@ def _original(plan: Plan, teacher, data, out: Path) -> dict:
     if f.is_file():
         return json.loads(f.read_text())
     ref = plan.reference
-    result = {**{k: ref["original"].get(k) for k in ("median_ms", "p10_ms", "p90_ms", "spread_pct", "repeat_pct")},
+    base = budget_original(ref)  # the original the budgets speak of (FP32 where the default target runs INT8)
+    result = {**{k: base.get(k) for k in ("median_ms", "p10_ms", "p90_ms", "spread_pct", "repeat_pct")},
+              "dtype": "fp32" if "original_fp32" in ref else plan.config.latency.dtype,
               "flops": ref["original_flops"], "params": ref["original_params"],
               **original_accuracy(teacher, data, plan.config.fitness, plan.config.seed)}
     atomic_write_text(f, json.dumps(result, indent=1))
@@ -96,9 +108,10 @@ def _slim(config: SlimConfig, out: Optional[Union[str, Path]], command: str, pro
     clock.record("check", time.time() - t0)
     num_classes = cfg.model.num_classes or plan.data.num_classes
 
-    with clock.stage("latency", done=not plan.profile_table,
-                     what=f"the latency table {plan.table_path}" if not plan.profile_table else "profiling a latency table"):
-        predictor = plan.predictor if plan.predictor is not None else _profile(plan)
+    tables = ", ".join(str(t.table) for t in plan.targets)
+    with clock.stage("latency", done=_profiled(plan),
+                     what=f"the latency table(s) {tables}" if _profiled(plan) else "profiling a latency table"):
+        predictor = plan.predictor if _profiled(plan) else _profile(plan)
 
     weights = cfg.model.weights
     if cfg.base is not None:
@@ -114,13 +127,12 @@ def _slim(config: SlimConfig, out: Optional[Union[str, Path]], command: str, pro
 
     with clock.stage("search", done=(out / PARETO).is_file(), what="evolutionary search"):
         result, fitness = run_search(net, strategy, data, predictor, plan.budget, cfg.search, cfg.fitness, out,
-                                     cfg.seed, progress)
+                                     cfg.seed, progress, targets={t.column: t.predictor for t in plan.targets[1:]})
 
     verified = load_verified(out)
     with clock.stage("verify", done=verified is not None, what="timing the best candidates on the device"):
         if verified is None:
-            verified = verify(net, fitness, result, plan.constraints, plan.backend, cfg.latency, cfg.verify,
-                              out / "latency" / "original.onnx", out / "verify", plan.reference["original"]["median_ms"])
+            verified = verify(net, fitness, result, plan.constraints, plan.targets, cfg.verify, out)
             atomic_write_text(out / "subnet.json", verified.chosen.to_json(indent=1))
 
     teacher = load_model(cfg.model.name, num_classes=num_classes, weights=weights)
@@ -135,7 +147,8 @@ def _slim(config: SlimConfig, out: Optional[Union[str, Path]], command: str, pro
     with clock.stage("export", done=(out / EXPORTS).is_file(), what="ONNX (and TensorRT)"):
         if not (out / EXPORTS).is_file():
             exports = write_exports(model, out, tuple(net.input_shape), cfg.export, cfg.latency.batch,
-                                    data=data, dtype=cfg.latency.dtype)
+                                    data=data, dtype="int8" if any(t.config.dtype == "int8" for t in plan.targets)
+                                    else cfg.latency.dtype)  # an INT8 target of any name: model.int8.onnx too
             atomic_write_text(out / EXPORTS, json.dumps(exports, indent=1))
         exports = json.loads((out / EXPORTS).read_text())
 
@@ -143,7 +156,7 @@ def _slim(config: SlimConfig, out: Optional[Union[str, Path]], command: str, pro
     summary = _summary(plan, predictor, result, verified, tuned, original, exports, clock, base_accuracy(out),
                        next((int(r["n"]) for r in fitness.records.values()), None))
     pareto_plot(out / "pareto.png", result.pareto, pd.read_csv(out / UNIFORM), original["median_ms"],
-                original.get("val_top1"), plan.budget, verified.table, verified.row, history=pd.read_csv(out / HISTORY),
+                original.get("val_top1"), plan.budget, verified.table[verified.table["target"] == DEFAULT], verified.row, history=pd.read_csv(out / HISTORY),
                 finetuned_accuracy=tuned.get("val_top1"),
                 title=f"{cfg.model.name} {cfg.model.input_size}px on {plan.backend.describe()['device_name']} "
                       f"({cfg.latency.backend}, {cfg.latency.threads} thread(s), batch {cfg.latency.batch})")
@@ -152,6 +165,10 @@ def _slim(config: SlimConfig, out: Optional[Union[str, Path]], command: str, pro
     logger.info(f"chosen subnet {c['hash']}: {c['median_ms']:.3f} ms measured, {c['ratio_to_original']:.3f}x of the original "
         f"in the same run ({', '.join(cfg.constraints)}; predicted {c['predicted_now_ms']:.3f} ms), validation top-1 "
         f"{c['val_top1']:.4f} (original {original.get('val_top1', float('nan')):.4f})")
+    for t in summary["targets"][1:] if len(summary["targets"]) > 1 else []:
+        logger.info(f"target {t['name']}: {t['median_ms']:.3f} ms measured, {t['ratio_to_original']:.3f}x of the original "
+                    f"({t['reference']}), budget {t['budget_ms'] if t['budget_ms'] is None else round(t['budget_ms'], 4)} ms: "
+                    f"{'met' if t['meets'] else 'NOT met'}")
     logger.info(f"done in {time.time() - t0:.0f} s. Outputs in {out}: {', '.join(summary['files'])}")
     return {k: v for k, v in summary.items() if k != "verify"}
 
@@ -160,7 +177,9 @@ def _summary(plan: Plan, predictor, result, verified, tuned: dict, original: dic
              base_top1: Optional[float], images: Optional[int] = None) -> dict:
     cfg, out = plan.config, plan.out
     row = verified.row
-    same_run = verified.table[(verified.table["round"] == row["round"]) & (verified.table["model"] == "original")]
+    v = verified.table
+    model = "original_fp32" if "original_fp32" in plan.reference else "original"  # the one the budget speaks of
+    same_run = v[(v["round"] == row["round"]) & (v["model"] == model) & (v["target"] == DEFAULT)]
     original_now = float(same_run["median_ms"].iloc[0]) if len(same_run) else float("nan")
     chosen = {**{k: row.get(k) for k in ("hash", "median_ms", "p10_ms", "p90_ms", "spread_pct", "repeat_pct",
                                          "predicted_ms", "predicted_now_ms", "error_pct", "budget_ms",
@@ -180,6 +199,7 @@ def _summary(plan: Plan, predictor, result, verified, tuned: dict, original: dic
     return {
         "out": str(out), "command": " ; ".join(json.loads((out / "run.json").read_text())["commands"][-1:]),
         "budget": [c.describe() for c in plan.budget], "constraints": list(cfg.constraints),
+        "targets": target_rows(plan.targets, plan.constraints, v, row),
         "original": {**original, "base_val_top1": base_top1}, "chosen": chosen, "verify": verified.table,
         "search": {"evaluations": result.evaluations, "wall_s": result.wall_s, "stopped": result.stopped,
                    "generations": getattr(result, "generations", cfg.search.generations), "pareto": len(result.pareto)},

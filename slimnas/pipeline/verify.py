@@ -17,6 +17,14 @@ round's measured/predicted ratio, fits the budget; if the pick (with no evidence
 than ``fill`` of the budget, the next round takes the candidates predicted, so corrected, between it and the
 budget. ``verify.csv`` records predicted vs measured (median, p10, p90 and the spread of the rounds' medians)
 for every candidate timed.
+
+Several latency targets (``latency.targets``, budgets ``latency[NAME]<=...``): every round times the same
+candidates on every target, each in a fresh process of its own with that target's original (and, where the
+target runs INT8 and its relative budgets are fractions of the FP32 original, the FP32 original too, in the
+same rounds); a candidate meets the budget only if it meets every target's by that target's measurement.
+``verify.csv`` has one row per round, target and model (column ``target``: ``default`` for the ``latency:``
+section); the default target's rows are the ones a single-target run writes. A candidate's ``budget_share``
+is that target's; ``binding_share``, the largest over its targets, is what the pick and ``verify.fill`` use.
 """
 from __future__ import annotations
 
@@ -34,9 +42,10 @@ from ..fileio import atomic_write_text
 from ..search import Constraint, SearchResult
 from ..search.pick import choose, tolerant_front
 from ..subnet import Subnet
-from .config import LatencyConfig, VerifyConfig
+from .config import VerifyConfig
 from ..latency.e2e import export_subnets
 from .device import time_models
+from .targets import DEFAULT, Target, reference_dtypes
 
 logger = logging.getLogger(__name__)
 
@@ -56,15 +65,19 @@ def latency_limit(constraints: Sequence[Constraint], original_ms: float) -> Opti
     return min(limits) if limits else None
 
 
-def candidate_pool(history: pd.DataFrame, fitness, predicted_limit: Optional[float], margin_se: float,
+def candidate_pool(history: pd.DataFrame, fitness, predicted_limit, margin_se: float,
                    fallback: int = 1) -> pd.DataFrame:
-    """The feasible scored subnets (within ``predicted_limit`` when given; if none is, the ``fallback`` fastest)
-    that no cheaper one beats beyond ``margin_se`` paired SE, widest first; with ``score`` and ``se`` columns."""
+    """The feasible scored subnets (within ``predicted_limit`` when given: ms on ``latency_ms``, or a mapping of
+    cost column to ms, one per target; if none is, the ``fallback`` fastest) that no cheaper one beats beyond
+    ``margin_se`` paired SE, widest first; with ``score`` and ``se`` columns."""
     pool = history[history["feasible"].astype(bool)].drop_duplicates("hash")
     cost = "latency_ms" if "latency_ms" in pool else "flops"
-    if predicted_limit is not None and "latency_ms" in pool:
-        fits = pool[pool["latency_ms"] <= predicted_limit]
-        pool = fits if len(fits) else pool.sort_values(["latency_ms", "hash"], kind="stable").head(fallback)
+    limits = predicted_limit if isinstance(predicted_limit, dict) else (
+        {"latency_ms": predicted_limit} if predicted_limit is not None else {})
+    limits = {k: v for k, v in limits.items() if k in pool}
+    if limits:
+        fits = pool[np.logical_and.reduce([pool[k].to_numpy(float) <= v for k, v in limits.items()])]
+        pool = fits if len(fits) else pool.sort_values([cost, "hash"], kind="stable").head(fallback)
     if pool.empty:
         return pool.assign(score=[], se=[])
     values = np.stack([fitness.values(Subnet.from_json(t)) for t in pool["subnet"]])
@@ -87,13 +100,61 @@ def _candidates(pool: pd.DataFrame, measured: set, k: int, low: Optional[float] 
     return rest[rest["hash"].isin(set(wide["hash"]) | set(best["hash"]))]  # widest first, as the pool
 
 
-def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint], backend, latency: LatencyConfig,
-           config: VerifyConfig, original_onnx: Path, folder: Path, original_at_search_ms: Optional[float]) -> Verified:
-    """Measure candidates round by round and pick one that meets every budget (see the module's description).
+def _time_on(target: Target, net, picks: pd.DataFrame, subnets: list[Subnet], constraints: Sequence[Constraint],
+             out: Path, default_batch: int, rnd: int) -> tuple[list[dict], dict]:
+    """One round on one target: its original(s) and the candidates timed in one fresh process; the rows, and this
+    round's measured-over-predicted ratio and limit (``{"correction": ..., "limit": ...}``)."""
+    cfg = target.config
+    folder = out / "verify" if cfg.batch == default_batch else out / "verify" / f"b{cfg.batch}"
+    paths = export_subnets(net, subnets, folder, cfg.batch)
+    original_onnx = out / target.folder / "original.onnx"
+    dtypes = reference_dtypes(target)
+    files = [original_onnx] * (2 if dtypes else 1) + list(paths)
+    logger.info(f"verify round {rnd}: timing {len(paths)} candidates and the original end to end on target "
+                f"{target.describe()} (fresh process)")
+    timings, probe, _ = time_models(files, target.backend, cfg, dtypes + [cfg.dtype] * len(paths) if dtypes else None)
+    original, base = timings[0], timings[1 if dtypes else 0]  # base: the original a relative budget is a fraction of
+    cands = timings[2 if dtypes else 1:]
+    mine = target.constraints(constraints)
+    limit = latency_limit(mine, base["median_ms"])
+    at_search = target.reference["original"]["median_ms"] if target.reference else None
+    scale = original["median_ms"] / at_search if at_search else 1.0
+    blank = {"accuracy": np.nan, "se": np.nan, "predicted_ms": np.nan, "predicted_now_ms": np.nan,
+             "budget_share": np.nan, "binding_share": np.nan, "meets_target": np.nan, "meets_budget": np.nan,
+             "error_pct": np.nan, "flops": np.nan, "params": np.nan, "chosen": False, "pick_reason": ""}
+    rows = [{"round": rnd, "target": target.name, "model": "original", "hash": "", **blank, **_timing(original),
+             "dtype": cfg.dtype, "ratio_to_original": original["median_ms"] / base["median_ms"], "budget_ms": limit,
+             "probe_ms": probe}]
+    if dtypes:
+        rows.append({"round": rnd, "target": target.name, "model": f"original_{target.budget_dtype}", "hash": "",
+                     **blank, **_timing(base), "dtype": target.budget_dtype, "ratio_to_original": 1.0,
+                     "budget_ms": limit, "probe_ms": probe})
+    other = [c for c in constraints if c.metric != "latency_ms" and not c.relative]  # FLOPs/params: analytic
+    ratios = []
+    for (_, p), sub, t in zip(picks.iterrows(), subnets, cands):
+        pred = float(p[target.column]) if target.column in p and np.isfinite(p[target.column]) else np.nan
+        ratio = ratio_to_original(t, base)
+        ok = meets_latency(mine, t["median_ms"], ratio) and all(bool(c.ok([float(p[c.metric])])[0]) for c in other)
+        rows.append({"round": rnd, "target": target.name, "model": "candidate", "hash": sub.hash,
+                     "accuracy": float(p["score"]), "se": float(p["se"]), "predicted_ms": pred,
+                     "predicted_now_ms": pred * scale, **_timing(t), "dtype": cfg.dtype, "ratio_to_original": ratio,
+                     "budget_ms": limit, "budget_share": t["median_ms"] / limit if limit else np.nan,
+                     "binding_share": np.nan, "meets_target": bool(ok),
+                     "meets_budget": False, "error_pct": (pred * scale - t["median_ms"]) / t["median_ms"] * 100,
+                     "probe_ms": probe, "flops": float(p.get("flops", np.nan)), "params": float(p.get("params", np.nan)),
+                     "chosen": False, "pick_reason": "", "subnet": sub.to_json()})
+        if np.isfinite(pred):
+            ratios.append(t["median_ms"] / pred)
+    return rows, {"correction": float(np.median(ratios)) if ratios else None, "limit": limit}
 
-    ``constraints`` are as the user wrote them (relative ones unresolved); ``original_at_search_ms`` is the
-    original's timing the predictions were anchored on, so each round's predictions can follow that round's.
-    """
+
+def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint], targets: Sequence[Target],
+           config: VerifyConfig, out: Path) -> Verified:
+    """Measure candidates round by round on every target and pick one that meets every budget (see the module's
+    description). ``constraints`` are as the user wrote them (relative ones unresolved); ``targets`` come from
+    :func:`slimnas.pipeline.prepare.prepare` (the default first), each with its reference timing, whose original
+    the predictions were anchored on, so each round's predictions can follow that round's. Writes
+    ``out/verify.csv`` and the candidates' files under ``out/verify/``."""
     history = result.history
     if not history["feasible"].astype(bool).any():
         raise SlimnasError("the search found no subnet within the budget to verify")
@@ -103,76 +164,76 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
     measured: set = set()
     low = None  # after a pick that left budget unused: only candidates predicted above this
     chosen_row, pick = None, None
+    default_batch = targets[0].config.batch
     for rnd in range(1, config.rounds + 1):
         picks = _candidates(pool, measured, config.top_k, low)
         if picks.empty:
             break
         subnets = [fitness.arranged(Subnet.from_json(t)) for t in picks["subnet"]]
-        paths = export_subnets(net, subnets, folder, latency.batch)
-        logger.info(f"verify round {rnd}: timing {len(paths)} candidates and the original end to end (fresh process)")
-        timings, probe, _ = time_models([original_onnx] + paths, backend, latency)
-        original = timings[0]
-        limit = latency_limit(constraints, original["median_ms"])
-        scale = original["median_ms"] / original_at_search_ms if original_at_search_ms else 1.0
-        rows.append({"round": rnd, "model": "original", "hash": "", "accuracy": np.nan, "se": np.nan,
-                     "predicted_ms": np.nan, "predicted_now_ms": np.nan, **_timing(original), "ratio_to_original": 1.0,
-                     "budget_ms": limit, "budget_share": np.nan, "meets_budget": np.nan, "error_pct": np.nan,
-                     "probe_ms": probe, "flops": np.nan, "params": np.nan, "chosen": False, "pick_reason": ""})
-        ratios = []
-        for (_, p), sub, t in zip(picks.iterrows(), subnets, timings[1:]):
-            pred = float(p["latency_ms"]) if "latency_ms" in p else np.nan
-            pred_now = pred * scale
-            ratio = ratio_to_original(t, original)
-            ok = meets_latency(constraints, t["median_ms"], ratio)
-            ok = ok and all(bool(c.ok([float(p[c.metric])])[0]) for c in constraints if c.metric != "latency_ms" and not c.relative)
-            rows.append({"round": rnd, "model": "candidate", "hash": sub.hash, "accuracy": float(p["score"]),
-                         "se": float(p["se"]), "predicted_ms": pred, "predicted_now_ms": pred_now, **_timing(t),
-                         "ratio_to_original": ratio, "budget_ms": limit,
-                         "budget_share": t["median_ms"] / limit if limit else np.nan, "meets_budget": bool(ok),
-                         "error_pct": (pred_now - t["median_ms"]) / t["median_ms"] * 100, "probe_ms": probe,
-                         "flops": float(p.get("flops", np.nan)), "params": float(p.get("params", np.nan)),
-                         "chosen": False, "pick_reason": "", "subnet": sub.to_json()})
-            measured.add(p["hash"])
-            if np.isfinite(pred):
-                ratios.append(t["median_ms"] / pred)
-        ok_rows = [r for r in rows if r["model"] == "candidate" and r["meets_budget"]]
-        correction = float(np.median(ratios)) if ratios else 1.0  # measured over predicted, this round
+        new, rounds = [], {}
+        for target in targets:
+            got, rounds[target.column] = _time_on(target, net, picks, subnets, constraints, out, default_batch, rnd)
+            new += got
+        _meets_every_budget(new)
+        rows += new
+        measured.update(picks["hash"])
+        ok_rows = [r for r in rows if r["model"] == "candidate" and r["target"] == DEFAULT and r["meets_budget"]]
+        limits = {k: r["limit"] / r["correction"] for k, r in rounds.items() if r["limit"] and r["correction"]}
         if ok_rows:
             pick = _pick(ok_rows, fitness, config, estimator)
             chosen_row = ok_rows[pick.index]
-            share = chosen_row["budget_share"]
-            if pick.narrower_by_evidence or not np.isfinite(share) or share >= config.fill or limit is None:
+            share = chosen_row["binding_share"]
+            if pick.narrower_by_evidence or not np.isfinite(share) or share >= config.fill or not limits:
                 break
             # budget left unused with no evidence for it: look between the pick and the budget
             low = float(chosen_row["predicted_ms"]) if np.isfinite(chosen_row["predicted_ms"]) else None
-            pool = candidate_pool(history, fitness, limit / correction, config.margin_se)
+            pool = candidate_pool(history, fitness, limits, config.margin_se)
             logger.info(f"verify round {rnd}: the widest feasible uses {share * 100:.0f}% of the budget; next, candidates "
-                        f"predicted between it and the budget (measured/predicted {correction:.3f})")
+                        f"predicted between it and the budget (measured/predicted {_corrections(rounds)})")
             continue
-        if limit is not None and ratios:
-            predicted_limit = limit / correction
-            pool = candidate_pool(history, fitness, predicted_limit, config.margin_se, config.top_k)
-            logger.info(f"verify round {rnd}: none met the budget ({limit:.3f} ms) by measurement; measured/predicted "
-                        f"{correction:.3f}: next, candidates predicted within {predicted_limit:.3f} ms")
+        if limits:
+            pool = candidate_pool(history, fitness, limits, config.margin_se, config.top_k)
+            logger.info(f"verify round {rnd}: none met the budget by measurement; measured/predicted "
+                        f"{_corrections(rounds)}: next, candidates predicted within "
+                        + ", ".join(f"{v:.3f} ms on {k}" for k, v in limits.items()))
     if chosen_row is not None:
-        chosen_row["chosen"] = True
-        chosen_row["pick_reason"] = pick.reason
+        for r in rows:  # the chosen candidate's row of every target
+            if r["model"] == "candidate" and r["hash"] == chosen_row["hash"] and r["round"] == chosen_row["round"]:
+                r["chosen"], r["pick_reason"] = True, pick.reason
         logger.info(f"verify: chose {chosen_row['hash']}: {pick.reason}")
     table = pd.DataFrame(rows)
-    atomic_write_text(folder.parent / CSV, table.to_csv(index=False))
+    atomic_write_text(out / CSV, table.to_csv(index=False))
     if chosen_row is None:
-        fastest = min((r for r in rows if r["model"] == "candidate"), key=lambda r: r["median_ms"])
         budget = "; ".join(c.text or c.describe() for c in constraints if c.metric == "latency_ms")
-        raise SlimnasError(f"no candidate met the budget ({budget}) by measurement after {config.rounds} rounds; the "
-                           f"fastest measured {fastest['median_ms']:.3f} ms, {fastest['ratio_to_original']:.3f}x of the "
+        cands = [r for r in rows if r["model"] == "candidate" and r["target"] == DEFAULT]
+        fastest = min(cands, key=lambda r: r["median_ms"])
+        missed = sorted({r["target"] for r in rows if r["model"] == "candidate" and r["meets_target"] is False})
+        raise SlimnasError(f"no candidate met the budget ({budget}) by measurement after {config.rounds} rounds"
+                           f"{' (missed on ' + ', '.join(missed) + ')' if missed else ''}; the fastest on the default "
+                           f"target measured {fastest['median_ms']:.3f} ms, {fastest['ratio_to_original']:.3f}x of the "
                            "original in the same run: loosen the budget or raise verify.rounds / verify.top_k")
     return Verified(Subnet.from_json(chosen_row["subnet"]), table, chosen_row)
+
+
+def _meets_every_budget(rows: list[dict]) -> None:
+    """Set ``meets_budget`` (every target's budgets met, each by its own measurement; FLOPs and params analytic)
+    and ``binding_share`` (the largest share of a latency budget over the targets) on a round's candidate rows."""
+    cand = [r for r in rows if r["model"] == "candidate"]
+    for r in cand:
+        mine = [q for q in cand if q["hash"] == r["hash"]]
+        shares = [q["budget_share"] for q in mine if np.isfinite(q["budget_share"])]
+        r["meets_budget"] = all(bool(q["meets_target"]) for q in mine)
+        r["binding_share"] = max(shares) if shares else np.nan
+
+
+def _corrections(rounds: dict) -> str:
+    return ", ".join(f"{r['correction']:.3f} on {k}" for k, r in rounds.items() if r["correction"])
 
 
 def _pick(ok_rows: list[dict], fitness, config: VerifyConfig, estimator: str):
     """:func:`choose` over measured rows (cost: the ratio to the original timed in the same round)."""
     subs = [Subnet.from_json(r["subnet"]) for r in ok_rows]
-    shares = [float(r["budget_share"]) if np.isfinite(r["budget_share"]) else None for r in ok_rows]
+    shares = [float(r["binding_share"]) if np.isfinite(r["binding_share"]) else None for r in ok_rows]
     return choose([r["hash"] for r in ok_rows], [float(r["ratio_to_original"]) for r in ok_rows], shares,
                   lambda i, j: fitness.paired(subs[i], subs[j]), config.margin_se, estimator, "measured")
 
@@ -200,8 +261,10 @@ def load_verified(out: Path) -> Optional[Verified]:
     f, s = out / CSV, out / "subnet.json"
     if not (f.is_file() and s.is_file()):
         return None
-    table = pd.read_csv(f)
-    chosen = table[table["chosen"] == True]  # noqa: E712
+    table = pd.read_csv(f, keep_default_na=True)
+    if "target" not in table:  # written before latency targets: every row is the default target's
+        table["target"] = DEFAULT
+    chosen = table[(table["chosen"] == True) & (table["target"] == DEFAULT)]  # noqa: E712
     if chosen.empty:
         return None
     row = chosen.iloc[0].to_dict()

@@ -11,15 +11,18 @@ from .constraints import Constraint
 CostFn = Callable[[Sequence[Subnet]], np.ndarray]
 
 
-def supernet_costs(supernet, predictor=None) -> dict[str, CostFn]:
+def supernet_costs(supernet, predictor=None, targets: Optional[Mapping[str, object]] = None) -> dict[str, CostFn]:
     """The search's cost functions for a supernet: analytic ``flops`` and ``params``, and ``latency_ms`` from a
-    :class:`~slimnas.latency.LatencyPredictor` when one is given. All are vectorised over a list of subnets."""
+    :class:`~slimnas.latency.LatencyPredictor` when one is given; ``targets`` adds one latency column per named
+    target (``{"latency_ms[int8_t1]": its predictor}``). All are vectorised over a list of subnets."""
     out: dict[str, CostFn] = {
         "flops": lambda subnets: supernet.cost.flops(supernet.widths_matrix(subnets)),
         "params": lambda subnets: supernet.cost.params(supernet.widths_matrix(subnets)),
     }
     if predictor is not None:
         out["latency_ms"] = predictor.predict
+    for column, p in (targets or {}).items():
+        out[column] = p.predict
     return out
 
 
@@ -52,9 +55,9 @@ class CostTable:
         mask = np.ones(len(subnets), dtype=bool)
         if not self.constraints or not len(subnets):
             return mask
-        values = self.compute(subnets, [c.metric for c in self.constraints])
+        values = self.compute(subnets, [c.column for c in self.constraints])
         for c in self.constraints:
-            mask &= c.ok(values[c.metric])
+            mask &= c.ok(values[c.column])
         return mask
 
     def values(self, subnets: Sequence[Subnet]) -> np.ndarray:

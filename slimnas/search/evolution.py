@@ -46,15 +46,15 @@ def _check_inputs(space: SearchSpace, costs: Mapping[str, CostFn], constraints: 
     for c in constraints:
         if c.relative:
             raise SlimnasError(f"constraint {c.text or c.describe()!r} is relative: resolve it against the original model first")
-        if c.metric not in costs:
-            raise SlimnasError(f"constraint on {c.metric} needs a {c.metric!r} cost function")
-        if c.metric in seen:
-            raise SlimnasError(f"two constraints on {LABELS[c.metric]}: keep one")
-        seen.add(c.metric)
+        if c.column not in costs:
+            raise SlimnasError(f"constraint on {c.label} needs a {c.column!r} cost function")
+        if c.column in seen:
+            raise SlimnasError(f"two constraints on {c.label}: keep one")
+        seen.add(c.column)
 
 
 def _settings(space: SearchSpace, constraints: Sequence[Constraint], config: SearchConfig, objective: str) -> dict:
-    return {"config": config.settings(), "constraints": sorted((c.key() for c in constraints), key=lambda d: d["metric"]),
+    return {"config": config.settings(), "constraints": sorted((c.key() for c in constraints), key=lambda d: (d["metric"], d.get("target", ""))),
             "objective": objective, "space": space_digest(space)}
 
 
@@ -195,7 +195,7 @@ def evolve(space: SearchSpace,
     """
     _check_inputs(space, costs, constraints, objective)
     table = CostTable(costs, constraints)
-    smallest = table.compute([space.min()], sorted({c.metric for c in constraints}))
+    smallest = table.compute([space.min()], sorted({c.column for c in constraints}))
     check_reachable(constraints, {k: float(v[0]) for k, v in smallest.items()})
     settings = _settings(space, constraints, config, objective)
     state_path = Path(state_path) if state_path is not None else None
