@@ -343,7 +343,9 @@ def main() -> None:
             done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=args.timeout,
                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
             found = [ln[4:] for ln in done.stdout.splitlines() if ln.startswith("ROW ")]
-            tail = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            rc = done.returncode
+            tail = (done.stderr.strip().splitlines() or [f"exit code {rc}"])[-1] if rc >= 0 else \
+                f"killed by {signal.Signals(-rc).name}"  # SIGKILL: out of memory, most likely
             row = json.loads(found[-1]) if found else {"model": name, "error": f"fails: {tail[:200]}"}
         except subprocess.TimeoutExpired:
             row = {"model": name, "error": f"fails: timed out after {args.timeout} s"}
