@@ -9,14 +9,14 @@ pooling, frozen layers, the session call itself) is the network's *fixed part*.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import onnx
-from typing import TYPE_CHECKING, Optional
-
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import SlimnasError
