@@ -5,30 +5,20 @@ import json
 import shutil
 
 import pytest
-import torch
 
-import slimnas
 from slimnas.cli import main
-from slimnas.latency import BackendConfig, create_backend, profile
-from tests.latency_helpers import FAST
-from tests.nets import TinyNet
+from tests.latency_helpers import tiny_slim_table
 
 from .conftest import ROOT
 from .slim_helpers import TINY_YAML, slimnas as cli, write_config
 
 SHIPPED = ROOT / "latency_tables" / "mobilenet_v2_32_onnxruntime_cpu_t1_b1_fp32"
-RATIOS = (0.25, 0.5, 0.75, 1.0)
 
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     """A quick latency table of TinyNet at 32 px measured here (fast, not accurate, timing)."""
-    path = tmp_path_factory.mktemp("table") / "tiny32"
-    torch.manual_seed(0)
-    net = slimnas.convert(TinyNet(10), 32, ratios=RATIOS)
-    profile(net, create_backend("onnxruntime", BackendConfig()), path, model="tests.nets:tiny_net", config=FAST,
-            model_args={"model": "tests.nets:tiny_net", "num_classes": 10, "ratios": list(RATIOS)})
-    return path
+    return tiny_slim_table(tmp_path_factory.mktemp("table") / "tiny32")
 
 
 def with_table(path) -> tuple[str, str]:

@@ -13,19 +13,18 @@ import torch
 import slimnas
 from slimnas.cli import main
 from slimnas.errors import SlimnasError
-from slimnas.latency import BackendConfig, create_backend, profile
+from slimnas.latency import BackendConfig, create_backend
 from slimnas.pipeline.config import LatencyConfig, TargetConfig, config_from_dict
 from slimnas.pipeline.prepare import measure_reference
 from slimnas.pipeline.targets import budget_original
 from slimnas.pipeline.verify import _meets_every_budget, candidate_pool
 from slimnas.search import parse_constraints
 from slimnas.search.constraints import resolve_constraints
-from tests.latency_helpers import FAST
+from tests.latency_helpers import tiny_slim_table
 from tests.nets import TinyNet
 
 from .slim_helpers import TINY_YAML, slimnas as cli, write_config
 
-RATIOS = (0.25, 0.5, 0.75, 1.0)
 TIMING = "min_sample_ms: 0.2}}}"  # the end of the tiny config's latency: line
 
 
@@ -109,12 +108,7 @@ def test_target_flag_and_print_config(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def fp32_table(tmp_path_factory):
     """A quick FP32 latency table of TinyNet at 32 px measured here (fast, not accurate, timing)."""
-    path = tmp_path_factory.mktemp("table") / "tiny32"
-    torch.manual_seed(0)
-    net = slimnas.convert(TinyNet(10), 32, ratios=RATIOS)
-    profile(net, create_backend("onnxruntime", BackendConfig()), path, model="tests.nets:tiny_net", config=FAST,
-            model_args={"model": "tests.nets:tiny_net", "num_classes": 10, "ratios": list(RATIOS)})
-    return path
+    return tiny_slim_table(tmp_path_factory.mktemp("table") / "tiny32")
 
 
 def fails(capsys, tmp_path, text: str, *fragments: str, args=()) -> str:
