@@ -11,6 +11,8 @@ Finished stages are cached in the work folder: rerun the same command to resume,
     PYTHONPATH=. python benchmarks/headline.py --quick          # this 2-core CPU, < 2.5 h (run it in the background)
     PYTHONPATH=. python benchmarks/headline.py --full           # a GPU machine
     PYTHONPATH=. python benchmarks/headline.py --quick --finetune 4x100 --distill off   # same searches, other fine-tune
+    PYTHONPATH=. python benchmarks/headline.py --quick --seeds 0,1,2 --methods uniform,fastnas,slimnas-bsnas   # mean ± sd
+    PYTHONPATH=. python benchmarks/headline.py --quick --seeds 1 --methods slimnas-bsnas   # one seed, then all: resumes
 
 Needs the bench extra for the peers: pip install -e ".[bench]".
 """
@@ -50,24 +52,44 @@ def main(argv=None) -> int:
                    "(the same for every method; default: the profile's)")
     p.add_argument("--device", help="training device (default: cuda when available)")
     p.add_argument("--retime", action="store_true", help="redo the closing timing run even if nothing changed")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2: each fine-tunes every method again "
+                   "and re-runs the seeded searches (the slimnas arms); the report gives mean ± sd over them. Seeds may run "
+                   "as separate invocations on the same work folder; the last one, with every seed, writes the report "
+                   "(results go to PROFILE-seeds0-1-2 unless --out is given)")
     args = p.parse_args(argv)
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
     argv = sys.argv[1:] if argv is None else list(argv)
     from slimnas.errors import SlimnasError
 
     try:
+        seeds = parse_seeds(args.seeds)
         profile = get_profile(name, finetune=args.finetune, distill=None if args.distill is None else args.distill == "on")
         results = name if args.finetune is None and args.distill is None else f"{name}-{profile.finetune_label().rsplit('-', 1)[0]}"
+        if seeds != (0,):
+            results += "-seeds" + "-".join(map(str, seeds))
         opts = RunOptions(profile=profile, out=args.out or HERE / "results" / "headline" / results,
                           work=args.work or HERE.parent / "runs" / "headline" / name,
                           methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), weights=args.weights,
-                          train_base=args.train_base, device=args.device, retime=args.retime,
+                          train_base=args.train_base, device=args.device, retime=args.retime, seeds=seeds,
                           command="python benchmarks/headline.py " + " ".join(shlex.quote(a) for a in argv))
         Run(opts).run()
     except SlimnasError as exc:
         print(f"headline: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> (0, 1, 2): distinct integers >= 0, in the order given."""
+    from slimnas.errors import SlimnasError
+
+    try:
+        seeds = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise SlimnasError(f"--seeds {text!r}: give distinct integers >= 0 separated by commas, e.g. 0,1,2")
+    return seeds
 
 
 if __name__ == "__main__":

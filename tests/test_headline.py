@@ -195,3 +195,51 @@ def test_finetune_recipe_is_separate_from_search_settings():
 
     wider_batch = replace(quick, finetune=replace(quick.finetune, batch_size=128))
     assert wider_batch.search_settings() != quick.search_settings()
+
+
+@pytest.mark.parametrize("value", ["", "a,b", "0,0", "-1", "1,,x"])
+def test_bad_seeds_are_one_line_error(tmp_path, capsys, value):
+    work, out = tmp_path / "work", tmp_path / "out"
+    assert headline_main()(["--smoke", "--methods", "uniform", "--seeds", value, "--work", str(work), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("headline: error: --seeds") and "0,1,2" in err[-1]
+    assert not work.exists() and not out.exists()
+
+
+def test_a_seed_reaches_the_slimnas_arms_supernet_and_search(tmp_path):
+    """The seed is more than a folder name: the supernet's training config and slim's search both get it."""
+    from dataclasses import replace
+
+    from headline_lib.methods import Budget
+
+    ctx = replace(context(tmp_path), seed=3, work=tmp_path)
+    arm = METHODS["slimnas-bsnas"](ctx, tmp_path / "slimnas-bsnas" / "seed3")
+    arm.table = tmp_path / "table"
+    assert METHODS["slimnas-bsnas"].seeded and not METHODS["uniform"].seeded and not METHODS["fastnas"].seeded
+    assert arm.train_config().seed == 3 and arm.slim_config(Budget(0.5, 0.485, 1.0)).seed == 3
+    assert arm.strategy_options()["teacher"] == "original"  # the frozen base teaches the supernet, as slim does
+    assert replace(ctx, seed=4) != ctx
+
+
+def result_row(method, fraction, seed, top1, ratio):
+    return {"method": method, "budget": f"{fraction:g}x", "fraction": fraction, "seed": seed, "test_top1": top1,
+            "latency_ratio": ratio, "meets_budget": ratio <= fraction}
+
+
+def test_summary_is_mean_and_sd_over_seeds_of_the_models_that_met_their_budget():
+    from headline_lib.report import goal_lines, row_name, summary
+
+    rows = [result_row("fastnas", 0.5, s, t, 0.45) for s, t in enumerate((0.70, 0.72, 0.74))]
+    rows += [result_row("slimnas-bsnas", 0.5, s, t, r) for s, (t, r) in enumerate(((0.75, 0.49), (0.77, 0.46), (0.99, 0.51)))]
+    g = {x["method"]: x for x in summary(rows)}
+    assert g["fastnas"]["top1_mean"] == pytest.approx(72.0) and g["fastnas"]["top1_sd"] == pytest.approx(2.0)
+    # seed 2 of the arm missed its budget (0.51x): it counts in the ratio columns, never in the accuracy
+    assert (g["slimnas-bsnas"]["met"], g["slimnas-bsnas"]["n"]) == (2, 3) and g["slimnas-bsnas"]["top1_mean"] == pytest.approx(76.0)
+    assert g["slimnas-bsnas"]["ratio_max"] == pytest.approx(0.51)
+    assert len({row_name(r) for r in rows}) == len(rows)  # one name per seed in the closing timing run
+    lines = goal_lines(rows, base_top1=0.77)
+    half = next(line for line in lines if line.startswith("- 0.5x"))
+    assert "MET" in half and "difference +4.00 pt" in half  # 76 - 72 >= 1.5, and 76 >= 77 - 1.5
+    assert "MISSED" in goal_lines([r for r in rows if r["method"] != "fastnas"], 0.77)[0]  # no FastNAS: not met
+    spend = lines[-1]
+    assert spend.startswith("- Every slimnas model at >= 95% of its budget: 2 of 3") and "slimnas-bsnas@0.5x#1" in spend

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from slimnas.fileio import atomic_path, atomic_write_text
@@ -9,7 +10,15 @@ from slimnas.train.strategies.distill import DistillOptions
 
 from .methods import METHODS, PEERS, SLIMNAS_ARMS
 
-GOALS = {0.5: ("best slimnas arm >= best peer + 1.0 pt, and >= base - 1.5 pt", 1.0, 1.5), 0.7: ("best slimnas arm >= base - 0.5 pt", None, 0.5)}
+# issue 13's goals, judged on the means over seeds: (text, the peer to beat, points over it, points within the base)
+GOALS = {0.5: ("best slimnas arm's mean >= FastNAS's mean + 1.5 pt, and >= base - 1.5 pt", "fastnas", 1.5, 1.5),
+         0.7: ("best slimnas arm's mean >= base - 0.5 pt", None, None, 0.5)}
+SPEND = 0.95  # a slimnas model should measure at least this share of its budget (unless its report says why not)
+
+
+def row_name(r: dict) -> str:
+    """A final model's name in the closing timing run: ``method@budget#seed``."""
+    return f"{r['method']}@{r['budget']}#{r.get('seed', 0)}"
 
 
 _kd = DistillOptions()  # what headline_lib.finetune distils with
@@ -26,7 +35,7 @@ def table_rows(results: dict) -> list[dict]:
     cuda = results.get("cuda_timing") or {}
     out = []
     for r in results["rows"]:
-        name = f"{r['method']}@{r['budget']}"
+        name = row_name(r)
         t = by_name[name]
         row = {k: v for k, v in r.items() if k != "final"}
         if r["method"] in METHODS:
@@ -40,26 +49,77 @@ def table_rows(results: dict) -> list[dict]:
     return out
 
 
+def summary(rows: list[dict]) -> list[dict]:
+    """Mean ± sd over seeds per (method, budget), over the models that met their budget in the closing run."""
+    out = []
+    for key in dict.fromkeys((r["method"], r["fraction"]) for r in rows):
+        rs = [r for r in rows if (r["method"], r["fraction"]) == key]
+        ok = [r for r in rs if r["meets_budget"]]
+        top1 = [100 * r["test_top1"] for r in ok]
+        ratios = [r["latency_ratio"] for r in rs]
+        out.append({"method": key[0], "fraction": key[1], "budget": rs[0]["budget"], "seeds": sorted(r.get("seed", 0) for r in rs),
+                    "met": len(ok), "n": len(rs), "top1_mean": statistics.fmean(top1) if top1 else float("nan"),
+                    "top1_sd": statistics.stdev(top1) if len(top1) > 1 else float("nan"),
+                    "top1_each": top1, "ratio_mean": statistics.fmean(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                    "share_mean": statistics.fmean(ratios) / key[1], "share_min": min(ratios) / key[1]})
+    return out
+
+
+def _pm(mean: float, sd: float) -> str:
+    return f"{mean:.2f}" if sd != sd else f"{mean:.2f} ± {sd:.2f}"
+
+
 def goal_lines(rows: list[dict], base_top1: float) -> list[str]:
+    """Each goal of GOALS on the means over seeds, with the gap and the sds, and the budget-spending check."""
     lines = []
-    for frac, (text, over_peer, within_base) in GOALS.items():
-        at = [r for r in rows if abs(r["fraction"] - frac) < 1e-9 and r["meets_budget"]]
-        arms = [r for r in at if r["method"] in SLIMNAS_ARMS]
-        peers = [r for r in at if r["method"] in PEERS]
+    by = {(g["method"], g["fraction"]): g for g in summary(rows)}
+    for frac, (text, peer, over_peer, within_base) in GOALS.items():
+        arms = [g for (m, f), g in by.items() if abs(f - frac) < 1e-9 and m in SLIMNAS_ARMS and g["met"]]
         if not arms:
             lines.append(f"- {frac:g}x ({text}): not judged: no slimnas arm in this run met this budget.")
             continue
-        best = max(arms, key=lambda r: r["test_top1"])
-        parts = [f"best arm {best['method']} {100 * best['test_top1']:.2f}"]
-        ok = best["test_top1"] >= base_top1 - within_base / 100
-        parts.append(f"base {100 * base_top1:.2f} (gap to the goal {100 * (best['test_top1'] - base_top1) + within_base:+.2f} pt)")
-        if over_peer is not None and peers:
-            bp = max(peers, key=lambda r: r["test_top1"])
-            ok = ok and best["test_top1"] >= bp["test_top1"] + over_peer / 100
-            parts.append(f"best peer {bp['method']} {100 * bp['test_top1']:.2f} "
-                         f"(gap to the goal {100 * (best['test_top1'] - bp['test_top1']) - over_peer:+.2f} pt)")
+        best = max(arms, key=lambda g: g["top1_mean"])
+        base = 100 * base_top1
+        ok = best["top1_mean"] >= base - within_base
+        parts = [f"best arm {best['method']} {_pm(best['top1_mean'], best['top1_sd'])} over {best['met']} seed(s)",
+                 f"base {base:.2f} (gap to the goal {best['top1_mean'] - base + within_base:+.2f} pt)"]
+        g = next((g for (m, f), g in by.items() if m == peer and abs(f - frac) < 1e-9 and g["met"]), None)
+        if peer is not None and g is not None:
+            diff = best["top1_mean"] - g["top1_mean"]
+            ok = ok and diff >= over_peer
+            # the difference of two means over n seeds each: its standard error from the two sds
+            se = (best["top1_sd"] ** 2 / best["met"] + g["top1_sd"] ** 2 / g["met"]) ** 0.5
+            parts.append(f"{peer} {_pm(g['top1_mean'], g['top1_sd'])}: difference {diff:+.2f} pt"
+                         + (f" (s.e. of the difference {se:.2f})" if se == se else "")
+                         + f" (gap to the goal {diff - over_peer:+.2f} pt)")
+        elif peer is not None:
+            ok = False
+            parts.append(f"{peer} not in this run")
         lines.append(f"- {frac:g}x ({text}): {'MET' if ok else 'MISSED'}; " + "; ".join(parts) + ".")
+    arms = [r for r in rows if r["method"] in SLIMNAS_ARMS]
+    short = [f"{row_name(r)} {r['latency_ratio'] / r['fraction']:.0%}" for r in arms if r["latency_ratio"] < SPEND * r["fraction"]]
+    if arms:
+        lines.append(f"- Every slimnas model at >= {SPEND:.0%} of its budget: {len(arms) - len(short)} of {len(arms)}"
+                     + (f"; below: {', '.join(short)} (each slim run's report.md says why it chose that point)." if short else "."))
     return lines
+
+
+def summary_lines(results: dict, rows: list[dict]) -> list[str]:
+    base = 100 * results["base"]["test_top1"]
+    lines = [f"## Mean ± sd over {results.get('seeds', 1)} seeds ({', '.join(map(str, results.get('seed_list', [0])))})", "",
+             "A seed covers the fine-tune's data order and, for the slimnas arms, the supernet's training and the "
+             "evolutionary search. The peers' searches are deterministic given the base and the measurements (a "
+             "width ratio, a pruning ratio, a FLOPs limit bisected by measurement), so their seeds share one search "
+             "and differ in the fine-tune. sd = sample standard deviation over seeds; top-1 over the models that met "
+             "their budget.", "",
+             "| method | budget | seeds met / run | ratio to base: mean (min–max) | share of budget: mean (min) | "
+             "test top-1 mean ± sd | each seed | Δ vs base (pt) |", "|---|---|---|---|---|---|---|---|"]
+    for g in summary(rows):
+        lines.append(f"| {g['method']} | {g['budget']} | {g['met']} / {g['n']} | {g['ratio_mean']:.3f} "
+                     f"({g['ratio_min']:.3f}–{g['ratio_max']:.3f}) | {g['share_mean']:.0%} ({g['share_min']:.0%}) | "
+                     f"{_pm(g['top1_mean'], g['top1_sd'])} | {', '.join(f'{t:.2f}' for t in g['top1_each'])} | "
+                     f"{g['top1_mean'] - base:+.2f} |")
+    return lines + [""]
 
 
 def base_recipe(base: dict) -> str:
@@ -102,33 +162,35 @@ def markdown(results: dict, rows: list[dict]) -> str:
              "the base's in the same run (p10–p90: the per-round ratios); pooled = median (p10–p90) of all samples; "
              "repeat = how far the ratio from the even rounds and from the odd rounds disagree (the measurement's own "
              "repeat error). A model meets its budget when its ratio is at most the budget fraction.", ""]
+    lines += summary_lines(results, rows)
     for frac in b["fractions"]:
         lines += [f"## Budget {frac:g}x the base ({frac * ft['base']['latency_ms']:.4f} ms in the closing run)", "",
-                  "| method | latency ms | pooled ms median (p10–p90) | ratio to base (p10–p90) | meets budget | repeat % | MFLOPs | params M | "
+                  "| method | seed | latency ms | pooled ms median (p10–p90) | ratio to base (p10–p90) | meets budget | repeat % | MFLOPs | params M | "
                   "test top-1 | Δ vs base (pt) | search s (prepare + per budget) | knob |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in [r for r in rows if abs(r["fraction"] - frac) < 1e-9]:
             knob = f"{r['knob_name']} {r['knob']:.4g}" if r["knob"] is not None else r["knob_name"]
-            lines.append(f"| {r['method']} | {r['latency_ms']:.4f} | {r['median_ms']:.4f} ({r['p10_ms']:.4f}–{r['p90_ms']:.4f}) | {r['latency_ratio']:.3f} "
+            lines.append(f"| {r['method']} | {r.get('seed', 0)} | {r['latency_ms']:.4f} | {r['median_ms']:.4f} ({r['p10_ms']:.4f}–{r['p90_ms']:.4f}) | {r['latency_ratio']:.3f} "
                          f"({r['ratio_p10']:.3f}–{r['ratio_p90']:.3f}) | {'yes' if r['meets_budget'] else '**NO**'} | "
                          f"{r['repeat_pct']:.1f} | {r['mflops']:.2f} | {r['params_m']:.3f} | "
                          f"{100 * r['test_top1']:.2f} | {100 * (r['test_top1'] - base['test_top1']):+.2f} | "
                          f"{r['prepare_s'] + r['search_s']:.0f} ({r['prepare_s']:.0f} + {r['search_s']:.0f}) | {knob} |")
         lines.append("")
-    failed = [f"{r['method']} @ {r['budget']} ({r['latency_ratio']:.3f}x)" for r in rows if not r["meets_budget"]]
+    failed = [f"{row_name(r)} ({r['latency_ratio']:.3f}x)" for r in rows if not r["meets_budget"]]
     lines += ["## Checks", "",
               f"- Budget met by measurement in the closing run: {len(rows) - len(failed)} of {len(rows)}"
               + (f"; FAILED: {', '.join(failed)}." if failed else "."),
-              "- The goals (issue 6), over the models that met their budget in the closing run:",
+              "- The goals (issue 13), on the means over seeds of the models that met their budget in the closing run:",
               *[f"  {line}" for line in goal_lines(rows, base["test_top1"])], ""]
     if results.get("cuda_timing"):
         c = results["cuda_timing"]
         lines += ["## Torch CUDA latency (informative; budgets are on the CPU target)", "", "| model | median ms |", "|---|---|",
                   f"| base | {c['base']['median_ms']:.4f} |"]
-        lines += [f"| {r['method']} @ {r['budget']} | {r['cuda_ms']:.4f} |" for r in rows if "cuda_ms" in r]
+        lines += [f"| {row_name(r)} | {r['cuda_ms']:.4f} |" for r in rows if "cuda_ms" in r]
         lines.append("")
-    prepare = sum({r["method"]: r["prepare_s"] for r in rows}.values())  # once per method
-    search, tune = sum(r["search_s"] for r in rows), sum(r["finetune_s"] for r in rows)
+    prepare = sum({(r["method"], r.get("seed", 0) if r.get("seeded_search") else 0): r["prepare_s"] for r in rows}.values())  # once per method (and seed, if seeded)
+    search = sum({(r["method"], r["budget"], r.get("seed", 0) if r.get("seeded_search") else 0): r["search_s"] for r in rows}.values())
+    tune = sum(r["finetune_s"] for r in rows)
     total = prepare + search + tune
     lines += [f"Stage wall times (each measured when it ran): supernets and other preparation {prepare:.0f} s, "
               f"searches {search:.0f} s, fine-tunes with this recipe {tune:.0f} s; together "
@@ -151,20 +213,32 @@ def plot(results: dict, rows: list[dict], path: Path) -> None:
     base_ms = results["final_timing"]["base"]["latency_ms"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = dict(zip(list(PEERS) + list(SLIMNAS_ARMS), "osD^v<"))
+    groups = summary(rows)
+    seeds = results.get("seeds", 1)
     for name in dict.fromkeys(r["method"] for r in rows):
+        style = dict(marker=markers.get(name, "x"), ls="-" if name in SLIMNAS_ARMS else ":")
+        if seeds > 1:  # each seed's model faint, the mean ± sd over seeds (x: the seeds' min-max ratio) bold
+            mine = [r for r in rows if r["method"] == name]
+            dots = ax.plot([r["latency_ratio"] for r in mine], [100 * r["test_top1"] for r in mine], style["marker"], alpha=0.3, ms=4)
+            gs = sorted((g for g in groups if g["method"] == name), key=lambda g: g["ratio_mean"])
+            ax.errorbar([g["ratio_mean"] for g in gs], [g["top1_mean"] for g in gs], yerr=[g["top1_sd"] for g in gs],
+                        xerr=[[g["ratio_mean"] - g["ratio_min"] for g in gs], [g["ratio_max"] - g["ratio_mean"] for g in gs]],
+                        capsize=2, color=dots[0].get_color(), label=f"{name} (mean ± sd, {seeds} seeds)", **style)
+            continue
         rs = sorted((r for r in rows if r["method"] == name), key=lambda r: r["latency_ratio"])
         ax.errorbar([r["latency_ratio"] for r in rs], [100 * r["test_top1"] for r in rs],
                     # the quietest-round ratio pairs each model's and the base's quietest rounds, which need not be
                     # the same round, so it can fall outside the per-round ratios' p10-p90: no negative bar then
                     xerr=[[max(0.0, r["latency_ratio"] - r["ratio_p10"]) for r in rs],
                           [max(0.0, r["ratio_p90"] - r["latency_ratio"]) for r in rs]],
-                    marker=markers.get(name, "x"), ls="-" if name in SLIMNAS_ARMS else ":", capsize=2, label=name)
+                    capsize=2, label=name, **style)
     ax.plot([1.0], [100 * base["test_top1"]], "k*", ms=12, label=f"base ({base_ms:.3f} ms)")
     for frac in results["budgets"]["fractions"]:
         ax.axvline(frac, color="grey", ls="--", lw=0.8)
         ax.text(frac, ax.get_ylim()[0], f" {frac:g}x budget", color="grey", va="bottom", fontsize=8)
     backend = results["final_timing"]["backend"]
-    ax.set(xlabel=f"measured latency / base in the same run (bars: p10–p90 of the per-round ratios)\n"
+    xbars = "min–max over seeds" if seeds > 1 else "p10–p90 of the per-round ratios"
+    ax.set(xlabel=f"measured latency / base in the same run (bars: {xbars})\n"
                   f"{backend.get('backend')} {backend.get('backend_version')} CPU, {backend.get('threads')} thread, batch 1",
            ylabel="CIFAR-10 test top-1 (%)", title=f"MobileNetV2 CIFAR-10: accuracy vs measured latency ({results['profile']})")
     ax.grid(alpha=0.3)

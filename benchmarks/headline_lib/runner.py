@@ -18,7 +18,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +36,7 @@ from .finetune import finetune, flops_params, test_evaluator
 from .measure import Meter, onnx_for
 from .methods import METHODS, Budget, Context, Timers
 from .profiles import Profile
-from .report import write_report
+from .report import row_name, write_report
 
 ARCH = "mobilenet_v2"
 NUM_CLASSES = 10
@@ -55,6 +55,7 @@ class RunOptions:
     device: Optional[str] = None
     retime: bool = False  # redo the closing timing run even if its models have not changed
     command: str = ""
+    seeds: tuple[int, ...] = (0,)  # repetitions: each seed fine-tunes every method again (and re-runs seeded searches)
 
 
 class Run:
@@ -153,8 +154,9 @@ class Run:
         return {"test_top1": top1, "mflops": macs / 1e6, "params_m": params / 1e6}
 
     def method_budget(self, method, budget: Budget, meter: Meter, evaluator, prepared: dict) -> dict:
-        folder = self.work / method.name / budget.label
-        tuned = folder / self.p.finetune_label()
+        seed = method.ctx.seed
+        folder = method.folder / budget.label  # the search: per seed for a seeded method, else shared by the seeds
+        tuned = folder / self.p.finetune_label() / f"seed{seed}"
         done = self.cached(tuned / "result.json")
         if done is not None:
             return done
@@ -165,7 +167,7 @@ class Run:
                 prepared.update(self.prepare(method))
             self.log(f"{method.name} @ {budget.label}: searching {method.knob_name} (target {budget.target:.3f}x of the base)")
             s = self.p.section
-            onnx_dir = self.work / "onnx" / "search"
+            onnx_dir = self.work / "onnx" / "search" / (f"seed{seed}" if method.seeded else "")
 
             def timer(e2e):
                 def measure(models):
@@ -182,22 +184,23 @@ class Run:
             self.log(f"{method.name} @ {budget.label}: knob {found.knob}, measured {found.ratio:.3f}x in {search_s:.0f} s")
         model = load_exported(folder / "searched.pt")
         t0 = time.time()
-        model = finetune(model, self.data, self.p.finetune, tuned / "finetune", self.device,
+        model = finetune(model, self.data, replace(self.p.finetune, seed=seed), tuned / "finetune", self.device,
                          teacher=self.base_model if self.p.distill else None)
         finetune_s = time.time() - t0
         save_exported(model, tuned / "final.pt", arch=ARCH, num_classes=NUM_CLASSES)
-        scores = self.score(model, evaluator, f"{method.name} @ {budget.label}")
-        prep = self.cached(self.work / method.name / "prepare.json") or {}
+        scores = self.score(model, evaluator, f"{method.name} @ {budget.label}, seed {seed}")
+        prep = self.cached(method.folder / "prepare.json") or {}
         return self.write(tuned / "result.json", {
-            "method": method.name, "budget": budget.label, "fraction": budget.fraction, "knob_name": method.knob_name,
+            "method": method.name, "budget": budget.label, "fraction": budget.fraction, "seed": seed,
+            "seeded_search": method.seeded, "knob_name": method.knob_name,
             "knob": search["knob"], "ratio_in_search": search["ratio_in_search"], "prepare_s": prep.get("prepare_s", 0.0),
             "search_s": search["search_s"], "finetune_s": finetune_s, "finetune_recipe": self.p.finetune_label(), **scores,
             "final": str(tuned / "final.pt")})
 
     def prepare(self, method) -> dict:
-        path = self.work / method.name / "prepare.json"
+        path = method.folder / "prepare.json"
         t0 = time.time()
-        self.log(f"{method.name}: preparing")
+        self.log(f"{method.name}: preparing" + (f" (seed {method.ctx.seed})" if method.seeded else ""))
         info = method.prepare()
         old = self.cached(path)
         if old is not None:  # the expensive part was cached on disk by the method; keep the first wall time
@@ -207,12 +210,13 @@ class Run:
     def final_timing(self, rows: list[dict]) -> dict:
         label = self.p.finetune_label()
         path = self.work / f"final_timing-{label}.json"
-        names = [f"{r['method']}@{r['budget']}" for r in rows]
+        names = [row_name(r) for r in rows]
         old = self.cached(path)
         if old is not None and old["names"] == names and not self.opts.retime:
             return old
         onnx_dir = self.work / "onnx" / f"final-{label}"
-        paths = [onnx_for(load_exported(r["final"]), onnx_dir, INPUT_SHAPE, name=n.replace("@", "_")) for r, n in zip(rows, names)]
+        paths = [onnx_for(load_exported(r["final"]), onnx_dir, INPUT_SHAPE, name=n.replace("@", "_").replace("#", "_seed"))
+                 for r, n in zip(rows, names)]
         self.log(f"closing timing run: {len(paths)} models + the base, {self.p.final_timing.rounds} interleaved rounds, fresh process")
         meter = Meter(onnx_for(self.base_model, self.work / "onnx", INPUT_SHAPE, name="base"))
         base, ms, raw = meter.measure(paths, self.p.final_timing)
@@ -229,7 +233,7 @@ class Run:
         backend = create_backend("torch", BackendConfig("cuda", 1, 1))
         timing = TimingConfig(samples=100)
         out = {"backend": backend.describe()}
-        models = [("base", self.base_model)] + [(f"{r['method']}@{r['budget']}", load_exported(r["final"])) for r in rows]
+        models = [("base", self.base_model)] + [(row_name(r), load_exported(r["final"])) for r in rows]
         for name, m in models:
             t = backend.time(Workload((1,) + INPUT_SHAPE, (1, NUM_CLASSES), torch=lambda m=m: copy.deepcopy(m)), timing)
             out[name] = {"median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms}
@@ -261,7 +265,8 @@ class Run:
                                  val_subset=p.val_subset, test_subset=p.test_subset, seed=0)
         self.data = load_data(data_config)
         self.log(f"profile {p.name}: {len(self.data.train)} train / {len(self.data.val)} val / {len(self.data.test)} test "
-                 f"images; device {self.device}; methods {', '.join(self.opts.methods)}")
+                 f"images; device {self.device}; methods {', '.join(self.opts.methods)}; "
+                 f"seeds {', '.join(map(str, self.opts.seeds))}")
         meter = Meter(onnx_for(self.base_model, self.work / "onnx", INPUT_SHAPE, name="base"))
         budget_info, budgets = self.budgets(meter)
         self.log(f"base {budget_info['base']['latency_ms']:.4f} ms; budgets " +
@@ -269,18 +274,21 @@ class Run:
         evaluator = test_evaluator(self.data, p.calib_images, self.device)
         base_scores = self.cached(self.work / "base_scores.json") or self.write(
             self.work / "base_scores.json", self.score(self.base_model, evaluator, "base"))
-        ctx = Context(self.base_model, weights, ARCH, INPUT_SHAPE, self.data, data_config, p, self.device, self.log)
         rows = []
-        for name in self.opts.methods:
-            method = METHODS[name](ctx, self.work / name)
-            prepared: dict = {}
-            for b in budgets:
-                rows.append(self.method_budget(method, b, meter, evaluator, prepared))
+        for seed in self.opts.seeds:
+            ctx = Context(self.base_model, weights, ARCH, INPUT_SHAPE, self.data, data_config, p, self.device, self.log,
+                          seed=seed, work=self.work)
+            for name in self.opts.methods:
+                cls = METHODS[name]
+                method = cls(ctx, self.work / name / (f"seed{seed}" if cls.seeded else ""))
+                prepared: dict = {}
+                for b in budgets:
+                    rows.append(self.method_budget(method, b, meter, evaluator, prepared))
         timing = self.final_timing(rows)
         cuda = self.cuda_timing(rows)
         results = {
             "profile": p.name, "settings": asdict(p), "finetune_label": p.finetune_label(), "command": self.opts.command,
-            "methods": list(self.opts.methods),
+            "methods": list(self.opts.methods), "seeds": len(self.opts.seeds), "seed_list": list(self.opts.seeds),
             "fingerprint": {**fingerprint(torch.get_num_threads()), **machine()}, "base": {**base_info, **base_scores},
             "budgets": budget_info, "final_timing": timing, "cuda_timing": cuda, "rows": rows,
             "wall_s_this_invocation": time.time() - self.t_start, "wall_s_all_invocations": self.record_invocation(),

@@ -46,6 +46,8 @@ class Context:
     device: torch.device
     log: Callable[[str], None] = print
     extra: dict = field(default_factory=dict)
+    seed: int = 0  # this repetition's seed: fine-tune data order, and a seeded method's supernet and search
+    work: Optional[Path] = None  # the run's work folder (what every seed shares: a latency table, say)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,9 @@ class Method:
     name: ClassVar[str] = ""
     knob_name: ClassVar[str] = ""
     lo: ClassVar[float] = 0.1  # knob range searched
+    # Does the seed change what the search finds? False: the search is deterministic given the base and the
+    # measurements, so every seed shares it and only the fine-tune differs; True: one search per seed.
+    seeded: ClassVar[bool] = False
     hi: ClassVar[float] = 1.0
 
     def __init__(self, ctx: Context, folder: Path):

@@ -31,6 +31,7 @@ class SlimnasArm(Method):
     options: dict = {}
     max_ratio = 1.0  # > 1 broadens the space (BS-NAS)
     knob_name = "slimnas search + verification"
+    seeded = True  # the supernet's sampling and data order and the evolutionary search follow the seed
 
     @classmethod
     def unavailable(cls):
@@ -43,10 +44,10 @@ class SlimnasArm(Method):
     def train_config(self) -> TrainConfig:
         a, ft = self.ctx.profile.slimnas, self.ctx.profile.finetune
         return replace(ft, epochs=a.supernet_epochs, steps_per_epoch=a.supernet_steps_per_epoch, lr=a.supernet_lr,
-                       warmup_fraction=0.1)
+                       warmup_fraction=0.1, seed=self.ctx.seed)
 
     def strategy_options(self) -> dict:
-        return dict(self.options)
+        return {**self.options, "teacher": self.ctx.profile.slimnas.supernet_teacher}
 
     def latency_table(self) -> Path:
         """A table for this machine and the arm's space: shipped if one fits, else profiled here (resumable)."""
@@ -59,7 +60,7 @@ class SlimnasArm(Method):
         table = find_table(net, backend)
         if table is not None:
             return table.resolve()
-        table = self.folder / "latency_table"
+        table = (self.ctx.work / self.name if self.ctx.work else self.folder) / "latency_table"  # shared by the seeds
         s = self.space()
         self.ctx.log(f"{self.name}: no shipped latency table fits this machine and space; profiling one into {table}")
         profile(net, backend, table, model=self.ctx.arch, config=ProfileConfig(),
@@ -94,8 +95,8 @@ class SlimnasArm(Method):
             constraints=(f"latency<={budget.target:.4f}x",),
             fitness=FitnessConfig(val_images=p.val_subset, calib_images=a.calib_images),
             search=SearchConfig(population=a.population, generations=a.generations, time_limit_s=60 * a.search_minutes),
-            verify=VerifyConfig(), finetune=FinetuneConfig(train=one_step, distill=False),
-            device=str(self.ctx.device), seed=0)
+            verify=VerifyConfig(fill=a.verify_fill, rounds=a.verify_rounds_max), finetune=FinetuneConfig(train=one_step, distill=False),
+            device=str(self.ctx.device), seed=self.ctx.seed)
 
     def search(self, budget: Budget, timers: Timers) -> Searched:
         from slimnas.pipeline import slim
@@ -137,4 +138,4 @@ class SlimnasBsnas(SlimnasArm):
         a = self.ctx.profile.slimnas
         per_epoch = len(self.ctx.data.train) // self.ctx.profile.finetune.batch_size
         total = a.supernet_epochs * min(per_epoch, a.supernet_steps_per_epoch or per_epoch)
-        return {**self.options, "shrink_every": max(1, total // 6)}
+        return {**super().strategy_options(), "shrink_every": max(1, total // 6)}
