@@ -52,20 +52,21 @@ def main(argv=None) -> int:
                    "(the same for every method; default: the profile's)")
     p.add_argument("--device", help="training device (default: cuda when available)")
     p.add_argument("--retime", action="store_true", help="redo the closing timing run even if nothing changed")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2: each fine-tunes every method again "
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: each fine-tunes every method again "
                    "and re-runs the seeded searches (the slimnas arms); the report gives mean ± sd over them. Seeds may run "
                    "as separate invocations on the same work folder; the last one, with every seed, writes the report "
-                   "(results go to PROFILE-seeds0-1-2 unless --out is given)")
+                   "(default 0; with --seeds, results go to PROFILE-seeds0-1-2 or PROFILE-seeds1 unless --out is given, never "
+                   "to the single-seed PROFILE folder)")
     args = p.parse_args(argv)
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
     argv = sys.argv[1:] if argv is None else list(argv)
     from slimnas.errors import SlimnasError
 
     try:
-        seeds = parse_seeds(args.seeds)
+        seeds = parse_seeds("0" if args.seeds is None else args.seeds)
         profile = get_profile(name, finetune=args.finetune, distill=None if args.distill is None else args.distill == "on")
         results = name if args.finetune is None and args.distill is None else f"{name}-{profile.finetune_label().rsplit('-', 1)[0]}"
-        if seeds != (0,):
+        if args.seeds is not None:
             results += "-seeds" + "-".join(map(str, seeds))
         opts = RunOptions(profile=profile, out=args.out or HERE / "results" / "headline" / results,
                           work=args.work or HERE.parent / "runs" / "headline" / name,
