@@ -30,7 +30,7 @@ SHARED_WEIGHTS = HERE.parents[1] / "shared" / "checkpoints" / "cifar10_mobilenet
 
 def band_candidates(slim_run: Path, fraction: float, lo: float, hi: float):
     """The search's scored subnets whose predicted latency is within [lo, hi] of ``fraction`` x the original,
-    the original timed in that slim run (its verification's quietest-round median), with their fitness records."""
+    the original as timed in that slim run (``median_ms`` of its row in verify.csv), with their fitness records."""
     import pandas as pd
 
     hist = pd.read_csv(slim_run / "search_history.csv").drop_duplicates("hash")
@@ -97,6 +97,8 @@ def main(argv=None) -> int:
 
 
 def run(args, slim_run: Path, fraction: float) -> int:
+    from dataclasses import replace
+
     import torch
     from scipy.stats import kendalltau
 
@@ -125,8 +127,6 @@ def run(args, slim_run: Path, fraction: float) -> int:
     base = load_model(ARCH, num_classes=NUM_CLASSES, weights=str(args.weights)).eval()
     evaluator = test_evaluator(data, profile.calib_images, torch.device("cpu"))
     _, net, _, _ = load_run(args.arm / "supernet", "cpu")
-    from dataclasses import replace
-
     recipe = replace(profile.finetune, seed=seed)
     rows, t_all = [], time.time()
     for i, r in enumerate(picked.itertuples(), 1):

@@ -172,12 +172,15 @@ def test_ratio_statistics():
     assert r == pytest.approx(0.5) and p10 <= r < p90 and repeat == pytest.approx(10.0)  # even 0.5, odd 0.55
 
 
-@pytest.mark.parametrize("value", ["4y300", "0x100", "4x0", "x", "4x-1"])
-def test_bad_finetune_length_is_one_line_error(tmp_path, capsys, value):
+@pytest.mark.parametrize("flag, value, hint", [(flag, v, hint) for flag, values, hint in [
+    ("--finetune", ["4y300", "0x100", "4x0", "x", "4x-1"], "EPOCHSxSTEPS"),
+    ("--seeds", ["", "a,b", "0,0", "-1", "1,,x"], "0,1,2"),
+] for v in values])
+def test_bad_finetune_length_or_seeds_is_one_line_error(tmp_path, capsys, flag, value, hint):
     work, out = tmp_path / "work", tmp_path / "out"
-    assert headline_main()(["--smoke", "--methods", "uniform", "--finetune", value, "--work", str(work), "--out", str(out)]) == 2
+    assert headline_main()(["--smoke", "--methods", "uniform", flag, value, "--work", str(work), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("headline: error: --finetune") and "EPOCHSxSTEPS" in err[-1]
+    assert err[-1].startswith(f"headline: error: {flag}") and hint in err[-1]
     assert not work.exists() and not out.exists()
 
 
@@ -195,15 +198,6 @@ def test_finetune_recipe_is_separate_from_search_settings():
 
     wider_batch = replace(quick, finetune=replace(quick.finetune, batch_size=128))
     assert wider_batch.search_settings() != quick.search_settings()
-
-
-@pytest.mark.parametrize("value", ["", "a,b", "0,0", "-1", "1,,x"])
-def test_bad_seeds_are_one_line_error(tmp_path, capsys, value):
-    work, out = tmp_path / "work", tmp_path / "out"
-    assert headline_main()(["--smoke", "--methods", "uniform", "--seeds", value, "--work", str(work), "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("headline: error: --seeds") and "0,1,2" in err[-1]
-    assert not work.exists() and not out.exists()
 
 
 def test_a_seed_reaches_the_slimnas_arms_supernet_and_search(tmp_path):

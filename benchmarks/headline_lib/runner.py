@@ -5,8 +5,10 @@
     every final model + the base: one interleaved fresh-process timing run ─► meets-budget checks ─► report
 
 Searches do not depend on the fine-tune recipe, so fine-tuned models, their scores and the closing timing run
-are kept per recipe (``<method>/<budget>/<recipe label>/``, ``final_timing-<recipe label>.json``): running the
-same profile with another ``--finetune``/``--distill`` reuses every search and only fine-tunes again.
+are kept per recipe and seed (``<method>/<budget>/<recipe label>/seed<N>/``, ``final_timing-<recipe label>.json``):
+running the same profile with another ``--finetune``/``--distill`` reuses every search and only fine-tunes again.
+A seeded method (the slimnas arms) searches once per seed (``<method>/seed<N>/<budget>/``); the others share one
+search across seeds.
 
 Heavy artefacts (ONNX files, checkpoints) go to the work folder; the committed results folder receives only
 ``results.json``, ``results.md`` and the plot.

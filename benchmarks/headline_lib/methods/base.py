@@ -87,10 +87,10 @@ class Method:
     name: ClassVar[str] = ""
     knob_name: ClassVar[str] = ""
     lo: ClassVar[float] = 0.1  # knob range searched
+    hi: ClassVar[float] = 1.0
     # Does the seed change what the search finds? False: the search is deterministic given the base and the
     # measurements, so every seed shares it and only the fine-tune differs; True: one search per seed.
     seeded: ClassVar[bool] = False
-    hi: ClassVar[float] = 1.0
 
     def __init__(self, ctx: Context, folder: Path):
         self.ctx = ctx
