@@ -13,6 +13,8 @@ Finished stages are cached in the work folder: rerun the same command to resume,
     PYTHONPATH=. python benchmarks/headline.py --quick --finetune 4x100 --distill off   # same searches, other fine-tune
     PYTHONPATH=. python benchmarks/headline.py --quick --seeds 0,1,2 --methods uniform,fastnas,slimnas-bsnas   # mean ± sd
     PYTHONPATH=. python benchmarks/headline.py --quick --seeds 1 --methods slimnas-bsnas   # one seed, then all: resumes
+    PYTHONPATH=. python benchmarks/headline.py --quick --budgets 0.5 --work runs/headline/ablation \
+        --out benchmarks/results/headline/ablation --methods slimnas-bsnas,slimnas-bsnas:supernet_teacher=none   # an ablation
 
 Needs the bench extra for the peers: pip install -e ".[bench]".
 """
@@ -41,7 +43,10 @@ def main(argv=None) -> int:
     size.add_argument("--smoke", action="store_true", help="minutes: tiny subsets, to check the plumbing")
     size.add_argument("--quick", action="store_true", help="this 2-core CPU, under 2.5 hours")
     size.add_argument("--full", action="store_true", help="a GPU machine (full training set, longer fine-tunes)")
-    p.add_argument("--methods", default=",".join(PEERS + SLIMNAS_ARMS), help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--methods", default=",".join(PEERS + SLIMNAS_ARMS), help=f"comma-separated, from {', '.join(METHODS)}; "
+                   "an arm variant ARM:KEY=VALUE[:KEY=VALUE] changes fields of the profile's arm settings (SlimnasArmConfig in "
+                   "headline_lib/profiles.py, e.g. slimnas-bsnas:supernet_teacher=none:verify_margin_se=0) and runs beside the arm")
+    p.add_argument("--budgets", help="comma-separated fractions of the base's measured latency (default: the profile's, 0.5,0.7)")
     p.add_argument("--weights", type=Path, default=SHARED_WEIGHTS, help="base checkpoint (state_dict of mobilenet_v2(num_classes=10))")
     p.add_argument("--train-base", action="store_true", help="train the base with tools/train_base.py instead (recipe recorded)")
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/headline/PROFILE)")
@@ -64,8 +69,11 @@ def main(argv=None) -> int:
 
     try:
         seeds = parse_seeds("0" if args.seeds is None else args.seeds)
-        profile = get_profile(name, finetune=args.finetune, distill=None if args.distill is None else args.distill == "on")
+        profile = get_profile(name, finetune=args.finetune, distill=None if args.distill is None else args.distill == "on",
+                              budgets=args.budgets)
         results = name if args.finetune is None and args.distill is None else f"{name}-{profile.finetune_label().rsplit('-', 1)[0]}"
+        if args.budgets is not None:
+            results += "-budgets" + "-".join(f"{b:g}" for b in profile.budgets)
         if args.seeds is not None:
             results += "-seeds" + "-".join(map(str, seeds))
         opts = RunOptions(profile=profile, out=args.out or HERE / "results" / "headline" / results,

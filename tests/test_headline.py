@@ -153,6 +153,13 @@ def headline_main():
     # the arguments are checked before the files they name: a clone without ../shared has no default checkpoint
     (["--methods", "uniform,bogus", "--weights", "missing.pth"], "unknown method 'bogus'"),
     (["--methods", ",", "--weights", "missing.pth"], "no methods given"),
+    # arm variants (ablations): an unknown field, a bad number, a peer as the arm, no field, a bad teacher
+    (["--methods", "slimnas-bsnas:foo=1"], "arm setting 'foo=1': write KEY=VALUE with KEY one of"),
+    (["--methods", "slimnas-bsnas:verify_fill=abc"], "verify_fill needs a number"),
+    (["--methods", "uniform:verify_fill=0.9"], "with ARM one of slimnas-sandwich"),
+    (["--methods", "slimnas-bsnas:"], "name at least one KEY=VALUE"),
+    (["--methods", "slimnas-bsnas:supernet_teacher=teacher"], "choose from none, original, both"),
+    (["--methods", "uniform", "--budgets", "0.5,1.5"], "--budgets '0.5,1.5': give distinct fractions"),
 ])
 def test_bad_input_is_one_line_error_and_leaves_no_folder(tmp_path, capsys, args, message):
     work, out = tmp_path / "work", tmp_path / "out"
@@ -213,6 +220,37 @@ def test_a_seed_reaches_the_slimnas_arms_supernet_and_search(tmp_path):
     assert arm.train_config().seed == 3 and arm.slim_config(Budget(0.5, 0.485, 1.0)).seed == 3
     assert arm.strategy_options()["teacher"] == "original"  # the frozen base teaches the supernet, as slim does
     assert replace(ctx, seed=4) != ctx
+
+
+def test_an_arm_variant_changes_its_settings_and_shares_the_supernet_it_does_not_change(tmp_path):
+    """An ablation's variants run beside the arm: their overrides reach the supernet's training and slim's pick, a
+    variant that changes only the search reuses the arm's supernet (same seed), one that changes training has its own."""
+    from dataclasses import replace
+
+    from headline_lib.methods import Budget, get_method, is_arm
+
+    ctx = replace(context(tmp_path), seed=1, work=tmp_path)
+    budget = Budget(0.5, 0.485, 1.0)
+
+    def arm(name):
+        a = get_method(name)(ctx, tmp_path / name / "seed1")
+        a.table = tmp_path / "table"
+        return a
+
+    plain = arm("slimnas-bsnas")
+    pick = arm("slimnas-bsnas:verify_margin_se=0:verify_fill=0.9")
+    teacher = arm("slimnas-bsnas:supernet_teacher=none:verify_margin_se=0")
+    assert get_method("slimnas-bsnas") is METHODS["slimnas-bsnas"] and is_arm(pick.name) and not is_arm("fastnas")
+    v = pick.slim_config(budget).verify
+    assert (v.margin_se, v.fill) == (0.0, 0.9) and plain.slim_config(budget).verify.margin_se == 2.0
+    assert pick.supernet_dir == plain.supernet_dir == tmp_path / "slimnas-bsnas" / "seed1" / "supernet"
+    assert teacher.supernet_dir == tmp_path / "slimnas-bsnas" / "seed1" / "supernet[supernet_teacher=none]"
+    assert teacher.strategy_options()["teacher"] == "none" and plain.strategy_options()["teacher"] == "original"
+    assert teacher.slim_config(budget).supernet.run == str(teacher.supernet_dir)
+    # the BS-NAS shrink schedule follows a variant's own supernet length
+    short = arm("slimnas-bsnas:supernet_epochs=1:supernet_steps_per_epoch=6")
+    assert short.train_config().epochs == 1 and short.strategy_options()["shrink_every"] == 1
+    assert ctx.profile.slimnas.supernet_teacher == "original"  # the profile itself is untouched
 
 
 def result_row(method, fraction, seed, top1, ratio):

@@ -44,6 +44,13 @@ class SlimnasArmConfig:
     # starts another verification round closer to it; 0.98 of 0.97 is the 95% of the budget issue 13 asks for
     verify_fill: float = 0.98
     verify_rounds_max: int = 4  # slim's verify.rounds
+    # slim's verify.margin_se: a narrower candidate wins over a wider one only by more than this many paired standard
+    # errors (0: the best score that fits the budget, the pick before issue 13's rule)
+    verify_margin_se: float = 2.0
+
+
+# the SlimnasArmConfig fields that decide how the supernet trains (a variant changing only others reuses the supernet)
+SUPERNET_FIELDS = ("supernet_epochs", "supernet_steps_per_epoch", "supernet_lr", "latency_bins", "supernet_teacher")
 
 
 @dataclass(frozen=True)
@@ -116,9 +123,13 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def get_profile(name: str, finetune: Optional[str] = None, distill: Optional[bool] = None, **overrides) -> Profile:
-    """The named profile; ``finetune="EPOCHSxSTEPS"`` and ``distill`` replace its fine-tune length and distillation."""
+def get_profile(name: str, finetune: Optional[str] = None, distill: Optional[bool] = None, budgets: Optional[str] = None,
+                **overrides) -> Profile:
+    """The named profile; ``finetune="EPOCHSxSTEPS"`` and ``distill`` replace its fine-tune length and distillation,
+    ``budgets="0.5,0.7"`` its budgets."""
     p = replace(PROFILES[name], **overrides)
+    if budgets:
+        p = replace(p, budgets=parse_budgets(budgets))
     if finetune is not None:
         epochs, steps = parse_finetune(finetune)
         p = replace(p, finetune=replace(p.finetune, epochs=epochs, steps_per_epoch=steps))
@@ -137,3 +148,45 @@ def parse_finetune(text: str) -> tuple[int, Optional[int]]:
     if not sep or e < 1 or (s is not None and s < 1):
         raise SlimnasError(f"--finetune {text!r}: write EPOCHSxSTEPS with positive integers, e.g. 4x300 (or 2xall for whole epochs)")
     return e, s
+
+
+def parse_arm(text: str, base: SlimnasArmConfig) -> SlimnasArmConfig:
+    """``"supernet_teacher=none,verify_fill=0.95"`` -> ``base`` with those fields, each parsed as the field's type."""
+    from dataclasses import fields
+
+    types = {f.name: f.type for f in fields(SlimnasArmConfig)}
+    changes = {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in types:
+            raise SlimnasError(f"arm setting {item!r}: write KEY=VALUE with KEY one of {', '.join(types)}")
+        kind = str(types[key])
+        try:
+            if "Optional" in kind and value.strip().lower() in ("none", "null") and "str" not in kind:
+                changes[key] = None
+            elif "int" in kind:
+                changes[key] = int(value)
+            elif "float" in kind:
+                changes[key] = float(value)
+            else:
+                changes[key] = value.strip()
+        except ValueError:
+            raise SlimnasError(f"arm setting {item!r}: {key} needs a number, got {value!r}") from None
+    if "supernet_teacher" in changes:
+        from slimnas.train.strategies.sandwich import TEACHERS
+
+        if changes["supernet_teacher"] not in TEACHERS:
+            raise SlimnasError(f"arm setting supernet_teacher={changes['supernet_teacher']!r}: choose from {', '.join(TEACHERS)}")
+    return replace(base, **changes)
+
+
+def parse_budgets(text: str) -> tuple[float, ...]:
+    """``"0.5,0.7"`` -> (0.5, 0.7): distinct fractions of the base's latency in (0, 1)."""
+    try:
+        out = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        out = ()
+    if not out or not all(0.0 < b < 1.0 for b in out) or len(set(out)) != len(out):
+        raise SlimnasError(f"--budgets {text!r}: give distinct fractions between 0 and 1 separated by commas, e.g. 0.5,0.7")
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 from slimnas.fileio import atomic_path, atomic_write_text
 from slimnas.train.strategies.distill import DistillOptions
 
-from .methods import METHODS, PEERS, SLIMNAS_ARMS
+from .methods import PEERS, SLIMNAS_ARMS, get_method, is_arm
 
 # issue 13's goals, judged on the means over seeds: (text, the peer to beat, points over it, points within the base)
 GOALS = {0.5: ("best slimnas arm's mean >= FastNAS's mean + 1.5 pt, and >= base - 1.5 pt", "fastnas", 1.5, 1.5),
@@ -38,8 +38,7 @@ def table_rows(results: dict) -> list[dict]:
         name = row_name(r)
         t = by_name[name]
         row = {k: v for k, v in r.items() if k != "final"}
-        if r["method"] in METHODS:
-            row["knob_name"] = METHODS[r["method"]].knob_name
+        row["knob_name"] = get_method(r["method"]).knob_name
         row.update({"latency_ms": t["latency_ms"], "median_ms": t["median_ms"], "p10_ms": t["p10_ms"], "p90_ms": t["p90_ms"],
                     "latency_ratio": t["ratio"], "ratio_p10": t["ratio_p10"], "ratio_p90": t["ratio_p90"], "repeat_pct": t["repeat_pct"],
                     "meets_budget": t["ratio"] <= r["fraction"]})
@@ -74,7 +73,7 @@ def goal_lines(rows: list[dict], base_top1: float) -> list[str]:
     lines = []
     by = {(g["method"], g["fraction"]): g for g in summary(rows)}
     for frac, (text, peer, over_peer, within_base) in GOALS.items():
-        arms = [g for (m, f), g in by.items() if abs(f - frac) < 1e-9 and m in SLIMNAS_ARMS and g["met"]]
+        arms = [g for (m, f), g in by.items() if abs(f - frac) < 1e-9 and is_arm(m) and g["met"]]
         if not arms:
             lines.append(f"- {frac:g}x ({text}): not judged: no slimnas arm in this run met this budget.")
             continue
@@ -96,7 +95,7 @@ def goal_lines(rows: list[dict], base_top1: float) -> list[str]:
             ok = False
             parts.append(f"{peer} not in this run")
         lines.append(f"- {frac:g}x ({text}): {'MET' if ok else 'MISSED'}; " + "; ".join(parts) + ".")
-    arms = [r for r in rows if r["method"] in SLIMNAS_ARMS]
+    arms = [r for r in rows if is_arm(r["method"])]
     short = [f"{row_name(r)} {r['latency_ratio'] / r['fraction']:.0%}" for r in arms if r["latency_ratio"] < SPEND * r["fraction"]]
     if arms:
         lines.append(f"- Every slimnas model at >= {SPEND:.0%} of its budget: {len(arms) - len(short)} of {len(arms)}"
@@ -215,8 +214,9 @@ def plot(results: dict, rows: list[dict], path: Path) -> None:
     markers = dict(zip(list(PEERS) + list(SLIMNAS_ARMS), "osD^v<"))
     groups = summary(rows)
     seeds = results.get("seeds", 1)
+    variants = iter("P*Xhp8dH")  # arm variants (ablations): a marker each
     for name in dict.fromkeys(r["method"] for r in rows):
-        style = dict(marker=markers.get(name, "x"), ls="-" if name in SLIMNAS_ARMS else ":")
+        style = dict(marker=markers.get(name) or next(variants, "x"), ls="-" if is_arm(name) else ":")
         if seeds > 1:  # each seed's model faint, the mean ± sd over seeds (x: the seeds' min-max ratio) bold
             mine = [r for r in rows if r["method"] == name]
             dots = ax.plot([r["latency_ratio"] for r in mine], [100 * r["test_top1"] for r in mine], style["marker"], alpha=0.3, ms=4)

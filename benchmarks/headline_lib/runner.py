@@ -36,7 +36,7 @@ from slimnas.models import load_model
 
 from .finetune import finetune, flops_params, test_evaluator
 from .measure import Meter, onnx_for
-from .methods import METHODS, Budget, Context, Timers
+from .methods import Budget, Context, Timers, get_method
 from .profiles import Profile
 from .report import row_name, write_report
 
@@ -107,10 +107,9 @@ class Run:
         if not self.opts.methods:
             raise SlimnasError("no methods given: --methods uniform,torch-pruning,fastnas (for example)")
         for name in self.opts.methods:
-            if name not in METHODS:
-                raise SlimnasError(f"unknown method {name!r}: choose from {', '.join(METHODS)}")
+            get_method(name)  # an unknown method or a bad variant: one line
         for name in self.opts.methods:
-            why = METHODS[name].unavailable()
+            why = get_method(name).unavailable()
             if why:
                 raise SlimnasError(f"method {name!r} cannot run: {why}")
         if not self.opts.train_base and not self.opts.weights.is_file():
@@ -281,7 +280,7 @@ class Run:
             ctx = Context(self.base_model, weights, ARCH, INPUT_SHAPE, self.data, data_config, p, self.device, self.log,
                           seed=seed, work=self.work)
             for name in self.opts.methods:
-                cls = METHODS[name]
+                cls = get_method(name)
                 method = cls(ctx, self.work / name / (f"seed{seed}" if cls.seeded else ""))
                 prepared: dict = {}
                 for b in budgets:

@@ -5,4 +5,21 @@ from . import fastnas, slimnas_arms, torch_pruning_global, uniform  # noqa: F401
 PEERS = ("uniform", "torch-pruning", "fastnas")
 SLIMNAS_ARMS = ("slimnas-sandwich", "slimnas-cafenet", "slimnas-bsnas")
 
-__all__ = ["METHODS", "PEERS", "SLIMNAS_ARMS", "Budget", "Context", "Method", "Searched", "Timers", "method", "plain_copy"]
+
+def get_method(name: str) -> type[Method]:
+    """A registered method, or an arm variant ``ARM:KEY=VALUE[:KEY=VALUE]`` (:func:`.slimnas_arms.arm_variant`)."""
+    from slimnas.errors import SlimnasError
+
+    if name in METHODS:
+        return METHODS[name]
+    if ":" in name:
+        return slimnas_arms.arm_variant(name)
+    raise SlimnasError(f"unknown method {name!r}: choose from {', '.join(METHODS)} (or an arm variant such as "
+                       "slimnas-bsnas:supernet_teacher=none)")
+
+
+def is_arm(name: str) -> bool:
+    """Is ``name`` a slimnas arm or a variant of one?"""
+    return name.partition(":")[0] in SLIMNAS_ARMS
+
+__all__ = ["METHODS", "PEERS", "SLIMNAS_ARMS", "get_method", "is_arm", "Budget", "Context", "Method", "Searched", "Timers", "method", "plain_copy"]

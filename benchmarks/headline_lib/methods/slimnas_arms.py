@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from slimnas.errors import SlimnasError
 from slimnas.export import export_subnet
 from slimnas.space import SpaceConfig
 from slimnas.subnet import Subnet
@@ -20,7 +21,8 @@ from slimnas.supernet import ConvertConfig, convert
 from slimnas.train import TrainConfig
 from slimnas.train.run import RunSpec, load_run, train
 
-from .base import Budget, Method, Searched, Timers, method, plain_copy, require
+from ..profiles import SUPERNET_FIELDS, SlimnasArmConfig, parse_arm
+from .base import METHODS, Budget, Method, Searched, Timers, method, plain_copy, require
 
 SUPERNET = "supernet"
 DONE = "space_final.json"  # written by slimnas.train.run.train at the end of a run
@@ -32,6 +34,22 @@ class SlimnasArm(Method):
     max_ratio = 1.0  # > 1 broadens the space (BS-NAS)
     knob_name = "slimnas search + verification"
     seeded = True  # the supernet's sampling and data order and the evolutionary search follow the seed
+    base_name = ""  # the registered arm a variant derives from ("" for the arm itself)
+    overrides: dict = {}  # a variant's changes to the profile's SlimnasArmConfig (see :func:`arm_variant`)
+
+    @property
+    def arm(self) -> SlimnasArmConfig:
+        """The profile's arm settings with this variant's overrides."""
+        return replace(self.ctx.profile.slimnas, **self.overrides)
+
+    @property
+    def supernet_dir(self) -> Path:
+        """``supernet``, or ``supernet[k=v:...]`` for a variant that changes how the supernet trains: variants that
+        change only the search or the pick reuse their arm's supernet (same seed)."""
+        own = {k: v for k, v in self.overrides.items() if k in SUPERNET_FIELDS}
+        root = self.folder.parent.parent / self.base_name / self.folder.name if self.base_name else self.folder  # .../seedN
+        tag = ":".join(f"{k}={v}" for k, v in sorted(own.items()))
+        return root / (f"{SUPERNET}[{tag}]" if tag else SUPERNET)
 
     @classmethod
     def unavailable(cls):
@@ -42,12 +60,12 @@ class SlimnasArm(Method):
         return SpaceConfig(max_ratio=self.max_ratio)
 
     def train_config(self) -> TrainConfig:
-        a, ft = self.ctx.profile.slimnas, self.ctx.profile.finetune
+        a, ft = self.arm, self.ctx.profile.finetune
         return replace(ft, epochs=a.supernet_epochs, steps_per_epoch=a.supernet_steps_per_epoch, lr=a.supernet_lr,
                        warmup_fraction=0.1, seed=self.ctx.seed)
 
     def strategy_options(self) -> dict:
-        return {**self.options, "teacher": self.ctx.profile.slimnas.supernet_teacher}
+        return {**self.options, "teacher": self.arm.supernet_teacher}
 
     def latency_table(self) -> Path:
         """A table for this machine and the arm's space: shipped if one fits, else profiled here (resumable)."""
@@ -60,7 +78,7 @@ class SlimnasArm(Method):
         table = find_table(net, backend)
         if table is not None:
             return table.resolve()
-        table = (self.ctx.work / self.name if self.ctx.work else self.folder) / "latency_table"  # shared by the seeds
+        table = (self.ctx.work / (self.base_name or self.name) if self.ctx.work else self.folder) / "latency_table"  # shared by the seeds
         s = self.space()
         self.ctx.log(f"{self.name}: no shipped latency table fits this machine and space; profiling one into {table}")
         profile(net, backend, table, model=self.ctx.arch, config=ProfileConfig(),
@@ -70,12 +88,12 @@ class SlimnasArm(Method):
 
     def prepare(self) -> dict:
         self.table = self.latency_table()
-        a = self.ctx.profile.slimnas
+        a = self.arm
         spec = RunSpec(model=self.ctx.arch, weights=str(self.ctx.weights), num_classes=self.ctx.data.num_classes,
                        input_size=self.ctx.input_shape[1], space=self.space(), data=self.ctx.data_config,
                        strategy=self.strategy, strategy_options=self.strategy_options(),
                        bins=f"latency:{a.latency_bins}:{self.table}", train=self.train_config(), device=str(self.ctx.device))
-        run_dir = self.folder / SUPERNET
+        run_dir = self.supernet_dir
         if not (run_dir / DONE).is_file():
             self.ctx.log(f"{self.name}: training the supernet ({self.strategy}, latency bins from {self.table.name})")
             train(spec, run_dir, resume=True)
@@ -87,15 +105,15 @@ class SlimnasArm(Method):
         from slimnas.pipeline.config import FinetuneConfig, FitnessConfig, LatencyConfig, SlimConfig, SupernetConfig, VerifyConfig
         from slimnas.search import SearchConfig
 
-        p, a = self.ctx.profile, self.ctx.profile.slimnas
+        p, a = self.ctx.profile, self.arm
         one_step = replace(p.finetune, epochs=1, steps_per_epoch=1)  # slim's own fine-tune: skipped in effect
         return SlimConfig(
-            supernet=SupernetConfig(run=str(self.folder / SUPERNET)),
+            supernet=SupernetConfig(run=str(self.supernet_dir)),
             latency=LatencyConfig(table=str(self.table), rounds=a.verify_rounds, samples=a.verify_samples),
             constraints=(f"latency<={budget.target:.4f}x",),
             fitness=FitnessConfig(val_images=p.val_subset, calib_images=a.calib_images),
             search=SearchConfig(population=a.population, generations=a.generations, time_limit_s=60 * a.search_minutes),
-            verify=VerifyConfig(fill=a.verify_fill, rounds=a.verify_rounds_max), finetune=FinetuneConfig(train=one_step, distill=False),
+            verify=VerifyConfig(fill=a.verify_fill, rounds=a.verify_rounds_max, margin_se=a.verify_margin_se), finetune=FinetuneConfig(train=one_step, distill=False),
             device=str(self.ctx.device), seed=self.ctx.seed)
 
     def search(self, budget: Budget, timers: Timers) -> Searched:
@@ -105,7 +123,7 @@ class SlimnasArm(Method):
         summary = slim(self.slim_config(budget), out, command=f"benchmarks/headline.py ({self.name} @ {budget.label})",
                        progress=False)
         subnet = Subnet.from_json((out / "subnet.json").read_text())
-        _, net, _, _ = load_run(self.folder / SUPERNET, "cpu")
+        _, net, _, _ = load_run(self.supernet_dir, "cpu")
         model = plain_copy(self.ctx.base, export_subnet(net, subnet))
         (ratio,) = timers.confirm([model])
         info = {"slim_run": str(out), "subnet": subnet.hash,
@@ -135,7 +153,23 @@ class SlimnasBsnas(SlimnasArm):
     max_ratio = 1.5
 
     def strategy_options(self) -> dict:
-        a = self.ctx.profile.slimnas
+        a = self.arm
         per_epoch = len(self.ctx.data.train) // self.ctx.profile.finetune.batch_size
         total = a.supernet_epochs * min(per_epoch, a.supernet_steps_per_epoch or per_epoch)
         return {**super().strategy_options(), "shrink_every": max(1, total // 6)}
+
+
+def arm_variant(name: str) -> type[SlimnasArm]:
+    """``"slimnas-bsnas:supernet_teacher=none:verify_margin_se=0"``: the arm with those fields of the profile's
+    :class:`SlimnasArmConfig` changed, a method of its own (own folder, row and plot line) for ablations run side by
+    side with the arm itself. Fields of ``SUPERNET_FIELDS`` give it its own supernet; the others reuse the arm's."""
+    base, _, spec = name.partition(":")
+    cls = METHODS.get(base)
+    if cls is None or not issubclass(cls, SlimnasArm):
+        arms = ", ".join(n for n, c in METHODS.items() if issubclass(c, SlimnasArm))
+        raise SlimnasError(f"method {name!r}: a variant is ARM:KEY=VALUE[:KEY=VALUE] with ARM one of {arms}")
+    overrides = {k: getattr(parse_arm(spec.replace(":", ","), SlimnasArmConfig()), k)
+                 for k in (item.partition("=")[0].strip() for item in spec.split(":") if item.strip())}
+    if not overrides:
+        raise SlimnasError(f"method {name!r}: name at least one KEY=VALUE after the arm, e.g. {base}:supernet_teacher=none")
+    return type(cls.__name__ + "Variant", (cls,), {"name": name, "base_name": base, "overrides": overrides})
