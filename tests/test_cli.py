@@ -1,4 +1,8 @@
-"""The installed ``slimnas`` command: real subprocesses, exit codes and one-line errors."""
+"""The ``slimnas`` command: exit codes and one-line errors.
+
+A few cases run the installed command in a real subprocess (the entry point, ``python -m slimnas``); the rest call
+the same ``slimnas.cli.main`` in this process, which is what the subprocess runs, without paying for a fresh
+interpreter and its imports each time (several seconds a case)."""
 from __future__ import annotations
 
 import subprocess
@@ -15,6 +19,16 @@ def slimnas(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "slimnas", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+def in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``slimnas.cli.main(args)`` here, with what it printed, shaped like a finished subprocess."""
+    from slimnas.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["slimnas", *args], code, out.out, out.err)
+
+
 def test_inspect_prints_the_groups():
     r = slimnas("inspect", "mobilenet_v2", "--num-classes", "10", "--input-size", "32")
     assert r.returncode == 0, r.stderr
@@ -22,15 +36,15 @@ def test_inspect_prints_the_groups():
     assert "features.2.conv.2" in r.stdout and "8 16 24" in r.stdout and "frozen: model output" in r.stdout
 
 
-def test_inspect_reports_frozen_parts_of_a_custom_model():
+def test_inspect_reports_frozen_parts_of_a_custom_model(capsys):
     # (TinyNet's grouped conv, the frozen part this used to show, is searchable since grouped convs are on by default)
-    r = slimnas("inspect", "tests.nets:hard_coded_view", "--input-size", "16")
+    r = in_process(capsys, "inspect", "tests.nets:hard_coded_view", "--input-size", "16")
     assert r.returncode == 0, r.stderr
     assert "frozen by the tracer" in r.stdout and "view to a fixed shape at view" in r.stdout
 
 
-def test_model_as_a_flag():
-    r = slimnas("inspect", "--model", "tests.nets:tiny_net", "--input-size", "16")
+def test_model_as_a_flag(capsys):
+    r = in_process(capsys, "inspect", "--model", "tests.nets:tiny_net", "--input-size", "16")
     assert r.returncode == 0, r.stderr
     assert "TinyNet at 16x16" in r.stdout and "8 searchable" in r.stdout and "stem.0, stem.1, grouped.0" in r.stdout
 
@@ -59,8 +73,10 @@ def files(tmp_path_factory):
     (["inspect", "--input-size", "32"], "no model given"),
     (["inspect", "mobilenet_v2", "--model", "resnet18"], "two models given"),
 ])
-def test_bad_input_is_one_line_and_exit_2(files, args, message):
-    r = slimnas(*[a.format(d=files) for a in args])
+def test_bad_input_is_one_line_and_exit_2(files, capsys, args, message):
+    # the first case through the installed command, the others through the same main() in this process
+    run = slimnas if args[1] == "mobilenet_v22" else lambda *a: in_process(capsys, *a)
+    r = run(*[a.format(d=files) for a in args])
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr

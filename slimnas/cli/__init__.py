@@ -42,8 +42,10 @@ def command(name: str, help: str, examples: str):
     return deco
 
 
-def build_parser() -> argparse.ArgumentParser:
-    for verb in _VERBS:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of every verb, or of ``only`` that one: a verb's module imports what its work needs (torch,
+    pandas, onnx, scipy...), and a command runs one verb, so it need not pay for the imports of the others."""
+    for verb in (only,) if only in _VERBS else _VERBS:
         importlib.import_module(f".{verb}", __name__)
     parser = argparse.ArgumentParser(
         prog="slimnas",
@@ -51,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `slimnas COMMAND --help` for a command's options and examples.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for cmd in COMMANDS.values():
+    for cmd in (c for c in COMMANDS.values() if only not in _VERBS or c.name == only):
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help,
                            epilog="examples:\n" + cmd.examples, formatter_class=argparse.RawDescriptionHelpFormatter)
         cmd.add_arguments(p)
@@ -59,9 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]  # the command as typed, for run folders' reports
+    typed = list(argv) if argv is not None else sys.argv[1:]  # the command as typed, for run folders' reports
+    # the verb is the first word (no option comes before it); none or an unknown one: every verb, for help or the error
+    parser = build_parser(only=typed[0] if typed else None)
+    args = parser.parse_args(typed)
+    args.argv = typed
     try:
         with cli_logging():
             if hasattr(args, "model_flag"):  # the verbs taking a model: positionally or with --model
