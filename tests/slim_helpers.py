@@ -24,7 +24,7 @@ supernet:
   options: {{k: 2}}
   train: {TRAIN}
 fitness: {{calib_images: 64, val_images: 64}}
-search: {{population: 6, generations: 2}}
+search: {{population: 6, generations: 2, sensitivity_levels: 1}}
 verify: {{top_k: 3, rounds: 3}}
 finetune:
   train: {TRAIN}

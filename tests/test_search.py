@@ -148,7 +148,8 @@ def test_every_subnet_feasible_and_front_non_dominated(tiny):
     h = res.history
     assert list(h.columns) == ["hash", "generation", "accuracy", "flops", "params", "feasible", "subnet"]
     assert res.stopped == "generations" and res.evaluations == len(h) > 16 and h["generation"].max() == 6
-    assert acc.calls == h["hash"].tolist()  # once per hash, in history order
+    # once per hash: the sensitivity probes first (not candidates: most are over budget), then the history in order
+    assert len(set(acc.calls)) == len(acc.calls) and acc.calls[len(acc.calls) - len(h):] == h["hash"].tolist()
     assert h["hash"].is_unique
     subs = [slimnas.Subnet.from_json(t) for t in h["subnet"]]
     flops = np.array([net.flops(s) for s in subs])  # independent of the engine's vectorised calls
@@ -234,12 +235,14 @@ def test_space_smaller_than_the_population(tiny):
     acc = SmoothAccuracy(small)
     res = evolve(small, acc, costs, [], SearchConfig(population=10, generations=3), objective="flops", **QUIET)
     assert sorted(acc.calls) == sorted(res.history["hash"]) and len(acc.calls) == 4  # all of it, each once
+    # (the sensitivity probes are subnets of the space too: a probe that becomes a candidate is not scored again)
     assert res.stopped == "generations" and res.best() == small.max()
 
 
 def test_an_error_in_the_accuracy_keeps_what_was_scored(tiny, tmp_path):
     net, costs = tiny
-    state, cfg = tmp_path / "state.json", SearchConfig(population=8, generations=2)
+    # without sensitivity probes, so that the 11 calls are 11 candidates in the cache
+    state, cfg = tmp_path / "state.json", SearchConfig(population=8, generations=2, sensitivity_levels=0)
     score = SmoothAccuracy(net.space)
 
     def failing(subnet):
@@ -262,7 +265,8 @@ def test_stops_on_evaluation_budget_and_time_limit(tiny, tmp_path):
     assert res.stopped == "max_evaluations" and res.evaluations == 23 == len(res.history)
 
     # a time-limited search stops between evaluations; called again it carries on to the uninterrupted result
-    full = evolve(net.space, SmoothAccuracy(net.space), costs, budgets(net), SearchConfig(population=10, generations=5),
+    whole = SmoothAccuracy(net.space)
+    full = evolve(net.space, whole, costs, budgets(net), SearchConfig(population=10, generations=5),
                   objective="flops", **QUIET)
     limited = SearchConfig(population=10, generations=5, time_limit_s=0.25)
     state, calls, parts = tmp_path / "state.json", [], []
@@ -274,7 +278,8 @@ def test_stops_on_evaluation_budget_and_time_limit(tiny, tmp_path):
         if res.stopped != "time_limit":
             break
     assert parts[0] == "time_limit" and parts[-1] == "generations" and len(parts) >= 3
-    assert calls == full.history["hash"].tolist()  # nothing scored twice across the invocations
+    # nothing scored twice across the invocations, the sensitivity probes included (they come first)
+    assert calls == whole.calls and calls[len(calls) - len(full.history):] == full.history["hash"].tolist()
     assert res.history.equals(full.history) and res.pareto.equals(full.pareto)
 
 
@@ -370,7 +375,7 @@ def test_search_with_a_real_evaluator():
         r = ev.evaluate(net, s)
         return -r.loss  # finer-grained than top-1 on an untrained net
 
-    cfg = SearchConfig(population=4, generations=1, seed=3)
+    cfg = SearchConfig(population=4, generations=1, seed=3, sensitivity_levels=0)
     res = evolve(net.space, accuracy, supernet_costs(net), budgets(net), cfg, objective="params", **QUIET)
     assert scored == res.history["hash"].tolist() and len(scored) > 4
     assert len(res.pareto) >= 1 and res.pareto["params"].is_monotonic_increasing
@@ -401,3 +406,67 @@ def test_latency_objective_with_the_shipped_table(mbv2):
     assert res.pareto["latency_ms"].is_monotonic_increasing and len(res.pareto) >= 3
     # the budget binds: the most accurate subnet found sits close under it
     assert res.history.loc[res.history["accuracy"].idxmax(), "latency_ms"] > 0.8 * cons[0].limit
+
+
+# -- sensitivity seeds -------------------------------------------------------------------------------------------
+
+class FragileAccuracy:
+    """Accuracy that collapses when one group (the "fragile" one) narrows and barely moves for the others: the
+    situation a random start handles badly and a sensitivity map sees at once."""
+
+    def __init__(self, space, fragile: str):
+        self.space, self.fragile, self.calls = space, fragile, []
+
+    def __call__(self, subnet) -> float:
+        self.calls.append(subnet.hash)
+        loss = sum(0.02 * (1 - subnet[g.name] / g.width) for g in self.space.groups if g.name != self.fragile)
+        loss += 0.6 * (1 - subnet[self.fragile] / self.space[self.fragile].width)
+        return 0.9 - loss
+
+
+def half_flops(net) -> list:
+    return [parse_constraint("flops<=0.5x").resolve(net.flops(net.space.original()))]
+
+
+def fragile_group(net) -> str:
+    """The group whose narrowing saves the most FLOPs: a FLOPs-greedy (or random) cut would take it first."""
+    from slimnas.search.sensitivity import base_subnet
+
+    base = base_subnet(net.space)
+    saving = {g.name: net.flops(base) - net.flops(base.replace({g.name: g.choices[0]})) for g in net.space.groups
+              if g.choices[0] < base[g.name]}
+    return max(saving, key=saving.get)
+
+
+def test_sensitivity_seeds_keep_the_fragile_group_and_meet_the_budget(mbv2):
+    import random
+
+    from slimnas.search.costs import CostTable
+    from slimnas.search.population import initial_population
+    from slimnas.search.sensitivity import base_subnet, probe_widths, sensitivity_seeds
+
+    (net, costs), cons = mbv2, half_flops(mbv2[0])
+    table, base, fragile = CostTable(costs, cons), base_subnet(net.space), fragile_group(net)
+    acc = FragileAccuracy(net.space, fragile)
+    seeds = sensitivity_seeds(net.space, acc, table, "flops", levels=3)
+    assert seeds and table.feasible(seeds).all()
+    assert all(s[fragile] == base[fragile] for s in seeds), "a seed narrowed the group whose narrowing costs most"
+    probes = 1 + sum(len(probe_widths(g.choices, base[g.name], 3)) for g in net.space.groups)
+    assert len(acc.calls) == probes == len(set(acc.calls))  # one base score, then each group at up to 3 widths
+    # the seeds beat the random start they join (the same budget, the same accuracy)
+    plain = initial_population(net.space, table, SearchConfig(population=50, sensitivity_levels=0), random.Random(0))
+    assert max(acc(s) for s in seeds) > max(acc(s) for s in plain) + 0.04
+    assert sensitivity_seeds(net.space, acc, table, "flops", levels=0) == []
+
+
+def test_a_search_with_seeds_finds_more_than_one_without(mbv2):
+    """The same search budget with and without seeds (MobileNetV2's 25 groups: random starts miss good subnets): the
+    seeded search's best feasible subnet is clearly better."""
+    (net, costs), cons = mbv2, half_flops(mbv2[0])
+    fragile, best = fragile_group(net), {}
+    for levels in (0, 3):
+        res = evolve(net.space, FragileAccuracy(net.space, fragile), costs, cons,
+                     SearchConfig(population=10, generations=2, seed=2, sensitivity_levels=levels), objective="flops", **QUIET)
+        assert res.history["feasible"].all()
+        best[levels] = res.history["accuracy"].max()
+    assert best[3] > best[0] + 0.04, best

@@ -47,6 +47,9 @@ class SlimnasArmConfig:
     # slim's verify.margin_se: a narrower candidate wins over a wider one only by more than this many paired standard
     # errors (0: the best score that fits the budget, the pick before issue 13's rule)
     verify_margin_se: float = 2.0
+    # slim's search.sensitivity_levels: widths probed per group for the sensitivity seeds of the evolutionary search's
+    # initial population (0: random start, the search before the seeds)
+    search_sensitivity_levels: int = 3
 
 
 # the SlimnasArmConfig fields that decide how the supernet trains (a variant changing only others reuses the supernet)

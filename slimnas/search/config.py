@@ -19,6 +19,9 @@ class SearchConfig:
     max_evaluations: Optional[int] = None  # stop after this many accuracy evaluations
     time_limit_s: Optional[float] = None  # stop after this wall time (checked between evaluations)
     repair_tries: int = 200  # steps down per subnet to meet the constraints before sampling afresh (bounded)
+    # widths probed per group for the sensitivity seeds of the initial population (slimnas.search.sensitivity);
+    # 0: no seeds (smallest subnet, uniform ratios and random samples only)
+    sensitivity_levels: int = 3
 
     def __post_init__(self) -> None:
         problems = []
@@ -34,6 +37,8 @@ class SearchConfig:
             problems.append(f"max_evaluations must be at least 1, got {self.max_evaluations}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             problems.append(f"time_limit_s must be positive, got {self.time_limit_s}")
+        if self.sensitivity_levels < 0:
+            problems.append(f"sensitivity_levels must be >= 0, got {self.sensitivity_levels}")
         if self.repair_tries < 0:
             problems.append(f"repair_tries must be >= 0, got {self.repair_tries}")
         if problems:

@@ -20,6 +20,7 @@ from .constraints import LABELS, Constraint, check_reachable, format_value
 from .costs import CostFn, CostTable
 from .nsga2 import select_survivors
 from .population import initial_population, make_children
+from .sensitivity import sensitivity_seeds
 from .result import SearchResult, pareto_front
 from .state import Evaluated, SearchState, rng_from_json, rng_to_json, space_digest
 
@@ -101,12 +102,29 @@ class _Evolution:
                 raise _Stop("max_evaluations")
             if self.config.time_limit_s is not None and self.elapsed() >= self.config.time_limit_s:
                 raise _Stop("time_limit")
-            acc = float(self.accuracy(s))
+            acc = self.state.probes[s.hash] if s.hash in self.state.probes else float(self.accuracy(s))
             if not math.isfinite(acc):
                 raise SlimnasError(f"the accuracy of subnet {s.hash} is {acc}: the supernet or its data is broken")
             cache[s.hash] = Evaluated(s, generation, acc)
             self.bar.update(1)
             self.save(force=False)
+
+    def probe(self, subnet: Subnet) -> float:
+        """A sensitivity probe's accuracy, scored once (also across resumes). Probes are mostly over budget, so they
+        are kept apart from the candidates (every subnet in the cache and the history is feasible); the time limit
+        applies to them too."""
+        probes = self.state.probes
+        if subnet.hash in self.state.cache:
+            return self.state.cache[subnet.hash].accuracy
+        if subnet.hash not in probes:
+            if self.config.time_limit_s is not None and self.elapsed() >= self.config.time_limit_s:
+                raise _Stop("time_limit")
+            acc = float(self.accuracy(subnet))
+            if not math.isfinite(acc):
+                raise SlimnasError(f"the accuracy of subnet {subnet.hash} is {acc}: the supernet or its data is broken")
+            probes[subnet.hash] = acc
+            self.save(force=False)
+        return probes[subnet.hash]
 
     def survive(self, candidates: list[Subnet], generation: int, rng: random.Random) -> None:
         keep = select_survivors(self.points(candidates), self.config.population)
@@ -130,7 +148,8 @@ class _Evolution:
         try:
             if state.generation < 0:
                 before = len(state.cache)
-                pop = initial_population(self.space, self.table, config, rng)
+                seeds = sensitivity_seeds(self.space, self.probe, self.table, self.objective, config.sensitivity_levels)
+                pop = initial_population(self.space, self.table, config, rng, seeds)
                 self.score(pop, 0)
                 self.survive(pop, 0, rng)
                 self.report(0, len(state.cache) - before)

@@ -83,12 +83,16 @@ def largest_uniform_ratio(space: SearchSpace, table: CostTable, steps: int = 30)
     return lo
 
 
-def initial_population(space: SearchSpace, table: CostTable, config: SearchConfig, rng: random.Random) -> list[Subnet]:
-    """``space.min()``, the largest feasible uniform-ratio subnets, then random samples repaired to fit."""
+def initial_population(space: SearchSpace, table: CostTable, config: SearchConfig, rng: random.Random,
+                       seeds: Sequence[Subnet] = ()) -> list[Subnet]:
+    """``space.min()``, the feasible ``seeds`` (:mod:`.sensitivity`), the largest feasible uniform-ratio subnets, then
+    random samples repaired to fit."""
     n = config.population
     out: list[Subnet] = []
     seen: set[str] = set()
     _distinct([space.min()], seen, out, n)
+    if seeds:
+        _distinct([s for s, ok in zip(seeds, table.feasible(list(seeds))) if ok], seen, out, n)
     top = largest_uniform_ratio(space, table)
     if top > 0:
         k = max(1, n // 5)

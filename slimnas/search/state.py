@@ -57,6 +57,7 @@ class SearchState:
     cache: dict[str, Evaluated] = field(default_factory=dict)  # hash -> evaluation, in evaluation order
     stopped: Optional[str] = None  # set when the search is finished ("generations" | "max_evaluations")
     wall_s: float = 0.0  # wall time spent by all invocations so far
+    probes: dict[str, float] = field(default_factory=dict)  # hash -> accuracy of the sensitivity probes (not candidates)
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
@@ -65,6 +66,7 @@ class SearchState:
             "evaluations": len(self.cache),
             "cache": [{"hash": h, "generation": e.generation, "accuracy": e.accuracy, "subnet": e.subnet.to_dict()}
                       for h, e in self.cache.items()],
+            "probes": self.probes,
         }
         return json.dumps(data, separators=(",", ":"))
 
@@ -82,7 +84,8 @@ class SearchState:
                     raise ValueError(f"hash {row['hash']} does not match its subnet")
                 cache[row["hash"]] = Evaluated(sub, int(row["generation"]), float(row["accuracy"]))
             state = cls(data["settings"], int(data["generation"]), list(data["population"]), data["rng"], cache,
-                        data.get("stopped"), float(data.get("wall_s", 0.0)))
+                        data.get("stopped"), float(data.get("wall_s", 0.0)),
+                        {str(h): float(a) for h, a in data.get("probes", {}).items()})
             if data.get("format") != FORMAT or any(h not in cache for h in state.population):
                 raise ValueError("unknown format or population outside the cache")
         except (OSError, ValueError, KeyError, TypeError, IndexError, SlimnasError) as exc:

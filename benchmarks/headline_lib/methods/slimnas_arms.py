@@ -112,7 +112,8 @@ class SlimnasArm(Method):
             latency=LatencyConfig(table=str(self.table), rounds=a.verify_rounds, samples=a.verify_samples),
             constraints=(f"latency<={budget.target:.4f}x",),
             fitness=FitnessConfig(val_images=p.val_subset, calib_images=a.calib_images),
-            search=SearchConfig(population=a.population, generations=a.generations, time_limit_s=60 * a.search_minutes),
+            search=SearchConfig(population=a.population, generations=a.generations, time_limit_s=60 * a.search_minutes,
+                                sensitivity_levels=a.search_sensitivity_levels),
             verify=VerifyConfig(fill=a.verify_fill, rounds=a.verify_rounds_max, margin_se=a.verify_margin_se), finetune=FinetuneConfig(train=one_step, distill=False),
             device=str(self.ctx.device), seed=self.ctx.seed)
 
