@@ -23,7 +23,7 @@ supernet:
   strategy: cafenet
   options: {{k: 2}}
   train: {TRAIN}
-fitness: {{calib_images: 64, val_images: 64}}
+fitness: {{calib_images: 32, val_images: 48}}
 search: {{population: 6, generations: 2, sensitivity_levels: 1}}
 verify: {{top_k: 3, rounds: 3}}
 finetune:

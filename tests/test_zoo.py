@@ -13,7 +13,9 @@ from tests.conftest import calibrate
 from tests.nets import TinyNet
 
 SIZE = 64
-ZOO = ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b3",
+# one model per pattern (efficientnet_b3 repeats b0's blocks at 2-3x the cost; every torchvision CNN is checked by
+# benchmarks/zoo_report.py, results in benchmarks/results/zoo.md)
+ZOO = ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
        "mnasnet1_0", "resnet18", "resnet50", "regnet_x_400mf", "tinynet"]
 
 
