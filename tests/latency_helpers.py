@@ -23,7 +23,7 @@ MODEL_ARGS = {"model": "tests.nets:tiny_net", "num_classes": 10, "ratios": list(
 SLIM_RATIOS = (0.25, 0.5, 0.75, 1.0)  # the ratios of tests/slim_helpers.py's TINY_YAML
 
 
-def tiny_slim_table(path, dtype: str = "fp32"):
+def tiny_slim_table(path, dtype: str = "fp32", batch: int = 1):
     """A quick latency table of TinyNet at 32 px for the tiny `slimnas slim` config, measured here (fast, not accurate)."""
     import torch
 
@@ -31,6 +31,6 @@ def tiny_slim_table(path, dtype: str = "fp32"):
 
     torch.manual_seed(0)
     net = slimnas.convert(TinyNet(10), 32, ratios=SLIM_RATIOS)
-    profile(net, create_backend("onnxruntime", BackendConfig(dtype=dtype)), path, model="tests.nets:tiny_net",
+    profile(net, create_backend("onnxruntime", BackendConfig(batch=batch, dtype=dtype)), path, model="tests.nets:tiny_net",
             config=FAST, model_args={"model": "tests.nets:tiny_net", "num_classes": 10, "ratios": list(SLIM_RATIOS)})
     return path

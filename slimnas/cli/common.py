@@ -1,7 +1,8 @@
-"""Options several verbs share: which model, which input size, which search space."""
+"""Options several verbs share: which model, which input size, which search space, which latency targets."""
 from __future__ import annotations
 
 import argparse
+from typing import Sequence
 
 from ..errors import SlimnasError
 from ..models import load_model
@@ -59,3 +60,36 @@ def add_tensorrt_arguments(p: argparse.ArgumentParser, help_on: str) -> None:
     trt = p.add_mutually_exclusive_group()
     trt.add_argument("--tensorrt", action="store_true", default=None, help=help_on)
     trt.add_argument("--no-tensorrt", dest="tensorrt", action="store_false", help="never build model.engine")
+
+
+def parse_target(text: str) -> dict:
+    """``NAME:KEY=VALUE,KEY=VALUE`` (``--target int8_t1:dtype=int8,threads=1``) as ``{NAME: {KEY: VALUE}}``, each
+    value read as YAML; the keys are those of ``latency.targets.NAME`` (checked with the rest of the config)."""
+    import yaml
+
+    name, sep, rest = text.partition(":")
+    pairs = [p for p in rest.split(",") if p.strip()] if sep else []
+    if not name.strip() or not sep or any("=" not in p for p in pairs):
+        raise SlimnasError(f"--target takes NAME:KEY=VALUE[,KEY=VALUE...] (e.g. int8_t1:dtype=int8,threads=1), got {text!r}")
+    settings = {}
+    for p in pairs:
+        k, _, v = p.partition("=")
+        try:
+            settings[k.strip()] = yaml.safe_load(v) if v.strip() else None
+        except yaml.YAMLError:
+            settings[k.strip()] = v
+    return {name.strip(): settings}
+
+
+def target_configs(texts: Sequence[str]) -> dict:
+    """The ``--target`` flags (:func:`parse_target`) as ``{NAME: TargetConfig}``, each checked as the YAML config's
+    ``latency.targets.NAME`` is (a NAME given twice: the later keys win, as in ``slimnas slim``)."""
+    from ..pipeline.config import TargetConfig
+    from ..pipeline.schema import build
+
+    settings: dict[str, dict] = {}
+    for text in texts:
+        for name, keys in parse_target(text).items():
+            settings[name] = {**settings.get(name, {}), **keys}
+    return {name: build(TargetConfig, keys, f"--target {name}", prefix=f"latency.targets.{name}.")
+            for name, keys in settings.items()}

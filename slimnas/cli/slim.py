@@ -5,13 +5,12 @@ import argparse
 import shlex
 from dataclasses import replace
 
-from ..errors import SlimnasError
 from ..pipeline import SlimConfig, dump_config, load_config, slim
 from .. import paths
 from ..pipeline.config import DEFAULT_OUT, with_overrides
 from ..pipeline.schema import parse_assignment
 from . import command
-from .common import add_tensorrt_arguments
+from .common import add_tensorrt_arguments, parse_target
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[tuple[str, dict]]:
@@ -38,25 +37,6 @@ def overrides_from_args(args: argparse.Namespace) -> list[tuple[str, dict]]:
     return out
 
 
-def parse_target(text: str) -> dict:
-    """``NAME:KEY=VALUE,KEY=VALUE`` (``--target int8_t1:dtype=int8,threads=1``) as ``{NAME: {KEY: VALUE}}``, each
-    value read as YAML; the keys are those of ``latency.targets.NAME`` (checked with the rest of the config)."""
-    import yaml
-
-    name, sep, rest = text.partition(":")
-    pairs = [p for p in rest.split(",") if p.strip()] if sep else []
-    if not name.strip() or not sep or any("=" not in p for p in pairs):
-        raise SlimnasError(f"--target takes NAME:KEY=VALUE[,KEY=VALUE...] (e.g. int8_t1:dtype=int8,threads=1), got {text!r}")
-    settings = {}
-    for p in pairs:
-        k, _, v = p.partition("=")
-        try:
-            settings[k.strip()] = yaml.safe_load(v) if v.strip() else None
-        except yaml.YAMLError:
-            settings[k.strip()] = v
-    return {name.strip(): settings}
-
-
 def config_from_args(args: argparse.Namespace) -> SlimConfig:
     overrides = overrides_from_args(args)
     if args.config:
@@ -70,7 +50,7 @@ def config_from_args(args: argparse.Namespace) -> SlimConfig:
       --constraint 'latency<=0.5x' --out runs/mbv2_half
   slimnas slim --config slim.yaml --constraint 'latency<=5ms' --constraint 'params<=1.5M' --set search.generations=40
   slimnas slim --supernet-run runs/cafenet --constraint 'latency<=0.6x' --out runs/from_run
-  slimnas slim --config slim.yaml --target int8_t1:dtype=int8 --target fp32_t2:threads=2 \
+  slimnas slim --config slim.yaml --target int8_t1:dtype=int8 --target fp32_t2:threads=2 \\
       --constraint 'latency[int8_t1]<=0.3x' --constraint 'latency[fp32_t2]<=2ms'   # every budget, each measured
   slimnas slim --config slim.yaml --out runs/a          # rerun after a kill: finished stages are skipped
   slimnas slim --config slim.yaml --set supernet.train.epochs=3 --print-config   # the resolved config, nothing run

@@ -31,13 +31,12 @@ from ..latency.e2e import export_subnets
 from ..models import load_model
 from ..search import Constraint, parse_constraints
 from ..search.constraints import check_reachable, resolve_constraints
-from ..subnet import Subnet
 from ..supernet import ConvertConfig, Supernet, convert
 from .. import paths
 from .config import DEFAULT_OUT, LatencyConfig, ModelConfig, SlimConfig, absolute_paths, dump_config
-from .device import (export_model_onnx, find_table, make_backend, open_predictor,
-                     time_models)
-from .targets import DEFAULT, Target, budget_original, target_folder, where
+from .device import export_model_onnx, make_backend, time_models
+from .targets import (DEFAULT, Target, checkable_before_timing, open_target, reference_costs,
+                      target_costs, target_folder)
 from .schema import to_plain
 
 logger = logging.getLogger(__name__)
@@ -45,7 +44,6 @@ logger = logging.getLogger(__name__)
 CONFIG = "config.yaml"
 REFERENCE = "latency/reference.json"
 PROFILED_TABLE = "latency/table"
-CALIBRATED = "calibration.json"  # written last by the profiler: a table profiled into the run is complete
 IGNORED_ON_RESUME = ("out", "search.time_limit_s", "latency.steady_pct", "latency.attempts")  # per invocation
 
 
@@ -195,15 +193,6 @@ def _reuse_run(config: SlimConfig, device: Optional[str]) -> tuple[SlimConfig, t
     return config, (spec, net, strategy, data)
 
 
-def _costs(net: Supernet, subnet: Subnet, predictor: Optional[LatencyPredictor], latency_ms: Optional[float]) -> dict:
-    out = {"flops": net.flops(subnet), "params": net.params(subnet)}
-    if predictor is not None:
-        out["latency_ms"] = float(predictor.predict([subnet])[0])
-    elif latency_ms is not None:
-        out["latency_ms"] = latency_ms
-    return out
-
-
 def anchor(predictor: LatencyPredictor, net: Supernet, reference: dict) -> tuple[LatencyPredictor, dict]:
     """A new predictor at the machine's speed of the reference timing, and how it was set: rescaled by the
     reference probe, then anchored on the original model timed end to end in that same run (the small probe does
@@ -300,15 +289,16 @@ def prepare(config: SlimConfig, out: Optional[Path] = None) -> Plan:
         _check_strategy(config, net)
 
     # The latency table of every target: given, found among the shipped ones, or profiled into the run folder later.
-    targets = [_open_target(name, config, backends[name], net, out) for name in names]
+    targets = [open_target(name, config.latency.target(name), backends[name], net, out / target_folder(name))
+               for name in names]
     config = _with_tables(config, targets)
     resumed = _check_folder(out, config)
 
     # A quick check on predictions before timing anything (relative budgets need no probe where the table's dtype
     # is the budget's).
     smallest = net.space.min()
-    quick = [c for c in constraints if c.metric != "latency_ms" or _quick(c, targets)]
-    check_budget(quick, _costs(net, net.space.original(), targets), _costs(net, smallest, targets))
+    quick = [c for c in constraints if c.metric != "latency_ms" or checkable_before_timing(c, targets)]
+    check_budget(quick, target_costs(net, net.space.original(), targets), target_costs(net, smallest, targets))
 
     measured_in = None
     if not resumed or not all((out / t.folder / "reference.json").is_file() for t in targets):
@@ -323,7 +313,7 @@ def prepare(config: SlimConfig, out: Optional[Path] = None) -> Plan:
                 t.reference = measure_reference(original, net, t.backend, t.config, folder, t.budget_dtype)
             if t.predictor is not None:
                 t.predictor, t.speed = anchor(t.predictor, net, t.reference)
-        budget = check_budget(constraints, _reference_costs(targets), _costs(net, smallest, targets, measured=True))
+        budget = check_budget(constraints, reference_costs(net, targets), target_costs(net, smallest, targets, measured=True))
     except BaseException:
         if measured_in is not None:
             shutil.rmtree(measured_in, ignore_errors=True)
@@ -331,33 +321,6 @@ def prepare(config: SlimConfig, out: Optional[Path] = None) -> Plan:
     d = targets[0]
     return Plan(config, out, constraints, budget, d.backend, data, original, net, run, d.predictor, d.reference,
                 resumed, measured_in, d.speed, targets)
-
-
-def _open_target(name: str, config: SlimConfig, backend: Backend, net: Supernet, out: Path) -> Target:
-    """A target with its latency table checked against this device, model and input shape (its predictor not yet
-    anchored; none while its table is still to be profiled into the run folder)."""
-    lc = config.latency.target(name)
-    folder = out / target_folder(name)
-    if lc.table is not None:
-        table = Path(lc.table).expanduser()
-        if not (table / "fingerprint.json").is_file():
-            raise SlimnasError(f"{where(name)}.table: latency table {table} does not exist (no fingerprint.json); build "
-                               f"one with `slimnas profile`")
-        table = table.resolve()
-    else:  # a shipped table that fits; else (table stays None in the config) one profiled into the run folder
-        table = find_table(net, backend)
-        if table is None:
-            table = folder / "table"
-            if not (table / CALIBRATED).is_file():  # not there, or a profile killed half-way (it resumes)
-                logger.info(f"no shipped latency table fits target {name} ({lc.backend} {lc.device} t{lc.threads} "
-                            f"b{lc.batch} {lc.dtype}) and this model: one will be profiled into {table}")
-    profiled = table == folder / "table"
-    usable = (table / CALIBRATED).is_file() if profiled else True
-    try:
-        predictor = open_predictor(table, net, backend) if usable else None
-    except SlimnasError as exc:
-        raise SlimnasError(f"{where(name)}: {exc}" if name != DEFAULT else str(exc)) from None
-    return Target(name, lc, backend, table, profiled, predictor)
 
 
 def _with_tables(config: SlimConfig, targets: Sequence[Target]) -> SlimConfig:
@@ -373,31 +336,3 @@ def _with_tables(config: SlimConfig, targets: Sequence[Target]) -> SlimConfig:
         else:
             named[t.name] = replace(named[t.name], table=str(t.table))
     return replace(config, latency=replace(lat, targets=named))
-
-
-def _quick(c: Constraint, targets: Sequence[Target]) -> bool:
-    """Whether a latency budget can be checked on predictions alone, before the original is timed."""
-    t = next(t for t in targets if t.column == c.column)
-    return t.predictor is not None and (not c.relative or t.budget_dtype == t.config.dtype)
-
-
-def _costs(net: Supernet, subnet: Subnet, targets: Sequence[Target], measured: bool = False) -> dict:
-    """FLOPs, params and every target's latency of ``subnet``: predicted, or (``measured``, for a target whose table
-    is still to be profiled) the reference timing's own (``subnet`` is then the smallest)."""
-    out = {"flops": net.flops(subnet), "params": net.params(subnet)}
-    for t in targets:
-        if t.predictor is not None:
-            out[t.column] = float(t.predictor.predict([subnet])[0])
-        elif measured and t.reference is not None:
-            out[t.column] = float(t.reference["smallest"]["median_ms"])
-    return out
-
-
-def _reference_costs(targets: Sequence[Target]) -> dict:
-    """The original's costs relative budgets are fractions of: FLOPs, params and each target's latency (the
-    original in the budget's dtype, timed by the target's reference timing)."""
-    ref = targets[0].reference
-    out = {"flops": ref["original_flops"], "params": ref["original_params"]}
-    for t in targets:
-        out[t.column] = float(budget_original(t.reference)["median_ms"])
-    return out

@@ -1,8 +1,9 @@
 """The search stage: evolutionary search of a trained supernet under the budgets, and ``slimnas search``.
 
 Fitness is the supernet's accuracy on the validation split after BN recalibration (best arrangement wins,
-see :mod:`.fitness`); costs are the latency predictor's (at the speed of the reference timing) and the analytic
-FLOPs and params. ``search_state.json`` makes the search resumable; ``pareto.csv`` marks it finished.
+see :mod:`.fitness`); costs are the latency predictor's (at the speed of the reference timing), one per latency
+target (``latency_ms``, ``latency_ms[NAME]``, see :mod:`.targets`), and the analytic FLOPs and params.
+``search_state.json`` makes the search resumable; ``pareto.csv`` marks it finished.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ..subnet import Subnet
 from .config import FitnessConfig, LatencyConfig, VerifyConfig
 from .schema import to_plain
 from .fitness import SupernetFitness
+from .targets import DEFAULT, Target
 
 logger = logging.getLogger(__name__)
 
@@ -76,26 +78,31 @@ def uniform_points(net, strategy, fitness: SupernetFitness, costs, budget: Seque
 def predicted_pick(result: SearchResult, fitness: SupernetFitness, budget: Sequence[Constraint],
                    margin_se: float = VerifyConfig().margin_se) -> tuple[Subnet, str]:
     """The pick of :func:`slimnas.search.pick.choose` among the feasible candidates by prediction (no
-    measurement: ``slimnas search``): the widest unless a narrower one scores higher beyond the paired error."""
+    measurement: ``slimnas search``): the widest unless a narrower one scores higher beyond the paired error.
+    A candidate's share of the budget is the largest over the latency targets (as verification's
+    ``binding_share``), else of the objective's own budget."""
     from .verify import candidate_pool
 
     pool = candidate_pool(result.history, fitness, None, margin_se)
     if pool.empty:
         raise SlimnasError("the search evaluated no feasible subnet")
     cost = result.objective if result.objective in pool else "flops"
-    limits = [c.limit for c in budget if c.column == cost and not c.relative]
+    limits = [c for c in budget if c.metric == "latency_ms" and not c.relative and c.column in pool]
+    limits = limits or [c for c in budget if c.column == cost and not c.relative]
     costs = pool[cost].to_numpy(float)
-    shares = [float(v / min(limits)) for v in costs] if limits else [None] * len(costs)
+    shares = ([float(max(row[c.column] / c.limit for c in limits)) for _, row in pool.iterrows()] if limits
+              else [None] * len(costs))
     subs = [Subnet.from_json(t) for t in pool["subnet"]]
     pick = choose(list(pool["hash"]), list(costs), shares, lambda i, j: fitness.paired(subs[i], subs[j]), margin_se,
                   fitness.config.estimator, "predicted")
     return subs[pick.index], pick.reason
 
 
-def _saved_reference(out: Path, measured_for: dict) -> Optional[dict]:
-    """The original's timing a previous ``slimnas search`` into ``out`` made for the same run, table and latency
-    settings (None if there is none): re-timing it would move a relative budget, and the saved search would
-    then be refused as one with other settings."""
+def _saved_reference(out: Path, measured_for: dict, name: str = "default") -> Optional[dict]:
+    """The original's timing on target ``name`` that a previous ``slimnas search`` into ``out`` made for the same
+    run, table and latency settings (None if there is none): re-timing it would move a relative budget, and the
+    saved search would then be refused as one with other settings. ``reference.json`` holds the default target's
+    timing at its top level (as before targets existed) and each named target's under ``targets``."""
     f = out / REFERENCE
     if not f.is_file():
         return None
@@ -103,75 +110,106 @@ def _saved_reference(out: Path, measured_for: dict) -> Optional[dict]:
         ref = json.loads(f.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if "original" not in ref or json.loads(json.dumps(ref.get("measured_for"))) != json.loads(json.dumps(measured_for)):
+    if name != DEFAULT:
+        ref = (ref.get("targets") or {}).get(name)
+    if not isinstance(ref, dict) or "original" not in ref:
+        return None
+    if json.loads(json.dumps(ref.get("measured_for"))) != json.loads(json.dumps(measured_for)):
         return None
     return ref
 
 
 @dataclass(frozen=True)
 class SearchJob:
-    """``slimnas search``: a trained supernet run, budgets, a latency table and search settings."""
+    """``slimnas search``: a trained supernet run, budgets, latency targets with their tables and search settings."""
 
     run: str  # a `slimnas train` run folder
     constraints: tuple[str, ...]
     out: str
-    table: Optional[str] = None  # None: a matching table in latency_tables/ (needed for latency budgets)
-    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    table: Optional[str] = None  # the default target's; None: a matching one in latency_tables/ (needed for its budgets)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)  # the default target; .targets: the named ones
     search: SearchConfig = field(default_factory=SearchConfig)
     fitness: FitnessConfig = field(default_factory=FitnessConfig)
     device: Optional[str] = None
 
 
+def _measured_for(job: SearchJob, target: Target) -> dict:
+    """What a target's reference timing was made for (a rerun reuses it only for the same)."""
+    latency = (replace(job.latency, targets={}) if target.default  # as before targets existed: a resume still matches
+               else replace(job.latency.target(target.name), table=None))  # the table: by its resolved path
+    return {"run": str(Path(job.run).resolve()), "table": str(Path(target.table).resolve()) if target.table else None,
+            "latency": to_plain(latency)}
+
+
 def search(job: SearchJob, progress: bool = True) -> dict:
     """Search a `slimnas train` run under budgets; writes pareto.csv, pareto.png, subnet.json and search_state.json
-    into ``job.out``. With a latency budget the original model is measured end to end first (fresh process, with
-    the reference probe): relative budgets are resolved against it and predictions follow its speed;
-    without one, latency (when a table fits) is predicted at the table's own calibration."""
+    into ``job.out``. Latency targets are those of ``slimnas slim`` (:mod:`.targets`): the default one
+    (``job.latency`` with ``job.table``) and each of ``job.latency.targets``, costed by its own table (given, or a
+    matching one in latency_tables/; nothing is profiled here), a column of pareto.csv each. With a latency budget
+    the original model is measured end to end first on every target with a table (fresh process, with the reference
+    probe): relative budgets are resolved against it and predictions follow its speed; without one, latency (where
+    a table fits) is predicted at the table's own calibration. Every check runs before ``job.out`` is made."""
     import tempfile
 
     from ..models import load_model
     from ..train.run import load_run
-    from .device import find_table, make_backend, open_predictor
+    from .device import make_backend
     from .plot import pareto_plot
     from .prepare import anchor, check_budget, measure_reference
+    from .targets import checkable_before_timing, open_target, reference_costs, target_costs, where
 
-    constraints = parse_constraints(job.constraints, targets=())  # named latency targets: `slimnas slim` only
+    latency = replace(job.latency, table=job.table)
+    names = [DEFAULT, *latency.targets]
+    constraints = parse_constraints(job.constraints, latency.targets)
     if not constraints:
         raise SlimnasError("no constraint given: add one, e.g. --constraint latency<=0.5x")
+    backends = {name: make_backend(latency.target(name), name) for name in names}
     out = Path(job.out)
     spec, net, strategy, data = load_run(job.run, job.device)
-    needs_latency = any(c.metric == "latency_ms" for c in constraints)
-    backend = make_backend(replace(job.latency, table=job.table))
-    table = Path(job.table) if job.table else find_table(net, backend)
-    if table is None and needs_latency:
+    targets = [open_target(name, latency.target(name), backends[name], net) for name in names]
+    budgeted = {c.column for c in constraints if c.metric == "latency_ms"}
+    if targets[0].predictor is None and targets[0].column in budgeted:
         raise SlimnasError("no latency table matches this device and model: pass --table (build one with `slimnas profile`)")
-    predictor = open_predictor(table, net, backend) if table is not None else None
-    original_widths = net.space.original()
-    ref = {"original_flops": net.flops(original_widths), "original_params": net.params(original_widths)}
-    measured_for = {"run": str(Path(job.run).resolve()), "table": str(Path(table).resolve()) if table else None,
-                    "latency": to_plain(job.latency)}
-    if needs_latency:  # the original measured end to end with the probe: relative budgets and the rescale
-        saved = _saved_reference(out, measured_for)
-        if saved is not None:  # a rerun: the same budget (and so the same search to resume), as prepare() does
-            ref = saved
-            logger.info(f"the original's timing of the first invocation is reused ({out / REFERENCE}): "
-                f"{ref['original']['median_ms']:.4f} ms, repeat error {ref['original'].get('repeat_pct', float('nan')):.1f}%")
-        else:
-            original = load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights)
-            with tempfile.TemporaryDirectory(prefix="slimnas-search-") as tmp:
-                ref = measure_reference(original, net, backend, job.latency, Path(tmp))
-        predictor, _ = anchor(predictor, net, ref)
-    ref["measured_for"] = measured_for
+    for t in targets[1:]:
+        if t.predictor is None:
+            raise SlimnasError(f"{where(t.name)}: no latency table fits target {t.describe()} and this model: give one "
+                               f"with --target {t.name}:...,table=DIR (build one with `slimnas profile`)")
+    targets = [t for t in targets if t.predictor is not None]
     smallest = net.space.min() if strategy.space is None else strategy.space.min()
-    small = {"flops": net.flops(smallest), "params": net.params(smallest)}
-    if predictor is not None:
-        small["latency_ms"] = float(predictor.predict([smallest])[0])
-    budget = check_budget(constraints, {"latency_ms": ref.get("original", {}).get("median_ms"),
-                                        "flops": ref["original_flops"], "params": ref["original_params"]}, small)
+    # budgets that predictions alone can refuse, before anything is timed
+    quick = [c for c in constraints if c.metric != "latency_ms" or checkable_before_timing(c, targets)]
+    check_budget(quick, target_costs(net, net.space.original(), targets), target_costs(net, smallest, targets))
+
+    refs = {"original_flops": net.flops(net.space.original()), "original_params": net.params(net.space.original())}
+    original = None
+    for t in targets if budgeted else []:  # each original measured end to end with the probe: relative budgets, rescale
+        measured_for = _measured_for(job, t)
+        saved = _saved_reference(out, measured_for, t.name)
+        if saved is not None:  # a rerun: the same budget (and so the same search to resume), as prepare() does
+            t.reference = saved
+            logger.info(f"the original's timing of the first invocation is reused ({out / REFERENCE}"
+                        f"{'' if t.default else ', target ' + t.name}): {saved['original']['median_ms']:.4f} ms, "
+                        f"repeat error {saved['original'].get('repeat_pct', float('nan')):.1f}%")
+        else:
+            if original is None:
+                original = load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights)
+            with tempfile.TemporaryDirectory(prefix="slimnas-search-") as tmp:
+                t.reference = measure_reference(original, net, t.backend, t.config, Path(tmp), t.budget_dtype)
+        t.reference["measured_for"] = measured_for
+        t.predictor, t.speed = anchor(t.predictor, net, t.reference)
+    default = targets[0] if targets and targets[0].default else None
+    predictor = default.predictor if default is not None else None
+    budget = check_budget(constraints, reference_costs(net, targets), target_costs(net, smallest, targets))
+    ref = {**refs, **(default.reference if default is not None and default.reference else {}),
+           "measured_for": _measured_for(job, default) if default is not None else
+           {"run": str(Path(job.run).resolve()), "table": None, "latency": to_plain(replace(job.latency, targets={}))}}
+    named = [t for t in targets if not t.default]
+    if named:
+        ref["targets"] = {t.name: t.reference or {"measured_for": _measured_for(job, t)} for t in named}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / REFERENCE, json.dumps(ref, indent=1))
     result, fitness = run_search(net, strategy, data, predictor, budget, job.search, job.fitness, out, job.search.seed,
-                                 progress)
+                                 progress, targets={t.column: t.predictor for t in named})
     best, reason = predicted_pick(result, fitness, budget)
     best = fitness.arranged(best)
     logger.info(f"picked by prediction: {reason}")
@@ -179,7 +217,13 @@ def search(job: SearchJob, progress: bool = True) -> dict:
     pareto_plot(out / "pareto.png", result.pareto, pd.read_csv(out / UNIFORM), original_ms=ref.get("original", {}).get("median_ms"),
                 original_accuracy=None, budget=budget, verified=None, chosen=None,
                 objective="latency_ms" if predictor is not None else "flops")
+    costs = target_costs(net, best, targets)
+    latency_ms = {t.name: costs[t.column] for t in targets}
+    for t in targets:
+        mine = [c.describe() for c in budget if c.column == t.column]
+        logger.info(f"target {t.describe()}: {latency_ms[t.name]:.4f} ms predicted"
+                    f"{' (' + '; '.join(mine) + ')' if mine else ' (no budget)'}")
     logger.info(f"searched {result.evaluations} subnets in {result.wall_s:.0f} s; picked within budget: {best.hash} "
         f"(score {fitness(best):.4f} ± {fitness.se(best):.4f}); outputs in {out}: pareto.csv, pareto.png, subnet.json, search_state.json")
-    return {"out": str(out), "evaluations": result.evaluations, "best": best.hash, "budget": [c.describe() for c in budget]}
-
+    return {"out": str(out), "evaluations": result.evaluations, "best": best.hash, "budget": [c.describe() for c in budget],
+            "latency_ms": latency_ms, "flops": costs["flops"], "params": costs["params"]}

@@ -35,12 +35,12 @@ from .device import open_predictor
 from .exports import arch_name, write_exports
 from .finetune import finetune, load_finetuned, original_accuracy
 from .plot import pareto_plot
-from .prepare import Plan, _costs, _reference_costs, anchor, check_budget, prepare
+from .prepare import Plan, anchor, check_budget, prepare
 from .report import write_report
 from .searching import HISTORY, PARETO, UNIFORM, run_search
 from ..log import run_log
 from .stages import StageClock
-from .targets import DEFAULT, budget_original, target_rows
+from .targets import DEFAULT, budget_original, reference_costs, target_costs, target_rows
 from .training import BASE_WEIGHTS, SUPERNET_DONE, base_accuracy, train_base, train_supernet
 from .verify import load_verified, verify
 
@@ -66,7 +66,7 @@ def _profile(plan: Plan):
     d = plan.targets[0]
     plan.predictor, plan.speed = d.predictor, d.speed
     smallest = plan.net.space.min()
-    check_budget(plan.constraints, _reference_costs(plan.targets), _costs(plan.net, smallest, plan.targets))
+    check_budget(plan.constraints, reference_costs(plan.net, plan.targets), target_costs(plan.net, smallest, plan.targets))
     return d.predictor
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..errors import SlimnasError
 from ..latency import LatencyPredictor
 from ..latency.backends.base import Backend
 from ..search import Constraint
@@ -31,6 +32,7 @@ from .config import LatencyConfig
 logger = logging.getLogger(__name__)
 
 DEFAULT = DEFAULT_TARGET
+CALIBRATED = "calibration.json"  # written last by the profiler: a table profiled into the run is complete
 
 
 def target_folder(name: str) -> str:
@@ -50,7 +52,7 @@ class Target:
     name: str  # DEFAULT for the latency: section
     config: LatencyConfig  # the target's runtime with the latency: section's timing settings (no targets)
     backend: Backend
-    table: Path  # the latency table in use (a profiled one may not exist yet)
+    table: Optional[Path]  # the latency table in use (a profiled one may not exist yet; None: none fits, see open_target)
     profiled: bool = False  # the table is (to be) profiled into the run folder
     predictor: Optional[LatencyPredictor] = None  # at the speed of the reference timing once anchored
     reference: Optional[dict] = None  # end-to-end timing of the original and the smallest subnet (measure_reference)
@@ -81,6 +83,70 @@ class Target:
     def describe(self) -> str:
         c = self.config
         return f"{self.name} ({c.backend} {c.device}, {c.threads} thread(s), batch {c.batch}, {c.dtype})"
+
+
+def open_target(name: str, config: LatencyConfig, backend: Backend, net, profile_into: Optional[Path] = None) -> Target:
+    """Target ``name`` with its latency table checked against this device, model and input shape (its predictor
+    not yet anchored). The table is ``config.table`` when given, else a shipped one whose fingerprint fits
+    (:func:`.device.find_table`), else ``profile_into/table``, to be profiled there (``slimnas slim``: no
+    predictor until it is); without ``profile_into`` (``slimnas search``, which profiles nothing) a target that no
+    table fits has neither table nor predictor."""
+    from .device import find_table, open_predictor
+
+    if config.table is not None:
+        table = Path(config.table).expanduser()
+        if not (table / "fingerprint.json").is_file():
+            raise SlimnasError(f"{where(name)}.table: latency table {table} does not exist (no fingerprint.json); build "
+                               f"one with `slimnas profile`")
+        table = table.resolve()
+    else:  # a shipped table that fits; else one profiled into the run folder
+        table = find_table(net, backend)
+        if table is None:
+            if profile_into is None:
+                return Target(name, config, backend, None)
+            table = profile_into / "table"
+            if not (table / CALIBRATED).is_file():  # not there, or a profile killed half-way (it resumes)
+                logger.info(f"no shipped latency table fits target {name} ({config.backend} {config.device} "
+                            f"t{config.threads} b{config.batch} {config.dtype}) and this model: one will be profiled "
+                            f"into {table}")
+    profiled = profile_into is not None and table == profile_into / "table"
+    usable = (table / CALIBRATED).is_file() if profiled else True
+    try:
+        predictor = open_predictor(table, net, backend) if usable else None
+    except SlimnasError as exc:
+        raise SlimnasError(f"{where(name)}: {exc}" if name != DEFAULT else str(exc)) from None
+    return Target(name, config, backend, table, profiled, predictor)
+
+
+def checkable_before_timing(c: Constraint, targets: Sequence[Target]) -> bool:
+    """Whether a latency budget can be checked on predictions alone, before the original is timed (its target has
+    a predictor, and a relative budget is a fraction of the original in the table's own dtype)."""
+    t = next(t for t in targets if t.column == c.column)
+    return t.predictor is not None and (not c.relative or t.budget_dtype == t.config.dtype)
+
+
+def target_costs(net, subnet, targets: Sequence[Target], measured: bool = False) -> dict:
+    """FLOPs, params and every target's latency of ``subnet`` (cost column: value): predicted, or (``measured``, for
+    a target whose table is still to be profiled) the reference timing's own (``subnet`` is then the smallest); a
+    target with neither has no entry."""
+    out = {"flops": net.flops(subnet), "params": net.params(subnet)}
+    for t in targets:
+        if t.predictor is not None:
+            out[t.column] = float(t.predictor.predict([subnet])[0])
+        elif measured and t.reference is not None:
+            out[t.column] = float(t.reference["smallest"]["median_ms"])
+    return out
+
+
+def reference_costs(net, targets: Sequence[Target]) -> dict:
+    """The original's costs relative budgets are fractions of: its FLOPs, params and the latency of each target
+    timed (the original in the budget's dtype, by the target's reference timing; see :func:`budget_original`)."""
+    original = net.space.original()
+    out = {"flops": net.flops(original), "params": net.params(original)}
+    for t in targets:
+        if t.reference is not None:
+            out[t.column] = float(budget_original(t.reference)["median_ms"])
+    return out
 
 
 def budget_original(reference: dict) -> dict:

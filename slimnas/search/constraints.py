@@ -183,7 +183,8 @@ def check_targets(constraints: Iterable[Constraint], targets: Iterable[str]) -> 
         if c.target is not None and c.target not in names:
             have = (f"latency.targets defines {', '.join(names)}" if names else "latency.targets defines none")
             raise SlimnasError(f"constraint {c.text!r} names target {c.target!r} but {have}: add latency.targets."
-                               f"{c.target} ({{backend, device, threads, batch, dtype}}) or fix the name")
+                               f"{c.target} ({{backend, device, threads, batch, dtype}}; on the command line --target "
+                               f"{c.target}:KEY=VALUE,...) or fix the name")
 
 
 def resolve_constraints(constraints: Iterable[Constraint], reference: Mapping[str, float]) -> list[Constraint]:
