@@ -266,9 +266,10 @@ def test_stops_on_evaluation_budget_and_time_limit(tiny, tmp_path):
 
     # a time-limited search stops between evaluations; called again it carries on to the uninterrupted result
     whole = SmoothAccuracy(net.space)
-    full = evolve(net.space, whole, costs, budgets(net), SearchConfig(population=10, generations=5),
+    # (with sensitivity seeds: their probes are kept across the invocations too)
+    full = evolve(net.space, whole, costs, budgets(net), SearchConfig(population=10, generations=5, sensitivity_levels=2),
                   objective="flops", **QUIET)
-    limited = SearchConfig(population=10, generations=5, time_limit_s=0.25)
+    limited = SearchConfig(population=10, generations=5, time_limit_s=0.25, sensitivity_levels=2)
     state, calls, parts = tmp_path / "state.json", [], []
     for _ in range(20):
         acc = SmoothAccuracy(net.space, sleep_s=0.02)
@@ -280,6 +281,7 @@ def test_stops_on_evaluation_budget_and_time_limit(tiny, tmp_path):
     assert parts[0] == "time_limit" and parts[-1] == "generations" and len(parts) >= 3
     # nothing scored twice across the invocations, the sensitivity probes included (they come first)
     assert calls == whole.calls and calls[len(calls) - len(full.history):] == full.history["hash"].tolist()
+    assert len(whole.calls) > len(full.history)  # the probes were there
     assert res.history.equals(full.history) and res.pareto.equals(full.pareto)
 
 

@@ -49,7 +49,7 @@ class SlimnasArmConfig:
     verify_margin_se: float = 2.0
     # slim's search.sensitivity_levels: widths probed per group for the sensitivity seeds of the evolutionary search's
     # initial population (0: random start, the search before the seeds)
-    search_sensitivity_levels: int = 3
+    search_sensitivity_levels: int = 0
 
 
 # the SlimnasArmConfig fields that decide how the supernet trains (a variant changing only others reuses the supernet)
