@@ -1,0 +1,106 @@
+"""Is the latency table's error the same for every kind of subnet? Measured vs predicted by shape family.
+
+`slimnas latency validate` times random subnets. A search does not return random subnets: this times, in the
+same fresh-process runs (with the table's own statistic and probe rescaling), several families side by side:
+random samples, uniform width ratios, a peer's architecture rounded into the space, and the best candidates of
+slim runs' searches (each run's ``search_history.csv``), and reports measured / predicted per family.
+
+    PYTHONPATH=. python benchmarks/predictor_shapes.py --table runs/headline/ablation/slimnas-bsnas/latency_table \\
+        --max-ratio 1.5 --peer fastnas=runs/headline/ablation/fastnas/0.5x/searched.pt \\
+        --history seeded=runs/headline/ablation/ARM_SEEDED/seed0/0.5x/slim \\
+        --history random_start=runs/headline/ablation/ARM_RANDOM/seed0/0.5x/slim \\
+        --out benchmarks/results/headline/ablation/predictor_shapes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", required=True, type=Path, help="latency table folder (MobileNetV2, as profiled)")
+    p.add_argument("--max-ratio", type=float, default=1.0, help="the space the table was profiled for (BS-NAS arm: 1.5)")
+    p.add_argument("--random", type=int, default=12, help="random subnets")
+    p.add_argument("--peer", action="append", default=[], metavar="NAME=MODEL.pt", help="a plain model, rounded into the space")
+    p.add_argument("--history", action="append", default=[], metavar="NAME=SLIM_RUN", help="a slim run's best searched candidates")
+    p.add_argument("--best", type=int, default=8, help="candidates per --history (highest scores)")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+
+    import numpy as np
+    import pandas as pd
+    import torchvision
+
+    from slimnas.errors import SlimnasError
+    from slimnas.export import load_exported
+    from slimnas.latency import BackendConfig, TimingConfig, create_backend
+    from slimnas.latency.predictor import LatencyPredictor
+    from slimnas.latency.table import LatencyTable
+    from slimnas.latency.validate import _compare, _time_chunks, device_of, e2e_for
+    from slimnas.space import SpaceConfig
+    from slimnas.subnet import Subnet
+    from slimnas.supernet import ConvertConfig, convert
+
+    try:
+        table = LatencyTable.load(args.table)
+        fp = table.fingerprint
+        net = convert(torchvision.models.mobilenet_v2(num_classes=10).eval(), tuple(fp["input_shape"])[1],
+                      ConvertConfig(space=SpaceConfig(max_ratio=args.max_ratio)))
+        backend = create_backend(fp["backend"], BackendConfig(fp.get("device", "cpu"), int(fp["threads"]), int(fp["batch"]),
+                                                              fp.get("dtype", "fp32")))
+        predictor = LatencyPredictor(table, net, device=device_of(backend))
+        families: list[tuple[str, Subnet]] = [("original", net.space.original())]
+        rng = random.Random(0)
+        families += [("random", net.space.sample(rng)) for _ in range(args.random)]
+        families += [("uniform", net.space.uniform(r)) for r in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)]
+        names = net.space.names()
+        for spec in args.peer:
+            name, _, path = spec.partition("=")
+            model = dict(load_exported(path).named_modules())
+            w = {g: getattr(model[g], "out_channels", None) or getattr(model[g], "out_features", None) for g in names}
+            families.append((name, Subnet({g: min(net.space[g].choices, key=lambda c: (abs(c - v), c)) for g, v in w.items()})))
+        for spec in args.history:
+            name, _, run = spec.partition("=")
+            h = pd.read_csv(Path(run) / "search_history.csv")
+            h = h[h["feasible"].astype(bool)].sort_values("accuracy", ascending=False).head(args.best)
+            families += [(name, net.space.validate(Subnet.from_json(t))) for t in h["subnet"]]
+        subs = [s for _, s in families]
+        timing = TimingConfig(**fp.get("timing", {}))
+        e2e = e2e_for(table)
+        with tempfile.TemporaryDirectory(prefix="slimnas-shapes-") as tmp:
+            chunks = _time_chunks(net, subs, backend, timing, e2e, Path(tmp), 0, None)
+        result, rows = _compare(predictor, net, subs, chunks, e2e)
+    except SlimnasError as exc:
+        print(f"predictor_shapes: error: {exc}", file=sys.stderr)
+        return 2
+    rows.insert(0, "family", [f for f, _ in families])
+    orig = rows.iloc[0]
+    rows["measured_ratio"] = rows["measured_ms"] / orig["measured_ms"]
+    rows["predicted_ratio"] = rows["predicted_ms"] / orig["predicted_ms"]
+    rows["measured_over_predicted"] = rows["measured_ms"] / rows["predicted_ms"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(args.out / "shapes.csv", index=False)
+    lines = ["| family | subnets | measured / predicted: median (min–max) | measured ratio to original (median) | predicted ratio (median) |",
+             "|---|---|---|---|---|"]
+    for fam, g in rows.groupby("family", sort=False):
+        r = g["measured_over_predicted"]
+        lines.append(f"| {fam} | {len(g)} | {r.median():.3f} ({r.min():.3f}–{r.max():.3f}) | {g['measured_ratio'].median():.3f} | "
+                     f"{g['predicted_ratio'].median():.3f} |")
+    text = "\n".join(lines) + "\n"
+    (args.out / "shapes.md").write_text(text)
+    (args.out / "shapes.json").write_text(json.dumps({"table": str(args.table), "metrics_all": result["metrics"],
+                                                      "repeat_error_pct": result["repeat_error_pct"],
+                                                      "calibration": result["calibration"]}, indent=1, default=float) + "\n")
+    print(text)
+    print(f"all {len(rows)}: RMSPE {result['metrics']['rmspe_pct']:.1f}%, repeat error {result['repeat_error_pct'][e2e.statistic]:.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
