@@ -3,7 +3,10 @@
 `slimnas latency validate` times random subnets. A search does not return random subnets: this times, in the
 same fresh-process runs (with the table's own statistic and probe rescaling), several families side by side:
 random samples, uniform width ratios, a peer's architecture rounded into the space, and the best candidates of
-slim runs' searches (each run's ``search_history.csv``), and reports measured / predicted per family.
+slim runs' searches (each run's ``search_history.csv``), and reports measured / predicted per family. It then
+refits two models on these very points and gives their leave-one-out errors: the table's own form (per-kind
+slopes over the unit entries, plus a fixed part) and a line in FLOPs, to tell a calibration that lacks data from
+a table whose entries do not add up on this machine.
 
     PYTHONPATH=. python benchmarks/predictor_shapes.py --table runs/headline/ablation/slimnas-bsnas/latency_table \\
         --max-ratio 1.5 --peer fastnas=runs/headline/ablation/fastnas/0.5x/searched.pt \\
@@ -21,6 +24,20 @@ import tempfile
 from pathlib import Path
 
 
+def loo_rmspe(x, measured) -> float:
+    """Leave-one-out RMS percentage error of ``measured ≈ x @ slopes + b``, fitted in relative error."""
+    import numpy as np
+
+    x, measured = np.atleast_2d(np.asarray(x, float)), np.asarray(measured, float)
+    errs = []
+    for i in range(len(measured)):
+        keep = np.arange(len(measured)) != i
+        a = np.c_[x[keep], np.ones(keep.sum())] / measured[keep][:, None]
+        coef, *_ = np.linalg.lstsq(a, np.ones(keep.sum()), rcond=None)
+        errs.append((np.r_[x[i], 1.0] @ coef - measured[i]) / measured[i])
+    return float(100 * np.sqrt(np.mean(np.square(errs))))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,6 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("--peer", action="append", default=[], metavar="NAME=MODEL.pt", help="a plain model, rounded into the space")
     p.add_argument("--history", action="append", default=[], metavar="NAME=SLIM_RUN", help="a slim run's best searched candidates")
     p.add_argument("--best", type=int, default=8, help="candidates per --history (highest scores)")
+    p.add_argument("--rounds", type=int, default=60, help="interleaved timing rounds (default 60: a shared machine is noisy)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
 
@@ -72,7 +90,7 @@ def main(argv=None) -> int:
             families += [(name, net.space.validate(Subnet.from_json(t))) for t in h["subnet"]]
         subs = [s for _, s in families]
         timing = TimingConfig(**fp.get("timing", {}))
-        e2e = e2e_for(table)
+        e2e = e2e_for(table, args.rounds)
         with tempfile.TemporaryDirectory(prefix="slimnas-shapes-") as tmp:
             chunks = _time_chunks(net, subs, backend, timing, e2e, Path(tmp), 0, None)
         result, rows = _compare(predictor, net, subs, chunks, e2e)
@@ -92,11 +110,18 @@ def main(argv=None) -> int:
         r = g["measured_over_predicted"]
         lines.append(f"| {fam} | {len(g)} | {r.median():.3f} ({r.min():.3f}–{r.max():.3f}) | {g['measured_ratio'].median():.3f} | "
                      f"{g['predicted_ratio'].median():.3f} |")
+    meas = rows["measured_ms"].to_numpy()
+    flops = np.array([net.flops(s) for s in subs]) / 1e6
+    refits = {"table entries, per-kind slopes + fixed part": loo_rmspe(predictor.raw_by_kind(subs), meas),
+              "FLOPs, one slope + fixed part": loo_rmspe(flops[:, None], meas)}
+    lines += ["", f"Refitted on these {len(rows)} subnets (leave-one-out RMS % error; the table's own calibration reports "
+              f"{predictor.error_pct:.1f}% on its 30 random calibration subnets):", "",
+              "| model | LOO RMSPE |", "|---|---|"] + [f"| {k} | {v:.1f}% |" for k, v in refits.items()]
     text = "\n".join(lines) + "\n"
     (args.out / "shapes.md").write_text(text)
     (args.out / "shapes.json").write_text(json.dumps({"table": str(args.table), "metrics_all": result["metrics"],
                                                       "repeat_error_pct": result["repeat_error_pct"],
-                                                      "calibration": result["calibration"]}, indent=1, default=float) + "\n")
+                                                      "calibration": result["calibration"], "refit_loo_rmspe_pct": refits}, indent=1, default=float) + "\n")
     print(text)
     print(f"all {len(rows)}: RMSPE {result['metrics']['rmspe_pct']:.1f}%, repeat error {result['repeat_error_pct'][e2e.statistic]:.2f}%")
     return 0
