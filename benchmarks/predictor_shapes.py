@@ -65,6 +65,9 @@ def main(argv=None) -> int:
     from slimnas.subnet import Subnet
     from slimnas.supernet import ConvertConfig, convert
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from score_in_space import subnet_of_model
+
     try:
         table = LatencyTable.load(args.table)
         fp = table.fingerprint
@@ -77,12 +80,9 @@ def main(argv=None) -> int:
         rng = random.Random(0)
         families += [("random", net.space.sample(rng)) for _ in range(args.random)]
         families += [("uniform", net.space.uniform(r)) for r in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)]
-        names = net.space.names()
         for spec in args.peer:
             name, _, path = spec.partition("=")
-            model = dict(load_exported(path).named_modules())
-            w = {g: getattr(model[g], "out_channels", None) or getattr(model[g], "out_features", None) for g in names}
-            families.append((name, Subnet({g: min(net.space[g].choices, key=lambda c: (abs(c - v), c)) for g, v in w.items()})))
+            families.append((name, subnet_of_model(net, load_exported(path), path)[0]))
         for spec in args.history:
             name, _, run = spec.partition("=")
             h = pd.read_csv(Path(run) / "search_history.csv")

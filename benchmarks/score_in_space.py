@@ -19,13 +19,22 @@ import sys
 from pathlib import Path
 
 
-def widths_of(model, names) -> dict:
+def subnet_of_model(net, model, what: str = "model"):
+    """A plain model's layer widths as a subnet of ``net``, each group at its nearest candidate width, and how many
+    channels that rounding moved in all."""
+    from slimnas.errors import SlimnasError
+    from slimnas.subnet import Subnet
+
     mods = dict(model.named_modules())
-    out = {}
-    for g in names:
+    widths = {}
+    for g in net.space.names():
         m = mods.get(g)
-        out[g] = getattr(m, "out_channels", None) or getattr(m, "out_features", None) or getattr(m, "num_features", None)
-    return out
+        w = getattr(m, "out_channels", None) or getattr(m, "out_features", None) or getattr(m, "num_features", None)
+        if w is None:
+            raise SlimnasError(f"{what}: no layer named {g!r} (not a model of this supernet's class?)")
+        widths[g] = w
+    sub = Subnet({g: min(net.space[g].choices, key=lambda c: (abs(c - v), c)) for g, v in widths.items()})
+    return sub, sum(abs(sub[g] - w) for g, w in widths.items())
 
 
 def main(argv=None) -> int:
@@ -68,12 +77,7 @@ def main(argv=None) -> int:
             if item.endswith(".json"):
                 sub = Subnet.from_json(Path(item).read_text())
             else:
-                w = widths_of(load_exported(item), names)
-                unknown = [g for g, v in w.items() if v is None]
-                if unknown:
-                    raise SlimnasError(f"{item}: no layer named {unknown[0]!r} (not a model of this supernet's class?)")
-                sub = Subnet({g: min(net.space[g].choices, key=lambda c: (abs(c - v), c)) for g, v in w.items()})
-                rounded = sum(abs(sub[g] - w[g]) for g in w)
+                sub, rounded = subnet_of_model(net, load_exported(item), item)
             row = {"item": item, "subnet": sub.hash, "score": fit(sub), "se": fit.se(sub), "channels_rounded": rounded,
                    "mflops": net.flops(sub) / 1e6, "widths": [sub[g] for g in names]}
             if pred is not None:

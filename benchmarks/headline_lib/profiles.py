@@ -153,13 +153,14 @@ def parse_finetune(text: str) -> tuple[int, Optional[int]]:
     return e, s
 
 
-def parse_arm(text: str, base: SlimnasArmConfig) -> SlimnasArmConfig:
-    """``"supernet_teacher=none,verify_fill=0.95"`` -> ``base`` with those fields, each parsed as the field's type."""
+def parse_arm(text: str) -> dict:
+    """``"supernet_teacher=none:verify_fill=0.95"`` -> ``{"supernet_teacher": "none", "verify_fill": 0.95}``: fields of
+    :class:`SlimnasArmConfig`, each parsed as the field's type."""
     from dataclasses import fields
 
     types = {f.name: f.type for f in fields(SlimnasArmConfig)}
     changes = {}
-    for item in (t.strip() for t in text.split(",") if t.strip()):
+    for item in (t.strip() for t in text.split(":") if t.strip()):
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or key not in types:
@@ -181,7 +182,7 @@ def parse_arm(text: str, base: SlimnasArmConfig) -> SlimnasArmConfig:
 
         if changes["supernet_teacher"] not in TEACHERS:
             raise SlimnasError(f"arm setting supernet_teacher={changes['supernet_teacher']!r}: choose from {', '.join(TEACHERS)}")
-    return replace(base, **changes)
+    return changes
 
 
 def parse_budgets(text: str) -> tuple[float, ...]:

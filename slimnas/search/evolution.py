@@ -102,12 +102,17 @@ class _Evolution:
                 raise _Stop("max_evaluations")
             if self.config.time_limit_s is not None and self.elapsed() >= self.config.time_limit_s:
                 raise _Stop("time_limit")
-            acc = self.state.probes[s.hash] if s.hash in self.state.probes else float(self.accuracy(s))
-            if not math.isfinite(acc):
-                raise SlimnasError(f"the accuracy of subnet {s.hash} is {acc}: the supernet or its data is broken")
+            acc = self.state.probes[s.hash] if s.hash in self.state.probes else self._evaluate(s)
             cache[s.hash] = Evaluated(s, generation, acc)
             self.bar.update(1)
             self.save(force=False)
+
+    def _evaluate(self, subnet: Subnet) -> float:
+        """The accuracy function, called once per subnet (candidate or probe), refusing a non-finite result."""
+        acc = float(self.accuracy(subnet))
+        if not math.isfinite(acc):
+            raise SlimnasError(f"the accuracy of subnet {subnet.hash} is {acc}: the supernet or its data is broken")
+        return acc
 
     def probe(self, subnet: Subnet) -> float:
         """A sensitivity probe's accuracy, scored once (also across resumes). Probes are mostly over budget, so they
@@ -119,10 +124,7 @@ class _Evolution:
         if subnet.hash not in probes:
             if self.config.time_limit_s is not None and self.elapsed() >= self.config.time_limit_s:
                 raise _Stop("time_limit")
-            acc = float(self.accuracy(subnet))
-            if not math.isfinite(acc):
-                raise SlimnasError(f"the accuracy of subnet {subnet.hash} is {acc}: the supernet or its data is broken")
-            probes[subnet.hash] = acc
+            probes[subnet.hash] = self._evaluate(subnet)
             self.save(force=False)
         return probes[subnet.hash]
 

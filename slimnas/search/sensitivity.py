@@ -76,8 +76,8 @@ def sensitivity_map(space: SearchSpace, accuracy: Callable[[Subnet], float], bas
     return out
 
 
-def greedy_path(space: SearchSpace, table: CostTable, objective: str, drops: dict[str, dict[int, float]],
-                base: Subnet, tolerance: float) -> list[Subnet]:
+def greedy_path(table: CostTable, objective: str, drops: dict[str, dict[int, float]], base: Subnet,
+                tolerance: float) -> list[Subnet]:
     """Narrow one group a step at a time, the best objective saving per unit of drop first; the seeds at
     :data:`LEVELS` of the first feasible subnet's cost (fewer if the path ends first)."""
     current, out, first = base, [], None
@@ -143,7 +143,7 @@ def sensitivity_seeds(space: SearchSpace, accuracy: Callable[[Subnet], float], t
     drops = sensitivity_map(space, accuracy, base, levels)
     seeds, seen = [], set()
     paths = [threshold_path(table, objective, drops, base)]
-    paths += [greedy_path(space, table, objective, drops, base, tol) for tol in TOLERANCES]
+    paths += [greedy_path(table, objective, drops, base, tol) for tol in TOLERANCES]
     for path in paths:
         for s in path:
             if s.hash not in seen:

@@ -169,8 +169,7 @@ def arm_variant(name: str) -> type[SlimnasArm]:
     if cls is None or not issubclass(cls, SlimnasArm):
         arms = ", ".join(n for n, c in METHODS.items() if issubclass(c, SlimnasArm))
         raise SlimnasError(f"method {name!r}: a variant is ARM:KEY=VALUE[:KEY=VALUE] with ARM one of {arms}")
-    overrides = {k: getattr(parse_arm(spec.replace(":", ","), SlimnasArmConfig()), k)
-                 for k in (item.partition("=")[0].strip() for item in spec.split(":") if item.strip())}
+    overrides = parse_arm(spec)
     if not overrides:
         raise SlimnasError(f"method {name!r}: name at least one KEY=VALUE after the arm, e.g. {base}:supernet_teacher=none")
     return type(cls.__name__ + "Variant", (cls,), {"name": name, "base_name": base, "overrides": overrides})
