@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--history", action="append", default=[], metavar="NAME=SLIM_RUN", help="a slim run's best searched candidates")
     p.add_argument("--best", type=int, default=8, help="candidates per --history (highest scores)")
     p.add_argument("--rounds", type=int, default=60, help="interleaved timing rounds (default 60: a shared machine is noisy)")
+    p.add_argument("--compare", type=Path, default=None, metavar="TABLE",
+                   help="a second folder of the same table (e.g. its calibration before a change), judged on the same timings")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
 
@@ -94,6 +96,10 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="slimnas-shapes-") as tmp:
             chunks = _time_chunks(net, subs, backend, timing, e2e, Path(tmp), 0, None)
         result, rows = _compare(predictor, net, subs, chunks, e2e)
+        other = None
+        if args.compare is not None:
+            other = _compare(LatencyPredictor(LatencyTable.load(args.compare), net, device=device_of(backend)),
+                             net, subs, chunks, e2e)
     except SlimnasError as exc:
         print(f"predictor_shapes: error: {exc}", file=sys.stderr)
         return 2
@@ -102,18 +108,37 @@ def main(argv=None) -> int:
     rows["measured_ratio"] = rows["measured_ms"] / orig["measured_ms"]
     rows["predicted_ratio"] = rows["predicted_ms"] / orig["predicted_ms"]
     rows["measured_over_predicted"] = rows["measured_ms"] / rows["predicted_ms"]
+    if other is not None:
+        rows["compare_predicted_ratio"] = other[1]["predicted_ms"].to_numpy() / other[1]["predicted_ms"].iloc[0]
     args.out.mkdir(parents=True, exist_ok=True)
     rows.to_csv(args.out / "shapes.csv", index=False)
     lines = ["| family | subnets | measured / predicted: median (min–max) | measured ratio to original (median) | predicted ratio (median) |",
              "|---|---|---|---|---|"]
+    if other is not None:
+        lines[0] += f" {args.compare.name}: predicted ratio (median) |"
+        lines[1] += "---|"
     for fam, g in rows.groupby("family", sort=False):
         r = g["measured_over_predicted"]
         lines.append(f"| {fam} | {len(g)} | {r.median():.3f} ({r.min():.3f}–{r.max():.3f}) | {g['measured_ratio'].median():.3f} | "
-                     f"{g['predicted_ratio'].median():.3f} |")
+                     f"{g['predicted_ratio'].median():.3f} |" + (f" {g['compare_predicted_ratio'].median():.3f} |" if other is not None else ""))
+    def ratio_rmse(col):  # RMS % error of the ratio to the original (what a relative budget is judged on)
+        return float(100 * np.sqrt(np.mean(np.square(rows[col].to_numpy()[1:] / rows["measured_ratio"].to_numpy()[1:] - 1))))
+    lines += ["", f"RMS error of the predicted ratio to the original, all {len(rows) - 1} subnets: this table {ratio_rmse('predicted_ratio'):.1f}%"
+              + (f", {args.compare.name} {ratio_rmse('compare_predicted_ratio'):.1f}%" if other is not None else "")]
     meas = rows["measured_ms"].to_numpy()
     flops = np.array([net.flops(s) for s in subs]) / 1e6
-    refits = {"table entries, per-kind slopes + fixed part": loo_rmspe(predictor.raw_by_kind(subs), meas),
-              "FLOPs, one slope + fixed part": loo_rmspe(flops[:, None], meas)}
+    raw_k, terms = predictor.raw_by_kind(subs), predictor.term_values(subs)
+    weights = terms["weights"]
+    refits = {"table entries, per-kind slopes + fixed part": loo_rmspe(raw_k, meas),
+              "table entries + weights": loo_rmspe(np.c_[raw_k, weights], meas),
+              "table entries + weights + FLOPs": loo_rmspe(np.c_[raw_k, weights, flops], meas),
+              "FLOPs, one slope + fixed part": loo_rmspe(flops[:, None], meas),
+              "FLOPs + weights": loo_rmspe(np.c_[flops, weights], meas)}
+    if "median_ms" in rows:  # the same forms on the median of all samples (a steadier statistic on a busy machine)
+        med = rows["median_ms"].to_numpy()
+        refits.update({f"{k}, on all-sample medians": loo_rmspe(x, med) for k, x in
+                       [("table entries", raw_k), ("table entries + weights", np.c_[raw_k, weights]),
+                        ("table entries + weights + FLOPs", np.c_[raw_k, weights, flops])]})
     lines += ["", f"Refitted on these {len(rows)} subnets (leave-one-out RMS % error; the table's own calibration reports "
               f"{predictor.error_pct:.1f}% on its 30 random calibration subnets):", "",
               "| model | LOO RMSPE |", "|---|---|"] + [f"| {k} | {v:.1f}% |" for k, v in refits.items()]

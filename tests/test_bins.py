@@ -180,3 +180,31 @@ def test_latency_bins_from_the_shipped_mobilenet_v2_table(tmp_path):
     (table / "fingerprint.json").write_text(json.dumps({**fp, "input_shape": [3, 64, 64]}))
     with pytest.raises(slimnas.SlimnasError, match="input_shape"):
         make_layout(f"latency:4:{table}", net)
+
+
+def test_a_trained_run_keeps_its_bins_when_the_table_changes(tiny_table, tmp_path):
+    """Latency bins are laid out from a table when a run starts. A table recalibrated (or profiled again) since lays
+    out other widths; the run, resumed or loaded for a search, keeps the space its supernet was trained on."""
+    from slimnas.data import DataConfig
+    from slimnas.space import SpaceConfig
+    from slimnas.train import TrainConfig
+    from slimnas.train.run import RunSpec, load_run, train
+
+    table = tmp_path / "table"
+    shutil.copytree(tiny_table, table)
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=32, eval_images=0, progress=False)
+    spec = RunSpec(model="tests.nets:tiny_net", input_size=16, num_classes=10, data=DataConfig("digits"),
+                   space=SpaceConfig(ratios=BIN_RATIOS), strategy="sandwich", bins=f"latency:2:{table}", train=cfg)
+    train(spec, tmp_path / "run")
+    start = json.loads((tmp_path / "run" / "space_start.json").read_text())
+    net = tiny_supernet()
+    assert any(len(c) < len(net.space[g].choices) for g, c in start.items())  # the bins did narrow the space
+    cal = json.loads((table / "calibration.json").read_text())  # the table recalibrated: another cost per kind
+    cal.update(slopes={"conv": 0.05, "dwconv": 40.0, "linear": 1.0}, ridge=0.0, terms={"weights": 50.0})
+    (table / "calibration.json").write_text(json.dumps(cal))
+    moved = make_layout(f"latency:2:{table}", net)
+    assert {g.name: list(g.choices) for g in moved.space.groups} != start  # what rebuilding the bins would give
+    _, _, strategy, _ = load_run(tmp_path / "run")
+    assert {g.name: list(g.choices) for g in strategy.space.groups} == start
+    train(spec, tmp_path / "run", resume=True)  # a resume too
+    assert json.loads((tmp_path / "run" / "space_start.json").read_text()) == start

@@ -1,4 +1,4 @@
-"""Calibration: per-kind slopes with a ridge toward one slope, leave-one-out error, old calibration files,
+"""Calibration: per-kind slopes with a ridge toward one slope, the weights term, leave-one-out error, old calibration files,
 per-entry drift correction, the end-to-end statistics and resumable chunked validation."""
 from __future__ import annotations
 
@@ -42,6 +42,14 @@ def raw_k(mbv2):
     table, net = mbv2
     rng = random.Random(3)
     return LatencyPredictor(table, net).raw_by_kind([net.space.sample(rng) for _ in range(40)])
+
+
+@pytest.fixture(scope="module")
+def terms(mbv2):
+    """The analytic terms (weights: M parameters, flops: MFLOPs) of the ``raw_k`` fixture's subnets (same seed)."""
+    table, net = mbv2
+    rng = random.Random(3)
+    return LatencyPredictor(table, net).term_values([net.space.sample(rng) for _ in range(40)])
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +113,61 @@ def test_loo_error_estimates_noise(raw_k):
     assert math.isnan(loo_rmspe(raw_k[:2], measured[:2]))
 
 
+def test_weights_term_is_found_when_the_network_streams_its_weights(raw_k, terms):
+    """A machine whose whole-network time has a part in the weights no entry holds: the calibration picks the
+    form with the weights term, recovers its slope, and its error falls to the noise; without the term it cannot."""
+    w = terms["weights"]
+    assert np.ptp(w) > 0.5 and np.corrcoef(w, raw_k.sum(1))[0, 1] < 0.99  # not collinear with the entries
+    rng = np.random.default_rng(1)
+    truth = raw_k @ TRUE_SLOPES + 0.08 * w + TRUE_B
+    measured = truth * (1 + rng.normal(0, 0.01, len(truth)))
+    cal = calibrate(raw_k, measured, terms=terms)
+    assert set(cal.terms) >= {"weights"} and cal.term("weights") == pytest.approx(0.08, rel=0.15)
+    assert cal.term("flops") < 0.2 * 0.08 * w.mean() / terms["flops"].mean()  # flops, if kept, explains little
+    assert cal.loo_rmspe_pct < 2.0 < calibrate(raw_k, measured).loo_rmspe_pct
+    assert {"0.001", "0.001+weights", "inf+weights+flops"} <= set(cal.loo_by_ridge)
+    assert cal.loo_rmspe_pct == min(cal.loo_by_ridge.values())
+    back = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert back == cal and back.terms == cal.terms
+
+
+def test_flops_term_takes_the_compute_noisy_entries_miss(raw_k, terms):
+    """Entries timed on a busy machine carry little of the compute that whole networks spend in proportion to
+    their FLOPs: the form with the FLOPs term wins and predicts within the end-to-end noise."""
+    rng = np.random.default_rng(2)
+    truth = 0.003 * terms["flops"] + 0.05 * raw_k.sum(1) + TRUE_B
+    measured = truth * (1 + rng.normal(0, 0.005, len(truth)))
+    cal = calibrate(raw_k, measured, terms=terms)
+    entries_only = calibrate(raw_k, measured)
+    assert "flops" in cal.terms and cal.term("flops") == pytest.approx(0.003, rel=0.2)
+    assert cal.loo_rmspe_pct < 1.0 and cal.loo_rmspe_pct < 0.5 * entries_only.loo_rmspe_pct
+
+
+def test_a_term_is_never_negative(raw_k, terms):
+    measured = raw_k @ TRUE_SLOPES - 0.05 * terms["weights"] + 0.3  # a fit would make weights free to stream
+    cal = calibrate(raw_k, measured, terms={"weights": terms["weights"]})
+    assert cal.terms == {} and cal.term("weights") == 0.0
+    few = calibrate(raw_k[:8], measured[:8], terms={t: v[:8] for t, v in terms.items()})  # 8 points: one slope, no term
+    assert few.terms == {} and list(few.loo_by_ridge) == ["inf"]
+
+
+def test_predictor_with_analytic_terms(mbv2):
+    """``calibrated`` fits the terms from end-to-end points and ``predict`` adds them: slopes, c_t and b as fitted."""
+    table, net = mbv2
+    rng = random.Random(5)
+    subs = [net.space.sample(rng) for _ in range(30)]
+    plain = LatencyPredictor(table, net)
+    x = plain.term_values(subs)
+    np.testing.assert_allclose(x["weights"], [net.params(s) / 1e6 for s in subs])
+    np.testing.assert_allclose(x["flops"], [net.flops(s) / 1e6 for s in subs])
+    measured = plain.raw_by_kind(subs) @ TRUE_SLOPES + 0.1 * x["weights"] + TRUE_B
+    pred, saved = plain.calibrated(subs, measured, probe_ms=plain.reference_probe_ms, drift_corrected=False)
+    assert pred.terms.get("weights") == pytest.approx(0.1, rel=0.1)  # the ridge moves the slopes a little and saved["terms"] == pred.terms
+    np.testing.assert_allclose(pred.predict(subs), measured, rtol=0.01)
+    by_hand = pred.raw_by_kind(subs) @ pred.slopes + pred.b + sum(c * x[t] for t, c in pred.terms.items())
+    np.testing.assert_allclose(pred.predict(subs), by_hand)
+
+
 def test_old_calibration_file_still_loads(mbv2, tmp_path):
     table, net = mbv2
     copy = tmp_path / "old"
@@ -112,6 +175,7 @@ def test_old_calibration_file_still_loads(mbv2, tmp_path):
     (copy / "calibration.json").write_text(json.dumps({"a": 0.93, "b": 0.013, "loo_rmspe_pct": 8.5, "probe_ms": 0.135, "n": 10}))
     pred = LatencyPredictor(LatencyTable.load(copy), net)
     assert not pred.drift_corrected and pred.calibration.slopes == {} and math.isinf(pred.calibration.ridge)
+    assert pred.terms == {}  # files from before the analytic terms: the entries-only form
     s = [net.space.min(), net.space.max()]
     np.testing.assert_allclose(pred.predict(s), 0.93 * pred.raw(s) + 0.013)
     assert pred.error_pct == 8.5 and pred.reference_probe_ms == 0.135

@@ -56,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
         cal = recalibrate(table.path, supernet_for(table))
         slopes = ", ".join(f"{k} {v:.3f}" for k, v in cal["slopes"].items())
-        print(f"wrote {table.path / 'calibration.json'}: slopes {slopes}, b {cal['b']:.4f} ms, "
+        units = {"weights": "ms per M weights", "flops": "ms per MFLOP"}
+        terms = ", ".join(f"{k} {v:.4g} {units.get(k, '')}".rstrip() for k, v in cal.get("terms", {}).items()) or "none"
+        print(f"wrote {table.path / 'calibration.json'}: slopes {slopes}, terms {terms}, b {cal['b']:.4f} ms, "
               f"leave-one-out RMSPE {cal['loo_rmspe_pct']:.2f}% on {cal['n']} subnets")
         return 0
     from ..latency.validate import validate

@@ -1,8 +1,10 @@
 """``LatencyPredictor``: a table's per-unit entries summed over a subnet's layers, calibrated end to end.
 
 raw_k(subnet) = Σ over units of kind k of (entry at the unit's (in, out) widths − the empty-call baseline)
-predict(subnet) = (Σ_k a_k · raw_k + b) · speed, where the slopes a_k and the fixed part b are fitted on a few
-end-to-end measurements (see :mod:`.calibration`), and ``speed`` is the reference probe now over the probe at
+predict(subnet) = (Σ_k a_k · raw_k + Σ_t c_t · x_t + b) · speed, where x_t are the analytic terms the calibration
+chose (``weights``: millions of parameters, which a whole network streams from a farther cache or memory and no
+entry timed alone holds; ``flops``: MFLOPs; none where the entries add up), and the slopes a_k, c_t and the fixed part b are fitted on
+a few end-to-end measurements (see :mod:`.calibration`), and ``speed`` is the reference probe now over the probe at
 calibration time (a fixed part of a predictor: following the machine's speed makes a new predictor). An entry
 timed in several passes is worth its best one. With ``drift_corrected`` calibrations each measured entry is
 first rescaled by the table's reference probe over the probe timed closest before it, so entries timed while
@@ -18,7 +20,7 @@ import numpy as np
 from ..errors import SlimnasError
 from ..subnet import Subnet
 from . import calibration
-from .calibration import KINDS, Calibration
+from .calibration import KINDS, TERMS, Calibration
 from .calibration_set import calibration_rows
 from .fingerprint import DEVICE_KEYS, MODEL_KEYS, check, space_hash
 from .table import LatencyTable
@@ -118,6 +120,7 @@ class LatencyPredictor:
         self.calibration = cal
         self.slopes = _frozen_array([cal.slope(k) for k in KINDS])
         self.a, self.b, self.error_pct = cal.a, cal.b, cal.loo_rmspe_pct
+        self.terms = dict(cal.terms)
 
     # -- the model -------------------------------------------------------------------------------------------
     def widths(self, subnets: Union[Sequence[Subnet], np.ndarray]) -> np.ndarray:
@@ -146,9 +149,19 @@ class LatencyPredictor:
         """Sum of the units' net entries (ms), per subnet: no fixed part, no calibration."""
         return self.raw_by_kind(subnets).sum(1)
 
+    def term_values(self, subnets: Union[Sequence[Subnet], np.ndarray], names: Sequence[str] = TERMS) -> dict[str, np.ndarray]:
+        """The analytic terms per subnet: ``weights`` (millions of parameters) and ``flops`` (MFLOPs)."""
+        w = self.widths(subnets)
+        fns = {"weights": self.supernet.cost.params, "flops": self.supernet.cost.flops}
+        return {t: np.asarray(fns[t](w), float).reshape(-1) / 1e6 for t in names}
+
     def predict(self, subnets: Union[Sequence[Subnet], np.ndarray]) -> np.ndarray:
         """Predicted end-to-end latency in ms for each subnet (or each row of a width matrix)."""
-        return (self.raw_by_kind(subnets) @ self.slopes + self.b) * self.speed
+        w = self.widths(subnets)
+        out = self.raw_by_kind(w) @ self.slopes + self.b
+        for t, x in self.term_values(w, list(self.terms)).items():
+            out = out + self.terms[t] * x
+        return out * self.speed
 
     # -- calibration and drift -------------------------------------------------------------------------------
     def _fixed_ms(self) -> float:
@@ -163,9 +176,10 @@ class LatencyPredictor:
         base = self._with_drift_correction(drift_corrected)
         raw_k = base.raw_by_kind(subnets)
         measured = np.asarray(measured_ms, float)
-        cal = calibration.calibrate(raw_k, measured, KINDS, ridges)
+        cal = calibration.calibrate(raw_k, measured, KINDS, ridges, terms=base.term_values(subnets))
         new = base._replace(calibration=cal, slopes=_frozen_array([cal.slope(k) for k in KINDS]), a=cal.a, b=cal.b,
-                            error_pct=cal.loo_rmspe_pct, reference_probe_ms=float(probe_ms), speed=1.0)
+                            error_pct=cal.loo_rmspe_pct, terms=dict(cal.terms),
+                            reference_probe_ms=float(probe_ms), speed=1.0)
         return new, {**cal.to_dict(), "drift_corrected": drift_corrected, "probe_ms": new.reference_probe_ms,
                      "n": len(measured), "subnets": [s.hash for s in subnets], "measured_ms": measured.tolist(),
                      "raw_ms": raw_k.sum(1).tolist(), "raw_ms_by_kind": {k: raw_k[:, i].tolist() for i, k in enumerate(KINDS)}}

@@ -151,6 +151,7 @@ def _compare(predictor: LatencyPredictor, net, subnets, chunks: list[dict], e2e:
               "probe_table_ms": predictor.reference_probe_ms, "speed_factors": speeds.tolist(),
               "probe_rounds_ms": [c["probe_ms"] for c in chunks],
               "calibration": {"slopes": dict(predictor.calibration.slopes), "a": predictor.a, "b": predictor.b,
+                              "terms": dict(predictor.terms),
                               "ridge": predictor.calibration.ridge, "loo_rmspe_pct": predictor.error_pct,
                               "drift_corrected": predictor.drift_corrected}}
     rows = pd.DataFrame({"subnet": [s.hash for s in subnets], "predicted_ms": pred, "measured_ms": meas[e2e.statistic],

@@ -17,13 +17,15 @@ from .. import paths
 from ..data import DataConfig, Datasets, load_data
 from ..errors import SlimnasError
 from ..models import load_model
-from ..space import SpaceConfig
+from ..space import SearchSpace, SpaceConfig
 from ..supernet import ConvertConfig, Supernet, convert
 from .config import TrainConfig
 from .layout import BinLayout, make_layout
 from .strategies import Strategy, make_strategy
 from ..fileio import atomic_write_text
 from .trainer import CHECKPOINT, Trainer
+
+SPACE_START = "space_start.json"  # the candidate widths the strategy began with (bins applied)
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +90,12 @@ def resume_diff(saved: RunSpec, now: RunSpec) -> list[str]:
     return settings_diff(a, b)
 
 
-def build(spec: RunSpec) -> Built:
-    """The data, the supernet converted from the base checkpoint, and the strategy (with bins applied)."""
+def build(spec: RunSpec, start: Optional[Path] = None) -> Built:
+    """The data, the supernet converted from the base checkpoint, and the strategy (with bins applied).
+
+    ``start``: a run's ``space_start.json``, the space its strategy began with. A run that exists is rebuilt on
+    that space, not on bins laid out again: latency bins come from a table, and a table recalibrated or profiled
+    again since would lay out other widths than the supernet was trained on (its layout is then not rebuilt)."""
     data = load_data(replace(spec.data, image_size=spec.input_size))
     if spec.num_classes is not None:
         data.check_classes(spec.num_classes, "num_classes")
@@ -100,8 +106,12 @@ def build(spec: RunSpec) -> Built:
     if outputs is not None:
         data.check_classes(outputs, f"the class count of model {spec.model} (its outputs)")
     net = convert(model, spec.input_size, ConvertConfig(space=spec.space))
-    bins = make_layout(spec.bins, net)
-    strategy = make_strategy(spec.strategy, net, space=bins.space if bins else None, **spec.strategy_options)
+    if start is not None and start.is_file():
+        bins, space = None, _read_space(start, net)
+    else:
+        bins = make_layout(spec.bins, net)
+        space = bins.space if bins else None
+    strategy = make_strategy(spec.strategy, net, space=space, **spec.strategy_options)
     return Built(net, strategy, data, bins)
 
 
@@ -131,7 +141,7 @@ def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False) -> Tra
     if spec.weights is None and not str(spec.model).endswith(paths.CHECKPOINT_SUFFIXES):
         logger.warning(f"no weights (--weights): {spec.model} is trained from its random initialisation; "
             "give its trained state_dict file to start from the trained model")
-    net, strategy, data, bins = build(spec)
+    net, strategy, data, bins = build(spec, run_dir / SPACE_START if resume else None)
     teacher = original_teacher(spec, data) if strategy.wants_teacher() else None
     trainer = Trainer(net, strategy, data, spec.train, run_dir, spec.device, teacher=teacher)
     if trainer.is_main:
@@ -139,7 +149,8 @@ def train(spec: RunSpec, run_dir: Union[str, Path], resume: bool = False) -> Tra
         if not (run_dir / CHECKPOINT).is_file() or not cfg.is_file():
             atomic_write_text(cfg, json.dumps(spec.to_dict(), indent=1, default=list))
         if strategy.space is not None:
-            _write_space(strategy.space, run_dir / "space_start.json")
+            if not resume or not (run_dir / SPACE_START).is_file():  # a resume keeps the space the run began with
+                _write_space(strategy.space, run_dir / SPACE_START)
         if bins is not None:
             bins.write(run_dir)
     trainer.fit(resume=resume)
@@ -156,6 +167,15 @@ def original_teacher(spec: RunSpec, data: Datasets) -> torch.nn.Module:
     return load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights).eval()
 
 
+def _read_space(path: Path, net) -> SearchSpace:
+    """A space written by :func:`_write_space`, as a restriction of ``net``'s (a width it lacks is refused)."""
+    try:
+        choices = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SlimnasError(f"{path} cannot be read ({exc}): train the run again into a new --out") from None
+    return net.space.restricted(choices)
+
+
 def _write_space(space, path: Path) -> None:
     """The candidate widths still switched on, per group (BS-NAS shrinks them during training)."""
     atomic_write_text(path, json.dumps({g.name: list(g.choices) for g in space.groups}, indent=1))
@@ -168,7 +188,7 @@ def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> tuple[R
     if not cfg.is_file() or not (run_dir / CHECKPOINT).is_file():
         raise SlimnasError(f"{run_dir} is not a training run folder (needs config.json and {CHECKPOINT}); run `slimnas train` first")
     spec = RunSpec.from_dict(json.loads(cfg.read_text()))
-    net, strategy, data, _ = build(spec)
+    net, strategy, data, _ = build(spec, run_dir / SPACE_START)
     from ..models import read_checkpoint
 
     ck = read_checkpoint(run_dir / CHECKPOINT)
