@@ -163,8 +163,8 @@ def calibrate(raw_k: np.ndarray, measured: Sequence[float], kinds: Sequence[str]
     extra = {f: np.stack([given[t] for t in f], 1) if f else None for _, f in forms}
     loo = {(r, f): loo_rmspe(raw_k, measured, r, extra[f]) for r, f in forms}
     fits = {(r, f): fit_form(raw_k, measured, r, extra[f]) for r, f in forms}
-    ok = {rf: e for rf, e in loo.items() if np.isfinite(e) and (fits[rf][1] >= 0).all()
-          and (math.isinf(rf[0]) or (fits[rf][0] > 0).all())}
+    ok = {rf: e for rf, e in loo.items() if np.isfinite(e) and (fits[rf][1] >= 0).all()  # the entries-only single
+          and ((math.isinf(rf[0]) and not rf[1]) or (fits[rf][0] > 0).all())}  # slope is the fallback, kept always
     form = min(ok, key=lambda rf: (ok[rf], len(rf[1]), -rf[0])) if ok else (math.inf, ())
     slopes, c, b, a = fits.get(form) or fit_form(raw_k, measured, form[0])
     return Calibration(slopes=dict(zip(kinds, map(float, slopes))), b=b, a=a, ridge=form[0],
