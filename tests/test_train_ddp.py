@@ -46,9 +46,11 @@ def torchrun() -> str:
 
 
 def test_torchrun_cli_replicas_agree_and_match_the_checkpoint(tmp_path):
-    """The real CLI under torchrun: 2 CPU processes (gloo), BS-NAS shrinking every step, FLOPs bins."""
+    """The real CLI under torchrun: 2 CPU processes (gloo), BS-NAS shrinking every step, FLOPs bins. The command
+    destroys the process group it created before returning (tests/cli_under_torchrun.py exits 3 otherwise)."""
     out = tmp_path / "run"
-    cmd = [torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "slimnas", "train", "tests.nets:tiny_net",
+    cmd = [torchrun(), "--standalone", "--nproc_per_node", "2", str(ROOT / "tests" / "cli_under_torchrun.py"),
+           "train", "tests.nets:tiny_net",
            "--input-size", "16", "--data", "digits", "--out", str(out), "--epochs", "2", "--steps-per-epoch", "2",
            "--batch-size", "16", "--strategy", "bsnas", "--max-ratio", "1.5", "--bins", "flops:3",
            "--opt", "n_random=1", "--opt", "shrink_every=1", "--opt", "min_samples=2", "--opt", "confidence=0",

@@ -42,6 +42,13 @@ def command(name: str, help: str, examples: str):
     return deco
 
 
+def _close_distributed() -> None:
+    """A command that trained under ``torchrun`` leaves no process group behind (see ``close_distributed``)."""
+    dist = sys.modules.get("slimnas.train.distributed")  # imported only by the verbs that train
+    if dist is not None:
+        dist.close_distributed()
+
+
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser of every verb, or of ``only`` that one: a verb's module imports what its work needs (torch,
     pandas, onnx, scipy...), and a command runs one verb, so it need not pay for the imports of the others."""
@@ -72,7 +79,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 from .common import resolve_model
 
                 resolve_model(args)
-            return COMMANDS[args.command].run(args) or 0
+            rc = COMMANDS[args.command].run(args) or 0
+        _close_distributed()
+        return rc
     except SlimnasError as exc:
         print(f"slimnas {args.command}: error: {exc}", file=sys.stderr)
         return 2

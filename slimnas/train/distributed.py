@@ -26,15 +26,36 @@ class DistInfo:
         return self.rank == 0
 
 
+_OWNED = False  # the process group was created here (and so is destroyed by :func:`close_distributed`)
+
+
 def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group ``torchrun`` describes in the environment (no-op when WORLD_SIZE is 1 or unset)."""
+    """Join the process group ``torchrun`` describes in the environment (no-op when WORLD_SIZE is 1 or unset).
+
+    A group created here belongs to slimnas: :func:`close_distributed` destroys it once the work is done (the
+    command line does so after a command succeeds). One a caller created stays the caller's to destroy."""
+    global _OWNED
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
+        _OWNED = True
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def close_distributed() -> None:
+    """Destroy the process group :func:`init_distributed` created, after every process got here.
+
+    Call it on success only: a process that leaves while the group lives may abort at interpreter exit (gloo's
+    worker threads outlive Python: "terminate called without an active exception", SIGABRT, seen under torchrun
+    in CI), and destroying it while a failed peer never reaches the barrier would wait for the group's timeout."""
+    global _OWNED
+    if _OWNED and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    _OWNED = False
 
 
 def mean_across(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
