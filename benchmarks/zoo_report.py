@@ -13,6 +13,8 @@ model instance and input, the peers' smallest models, as a fraction of the origi
 Each model runs in a child process (its own memory, a hard timeout); each peer under its own alarm, so a model or
 peer that fails is a row saying why, never the end of the run. Rows are written after every model.
 Models: ``timm:<name>`` from timm, the torchvision names, ``tinynet`` (the tests' CNN); never any weights.
+A rerun into the same --out with the same settings resumes: it keeps the rows it finds (each with the machine
+it was measured on) and runs the models missing or failed (--fresh: all again).
 
     python benchmarks/zoo_report.py                   # the whole zoo (issue 14), 64 px or a model's MIN_SIZE
     python benchmarks/zoo_report.py --quick           # six models, 2 subnets: a smoke test of the script
@@ -266,14 +268,55 @@ def cell(v) -> str:
     return str(v)
 
 
+def settings(args: argparse.Namespace) -> dict:
+    """What a row depends on: a rerun with the same settings keeps the rows it finds (see :func:`earlier_rows`)."""
+    return {"size": args.size, "subnets": args.subnets, "grouped": bool(args.grouped), "peers": list(args.peers)}
+
+
+def _settings_of_command(cmd: str) -> dict:
+    """The settings of a zoo.json written before it recorded them, read back from its command line."""
+    words = cmd.split()
+
+    def after(flag: str, default: str) -> str:
+        return words[words.index(flag) + 1] if flag in words else default
+
+    peers = after("--peers", ",".join(PEERS))
+    return {"size": int(after("--size", "64")), "subnets": int(after("--subnets", "5")),
+            "grouped": "--no-grouped" not in words, "peers": [p for p in peers.split(",") if p and p != "none"]}
+
+
+def earlier_rows(args: argparse.Namespace, models: list[str]) -> dict[str, dict]:
+    """The rows of an earlier run into ``--out`` with the same settings, by model: a run stopped part way (or a
+    session's time running out) resumes with the models it has not reached. A row that failed is run again; each
+    kept row keeps the machine it was measured on."""
+    path = args.out / "zoo.json"
+    if args.fresh or not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if old.get("settings", _settings_of_command(old.get("command", ""))) != settings(args):
+        print(f"{path} was written with other settings: its rows are replaced (--fresh to say so)", file=sys.stderr)
+        return {}
+    keep = {r["model"]: {**r, "machine": r.get("machine", old.get("machine"))} for r in old.get("rows", [])
+            if "error" not in r and r["model"] in models}
+    print(f"resuming {path}: {len(keep)} of {len(models)} models already measured", file=sys.stderr)
+    return keep
+
+
 def write(rows: list[dict], args: argparse.Namespace, models: list[str]) -> None:
     cmd = (f"python benchmarks/zoo_report.py --size {args.size} --subnets {args.subnets} --"
            f"{'' if args.grouped else 'no-'}grouped --peers {','.join(args.peers) or 'none'} "
            f"--models {' '.join(models)}")
-    partial = "" if len(rows) == len(models) else f" (partial: {len(rows)} of {len(models)} models)"
+    rows = sorted(rows, key=lambda r: models.index(r["model"]))
+    not_run = [m for m in models if m not in {r["model"] for r in rows}]
+    partial = "" if not not_run else f" (partial: {len(rows)} of {len(models)} models)"
+    machines: dict[str, int] = {}
+    for r in rows:
+        key = json.dumps({k: v for k, v in r["machine"].items() if k != "date"})
+        machines[key] = machines.get(key, 0) + 1
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "zoo.json", json.dumps({"command": cmd + partial, "machine": fingerprint(),
-                                                       "skipped": SKIPPED, "rows": rows}, indent=1))
+    atomic_write_text(args.out / "zoo.json", json.dumps({"command": cmd + partial, "settings": settings(args),
+                                                       "machine": fingerprint(), "skipped": SKIPPED,
+                                                       "not_run": not_run, "rows": rows}, indent=1))
     done = [r for r in rows if "error" not in r]
     meet = [r for r in done if r["min_over_original"] <= 0.20]
     miss = [f"{r['model']} {r['min_over_original']} ({BLOCKER.get(r['model']) or r['tracer_note'] or '?'})"
@@ -284,24 +327,28 @@ def write(rows: list[dict], args: argparse.Namespace, models: list[str]) -> None
     peer_fails = [f"{p} on {', '.join(r['model'] for r in done if isinstance(r.get(p), str))}" for p in args.peers
                   if any(isinstance(r.get(p), str) for r in done)]
     errors = "; errors: " + ", ".join(r["model"] for r in rows if "error" in r) if len(done) < len(rows) else ""
-    lines = [f"# Model zoo report\n\nCommand: `{cmd}`{partial}  \nMachine: `{json.dumps(fingerprint())}`\n",
+    ran_on = "  \n".join(f"Machine: `{m}` ({n} models)" for m, n in machines.items()) if len(machines) > 1 else \
+        f"Machine: `{json.dumps(rows[0]['machine'] if rows else fingerprint())}`"
+    lines = [f"# Model zoo report\n\nCommand: `{cmd}`{partial}  \n{ran_on}\n",
              f"**{len(meet)} of {len(done)} models meet min/original FLOPs <= 0.20**{errors}.  ",
              f"Above 0.20 (blocker): {'; '.join(miss) or 'none'}.  ",
              f"A peer goes smaller (and slimnas at divisor 1): {'; '.join(better) or 'none'}.  ",
              f"Parity or count checks failing: {'; '.join(failing) or 'none'}.  ",
              f"Peers failing: {'; '.join(peer_fails) or 'none'}.  ",
+             *([f"Not run yet (rerun the command: it resumes): {', '.join(not_run)}.  "] if not_run else []),
              f"Skipped (transformers, not CNNs): {', '.join(SKIPPED)}.\n",
              LEGEND.format(grouped="on" if args.grouped else "off", subnets=args.subnets)]
     cols = ["model", "size", "params_M", "searchable", "groups", "frozen_by_tracer", "min_over_original",
             "min_divisor_1", *args.peers, "convert_s", "scale", "full_vs_original", "full_vs_original_fp64",
             "broadened_vs_original_fp64", "supernet_vs_export", "export_vs_onnx", "flops_rel_err", "subnets", "checks",
-            "notes"]
+            "notes", *(["cpu"] if len(machines) > 1 else [])]
     lines += ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | " + " | ".join([""] * (len(cols) - 2)) + f" | {r['error']} |")
             continue
-        r = dict(r, checks=checks(r), notes="; ".join(r["notes"] + ([r["tracer_note"]] if r["tracer_note"] else [])))
+        r = dict(r, checks=checks(r), notes="; ".join(r["notes"] + ([r["tracer_note"]] if r["tracer_note"] else [])),
+                 cpu=r["machine"].get("cpu", "?"))
         lines.append("| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |")
     atomic_write_text(args.out / "zoo.md", "\n".join(lines) + "\n")
 
@@ -326,6 +373,9 @@ def main() -> None:
     ap.add_argument("--peer-timeout", type=int, default=600, help="seconds per peer (default 600)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder of zoo.md and zoo.json (default: %(default)s)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="measure every model again (default: keep the rows of an earlier run into --out with the "
+                         "same settings, and run the models it has not reached)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -333,8 +383,11 @@ def main() -> None:
     if args.quick:
         args.subnets = min(args.subnets, 2)
     models = args.models or (QUICK if args.quick else ZOO)
-    rows: list[dict] = []
+    kept = earlier_rows(args, models)
+    rows: list[dict] = list(kept.values())
     for name in models:
+        if name in kept:
+            continue
         cmd = [sys.executable, __file__, "--child", name, "--size", str(args.size), "--subnets", str(args.subnets),
                f"--{'' if args.grouped else 'no-'}grouped", "--peers", ",".join(args.peers) or "none",
                "--peer-timeout", str(args.peer_timeout), "--threads", str(args.threads)]
@@ -350,6 +403,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             row = {"model": name, "error": f"fails: timed out after {args.timeout} s"}
         row["wall_s"] = round(time.perf_counter() - t0, 1)
+        row["machine"] = fingerprint()
         rows.append(row)
         print(json.dumps(row), flush=True)
         write(rows, args, models)  # after every model, atomically: a long run that is stopped still leaves its rows

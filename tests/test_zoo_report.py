@@ -39,6 +39,8 @@ def test_checks_judge_the_function_in_fp64_and_the_rest_relative_to_the_output_s
     giant["params_M"] = 638.0  # no fp64 copy nor broadened supernet: fp32 judged at 1e-5 x scale
     assert zoo_report.checks(giant) == "ok"
     assert zoo_report.checks(dict(giant, full_vs_original=5e-5)) == "FAIL full_vs_original"
+
+
 def test_a_failing_model_is_a_row_and_the_run_goes_on(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "zoo_report.py"), "--models", "no_such_model",
                         "tinynet", "--subnets", "1", "--peers", "none", "--out", str(tmp_path)],
@@ -51,3 +53,28 @@ def test_a_failing_model_is_a_row_and_the_run_goes_on(tmp_path):
     md = (tmp_path / "zoo.md").read_text()
     assert "**0 of 1 models meet min/original FLOPs <= 0.20**; errors: no_such_model" in md  # tinynet: 0.244
     assert "Skipped (transformers, not CNNs): maxvit_t" in md
+    # a rerun into the same folder with the same settings keeps tinynet's row and runs only the failed model again
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "zoo_report.py"), "--models", "no_such_model",
+                            "tinynet", "--subnets", "1", "--peers", "none", "--out", str(tmp_path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "1 of 2 models already measured" in again.stderr
+    rows2 = json.loads((tmp_path / "zoo.json").read_text())["rows"]
+    assert [r["model"] for r in rows2] == ["no_such_model", "tinynet"] and rows2[1] == tiny
+
+
+def test_a_rerun_with_other_settings_or_fresh_keeps_nothing(tmp_path):
+    import argparse
+
+    machine = {"cpu": "X", "cores": 2}
+    old = {"command": "python benchmarks/zoo_report.py --size 64 --subnets 2 --grouped --peers torch_pruning,fastnas "
+                      "--models a b", "machine": machine,
+           "rows": [{"model": "a", "min_over_original": 0.1}, {"model": "b", "error": "fails: x"}]}  # no "settings"
+    (tmp_path / "zoo.json").write_text(json.dumps(old))
+    args = argparse.Namespace(size=64, subnets=2, grouped=True, peers=["torch_pruning", "fastnas"], out=tmp_path,
+                              fresh=False)
+    kept = zoo_report.earlier_rows(args, ["a", "b", "c"])
+    assert list(kept) == ["a"] and kept["a"]["machine"] == machine  # read from its command; failed row run again
+    assert zoo_report.earlier_rows(argparse.Namespace(**{**vars(args), "subnets": 3}), ["a", "b"]) == {}
+    assert zoo_report.earlier_rows(argparse.Namespace(**{**vars(args), "peers": []}), ["a", "b"]) == {}
+    assert zoo_report.earlier_rows(argparse.Namespace(**{**vars(args), "fresh": True}), ["a", "b"]) == {}
