@@ -81,6 +81,13 @@ def test_profile_too_few_samples(capsys):
 def test_latency_unknown_action_is_one_line(capsys):
     _one_line_error(capsys, ["latency", "check"], "'check'", "validate", "calibrate")
     _one_line_error(capsys, ["latency"], "validate", "calibrate")
+    # a wrong action with a table after it names the action, not "unrecognized arguments"
+    _one_line_error(capsys, ["latency", "recalibrate", "T"], "unknown action 'recalibrate'", "calibrate")
+
+
+def test_latency_table_as_a_word(capsys, tmp_path):
+    _one_line_error(capsys, ["latency", "calibrate", str(tmp_path / "none")], "no fingerprint.json")  # read as --table
+    _one_line_error(capsys, ["latency", "calibrate", "A", "--table", "B"], "two tables given")
 
 
 def test_latency_missing_table_is_one_line(capsys):

@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     if args.action not in ACTIONS:
         what = "no action given" if args.action is None else f"unknown action {args.action!r}"
         raise SlimnasError(f"{what}: use one of {', '.join(ACTIONS)} (slimnas latency --help)")
+    if args.table_word is not None:
+        if args.table is not None and args.table != args.table_word:
+            raise SlimnasError(f"two tables given ({args.table_word} and --table {args.table}): give one")
+        args.table = args.table_word
     if args.table is None:
         raise SlimnasError(f"latency {args.action} needs --table FOLDER (a table from `slimnas profile`)")
     if args.action == "validate" and args.samples < 2:
@@ -76,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
 def _(p: argparse.ArgumentParser) -> None:
     # Checked in run(), not by argparse: a wrong action or a missing --table is one line, not the usage.
     p.add_argument("action", nargs="?", metavar="ACTION", help=f"{' or '.join(ACTIONS)}")
+    # the table may also come as a second word (`slimnas latency calibrate T`): a stray word then reaches run(),
+    # which names the wrong action, instead of argparse's "unrecognized arguments"
+    p.add_argument("table_word", nargs="?", metavar="TABLE", help="the same as --table")
     p.add_argument("--table", help="latency table directory (from `slimnas profile`, or a shipped table's name); required")
     p.add_argument("--samples", type=int, default=50, help="random subnets to export and time (default: 50)")
     p.add_argument("--seed", type=int, default=0)
