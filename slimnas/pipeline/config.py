@@ -86,7 +86,7 @@ class LatencyConfig:
     rounds: int = 10  # interleaved rounds of every end-to-end timing; a model's latency is its quietest round's median
     samples: int = 100  # timed samples per model in an end-to-end timing (over all rounds)
     steady_pct: float = 5.0  # a timing whose even and odd rounds disagree by this much or more is repeated
-    attempts: int = 3  # timings at most until one is steady; the original's (the budget's) must be steady
+    attempts: int = 3  # timings at most until one is steady (each twice the rounds of the last); the original's must be steady
     profile: ProfileConfig = field(default_factory=ProfileConfig)  # how a table is built when none fits
     relative_to: str = "fp32"  # fp32 | own: what a relative budget is a fraction of (see TargetConfig.relative_to)
     targets: dict[str, TargetConfig] = field(default_factory=dict)  # more targets by name (latency[NAME]<=...)

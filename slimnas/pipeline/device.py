@@ -84,9 +84,10 @@ def export_model_onnx(model: torch.nn.Module, path: Path, input_shape: Sequence[
     return path
 
 
-def e2e_config(config: LatencyConfig) -> E2EConfig:
-    """End-to-end timing as the latency tables are calibrated: latency = the quietest round's median."""
-    return E2EConfig(rounds=config.rounds, samples_per_round=max(3, -(-config.samples // config.rounds)),
+def e2e_config(config: LatencyConfig, scale: int = 1) -> E2EConfig:
+    """End-to-end timing as the latency tables are calibrated: latency = the quietest round's median.
+    ``scale``: that many times the rounds (each of the same length), for a timing taken again (:func:`time_models`)."""
+    return E2EConfig(rounds=config.rounds * scale, samples_per_round=max(3, -(-config.samples // config.rounds)),
                      statistic="best_round")
 
 
@@ -109,22 +110,26 @@ def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig,
 
     A shared machine is sometimes busy for a while: when some model's even and odd rounds disagree by
     ``config.steady_pct`` or more, the whole timing is repeated (``config.attempts`` in all) and the steadiest
-    is kept (each model's ``attempt`` says which one it came from). ``dtypes`` (one per path): files timed in
-    another dtype than the backend's (:func:`slimnas.latency.e2e.time_onnx_files`).
+    is kept (each model's ``attempt`` and ``rounds`` say which one it came from). Each repeat takes twice the
+    rounds of the one before: the quietest round of a longer timing is less a matter of luck, so a machine that
+    is noisy throughout (a VM whose 10-round timings disagreed by 6-11% with nothing else running) gets a
+    longer measurement instead of the same short one again. ``dtypes`` (one per path): files timed in another
+    dtype than the backend's (:func:`slimnas.latency.e2e.time_onnx_files`).
     """
     best = None
     for attempt in range(1, config.attempts + 1):
-        e2e = e2e_config(config)
+        e2e = e2e_config(config, scale=2 ** (attempt - 1))
         res = time_onnx_files(list(paths), backend.name, backend.config, TimingConfig(samples=config.samples), e2e, dtypes=dtypes)
         models = [summary(m, e2e) for m in res["models"]]
         probes = [float(p) for p in res["probe_ms"]]
         worst = max((m["repeat_pct"] for m in models if np.isfinite(m["repeat_pct"])), default=0.0)
         for m in models:
-            m["attempt"] = attempt
+            m["attempt"], m["rounds"] = attempt, e2e.rounds
         if best is None or worst < best[0]:
             best = (worst, models, e2e.probe_ms(probes), probes)
         if worst < config.steady_pct or config.rounds < 2:
             break
         if attempt < config.attempts:
-            logger.info(f"the timing was unsteady (even and odd rounds disagree by {worst:.0f}%): timing again")
+            logger.info(f"the timing was unsteady (even and odd rounds disagree by {worst:.0f}%): timing again, "
+                        f"{2 * e2e.rounds} rounds")
     return best[1], best[2], best[3]
