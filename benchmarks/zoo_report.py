@@ -74,7 +74,8 @@ BLOCKER = {"tinynet": "a tiny test net (stem and head groups at 16-32 channels)"
                                      "(stage 3 has 8 blocks), so only an export with an explicit channel permutation "
                                      "(no longer the torchvision class) could search them"
               for w in ("0_5", "1_0", "1_5", "2_0")}}
-BIG, HUGE = 60e6, 300e6  # params: above BIG at most 2 subnets; above HUGE 1 subnet, no broadened or fp64 copy
+BIG, HUGE = 60e6, 300e6  # params: above BIG at most 2 subnets; above HUGE 1 subnet and no broadened supernet
+FP64_MAX = 1e9  # params: the fp64 check converts the model and the supernet in place (16 bytes a parameter)
 RESULTS = ROOT / "benchmarks" / "results"
 LEGEND = (
     "min/orig: FLOPs of `net.space.min()` / `net.space.original()` (slimnas; grouped convs {grouped}; widths in "
@@ -84,7 +85,7 @@ LEGEND = (
     "{subnets} seeded random subnets, fewer for big models, see notes); checks, with scale = max(1, max|output| of the "
     "original): exported <= 1e-5 x scale, onnxruntime <= 1e-4 x scale, thop FLOPs/params within 1%, full width and "
     "broadened (1.5x, at init) vs the original <= 1e-9 x scale in fp64 (the importance reorder reassociates fp32 sums, "
-    "whose rounding deep nets amplify; fp32 shown; judged at 1e-5 x scale where fp64 is skipped, over 300M params).\n")
+    "whose rounding deep nets amplify; fp32 shown; judged at 1e-5 x scale where fp64 is skipped, over 1000M params).\n")
 
 
 def build(name: str) -> torch.nn.Module:
@@ -217,11 +218,12 @@ def report(name: str, size: int, n: int, grouped: bool, peers: list[str], peer_t
         exact = slimnas.convert(model, size, ConvertConfig(SpaceConfig(divisor=1), reorder=False, grouped=grouped))
         row["min_divisor_1"] = round(exact.flops(exact.space.min()) / exact.flops(exact.space.original()), 3)
         del exact
-    if params <= HUGE:
+    if params <= FP64_MAX:
         with guard(row, "fp64"), torch.no_grad():  # fp64: rounding (reassociated sums) out of the way
             want64 = model.double()(x.double())
             row["full_vs_original_fp64"] = max_output_diff(net.double()(x.double()), want64)
             net.float(), model.float()
+    if params <= HUGE:
         with guard(row, "broadened"), torch.no_grad():
             wide = slimnas.convert(model, size, config, max_ratio=1.5).eval()
             row["broadened_vs_original"] = max_output_diff(wide(x), want)
@@ -252,7 +254,7 @@ def checks(r: dict) -> str:
     """Pass/fail against the output's scale (max(1, max|output|)). Full width and broadened vs the original are
     judged in fp64: the importance reorder permutes channels, so fp32 sums are reassociated and their rounding, which
     deep nets amplify (inception_v3: 1.4e-3 at logits of 22, 8.8e-12 in fp64), says nothing about the function.
-    Where fp64 is skipped (over HUGE params) the fp32 figure is judged at 1e-5."""
+    Where fp64 is skipped (over FP64_MAX params) the fp32 figure is judged at 1e-5."""
     nan, s = float("nan"), r["scale"]
     tol = {"supernet_vs_export": 1e-5 * s, "export_vs_onnx": 1e-4 * s, "flops_rel_err": 0.01, "params_rel_err": 0.01}
     for k in ("full_vs_original", "broadened_vs_original"):
@@ -301,7 +303,7 @@ def earlier_rows(args: argparse.Namespace, models: list[str]) -> dict[str, dict]
         print(f"{path} was written with other settings: its rows are replaced (--fresh to say so)", file=sys.stderr)
         return {}
     keep = {r["model"]: {**r, "machine": r.get("machine", old.get("machine"))} for r in old.get("rows", [])
-            if "error" not in r and r["model"] in models}
+            if "error" not in r and r["model"] in models and r["model"] not in (args.redo or [])}
     print(f"resuming {path}: {len(keep)} of {len(models)} models already measured", file=sys.stderr)
     return keep
 
@@ -380,6 +382,7 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true",
                     help="measure every model again (default: keep the rows of an earlier run into --out with the "
                          "same settings, and run the models it has not reached)")
+    ap.add_argument("--redo", nargs="+", metavar="MODEL", help="measure these models again, keep the other rows")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -72,9 +72,10 @@ def test_a_rerun_with_other_settings_or_fresh_keeps_nothing(tmp_path):
            "rows": [{"model": "a", "min_over_original": 0.1}, {"model": "b", "error": "fails: x"}]}  # no "settings"
     (tmp_path / "zoo.json").write_text(json.dumps(old))
     args = argparse.Namespace(size=64, subnets=2, grouped=True, peers=["torch_pruning", "fastnas"], out=tmp_path,
-                              fresh=False)
+                              fresh=False, redo=None)
     kept = zoo_report.earlier_rows(args, ["a", "b", "c"])
     assert list(kept) == ["a"] and kept["a"]["machine"] == machine  # read from its command; failed row run again
     assert zoo_report.earlier_rows(argparse.Namespace(**{**vars(args), "subnets": 3}), ["a", "b"]) == {}
     assert zoo_report.earlier_rows(argparse.Namespace(**{**vars(args), "peers": []}), ["a", "b"]) == {}
     assert zoo_report.earlier_rows(argparse.Namespace(**{**vars(args), "fresh": True}), ["a", "b"]) == {}
+    assert zoo_report.earlier_rows(argparse.Namespace(**{**vars(args), "redo": ["a"]}), ["a", "b"]) == {}  # --redo a
