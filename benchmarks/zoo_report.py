@@ -68,11 +68,10 @@ QUICK = ["mobilenet_v2", "resnet18", "regnet_y_400mf", "timm:mobilenetv2_100", "
 MIN_SIZE = {"inception_v3": 75, "alexnet": 224, **{n: 224 for n in TORCHVISION if n.startswith("vgg")}}
 # Known blockers of models above the target (otherwise the report names the tracer's first note).
 BLOCKER = {"tinynet": "a tiny test net (stem and head groups at 16-32 channels)",
-           **{f"shufflenet_v2_x{w}": "channel shuffle (view + transpose) then chunk: block outputs frozen and named. A "
-                                     "narrower ShuffleNet shuffles its own channels: keeping a prefix of each part "
-                                     "commutes with k blocks' shuffle and chunk only at widths in multiples of 2^k "
-                                     "(stage 3 has 8 blocks), so only an export with an explicit channel permutation "
-                                     "(no longer the torchvision class) could search them"
+           # a narrower ShuffleNet shuffles its own channels: keeping channels of each part consistently through k
+           # blocks' shuffle and chunk needs widths in multiples of 2^k (stage 3 has 8 blocks), so only an export
+           # with an explicit channel permutation (no longer the torchvision class) could search the block outputs
+           **{f"shufflenet_v2_x{w}": "channel shuffle then chunk: block outputs frozen and named (why: benchmarks/README.md, zoo)"
               for w in ("0_5", "1_0", "1_5", "2_0")}}
 BIG, HUGE = 60e6, 300e6  # params: above BIG at most 2 subnets; above HUGE 1 subnet and no broadened supernet
 FP64_MAX = 1e9  # params: the fp64 check converts the model and the supernet in place (16 bytes a parameter)
@@ -414,6 +413,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
         write(rows, args, models)  # after every model, atomically: a long run that is stopped still leaves its rows
+    write(rows, args, models)  # also when every row was kept (a rerun after a change to the report itself)
     print(f"wrote {args.out / 'zoo.md'}")
 
 
