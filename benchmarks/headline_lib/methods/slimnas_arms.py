@@ -80,7 +80,11 @@ class SlimnasArm(Method):
             return table.resolve()
         table = (self.ctx.work / (self.base_name or self.name) if self.ctx.work else self.folder) / "latency_table"  # shared by the seeds
         s = self.space()
-        self.ctx.log(f"{self.name}: no shipped latency table fits this machine and space; profiling one into {table}")
+        from slimnas.latency.table import CALIBRATION
+
+        done = (table / CALIBRATION).is_file()  # written last: profile() then reuses the table's entries
+        self.ctx.log(f"{self.name}: no shipped latency table fits this machine and space; "
+                     + (f"using the one profiled into {table}" if done else f"profiling one into {table}"))
         profile(net, backend, table, model=self.ctx.arch, config=ProfileConfig(),
                 model_args={"model": self.ctx.arch, "num_classes": self.ctx.data.num_classes, "ratios": list(s.ratios),
                             "divisor": s.divisor, "max_ratio": s.max_ratio})
