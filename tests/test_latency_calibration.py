@@ -239,6 +239,12 @@ def test_chunked_validation_resumes(tiny_table, tmp_path, caplog):
     assert sum("chunk" in line for line in logs) == 2
     assert len(result["speed_factors"]) == 2 and set(result["metrics_by_statistic"]) == {"best_round", "median"}
     assert result["statistic"] == "best_round" and result["metrics"]["n"] == 4
+    # each chunk timed the original beside its subnets: the predictions anchored on it, as a slim run uses them
+    anchored = result["metrics_anchored_on_original"]
+    assert anchored["n"] == 4 and np.isfinite(anchored["rmspe_pct"]) and len(result["original_measured_over_predicted"]) == 2
+    assert all(f > 0 and math.isfinite(f) for f in result["original_measured_over_predicted"])
+    chunk1 = json.loads((out / "work" / "chunk_001.json").read_text())
+    assert chunk1["job"]["original"] == tiny_supernet().space.original().hash and len(chunk1["models"]) == 2
     rows = (out / "validate.csv").read_text().splitlines()
     assert len(rows) == 5 and "best_round_ms" in rows[0] and (out / "validate.png").is_file()
     assert not list((out / "work" / "onnx").glob("*.onnx"))

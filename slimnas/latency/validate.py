@@ -57,15 +57,20 @@ def e2e_for(table: LatencyTable, rounds: Optional[int] = None) -> E2EConfig:
     return base if rounds is None else replace(base, rounds=rounds)
 
 
-def _time_chunks(net, subnets, backend, timing, e2e, work: Path, chunk: int, max_chunks: Optional[int]) -> list[dict]:
+def _time_chunks(net, subnets, backend, timing, e2e, work: Path, chunk: int, max_chunks: Optional[int],
+                 original: bool = False) -> list[dict]:
     """Time ``subnets`` in chunks (each in its own fresh worker run); a finished chunk is kept in
-    ``work/chunk_NNN.json`` and not timed again. Returns the chunks finished so far, in order."""
+    ``work/chunk_NNN.json`` and not timed again. Returns the chunks finished so far, in order.
+
+    ``original``: each chunk also times the supernet's original subnet in the same rounds (kept apart, under
+    ``"original"``: a chunk's ``"models"`` stay one per subnet), the anchor of :func:`_compare`'s anchored metrics."""
     size = chunk or len(subnets)
     parts = [subnets[i:i + size] for i in range(0, len(subnets), size)]
     done, timed = [], 0
     for k, part in enumerate(parts):
         f = work / f"chunk_{k:03d}.json"
-        job = {"subnets": [s.hash for s in part], "e2e": asdict(e2e), "timing": asdict(timing)}
+        job = {"subnets": [s.hash for s in part], "e2e": asdict(e2e), "timing": asdict(timing),
+               **({"original": net.space.original().hash} if original else {})}
         if f.is_file():
             data = json.loads(f.read_text())
             if data.get("job") == job:
@@ -74,11 +79,14 @@ def _time_chunks(net, subnets, backend, timing, e2e, work: Path, chunk: int, max
         if max_chunks is not None and timed >= max_chunks:
             break
         t0 = time.time()
-        paths = export_subnets(net, part, work / backend.model_format, backend.config.batch, fmt=backend.model_format)
+        timed_subnets = [*part, net.space.original()] if original else part
+        paths = export_subnets(net, timed_subnets, work / backend.model_format, backend.config.batch, fmt=backend.model_format)
         res = time_onnx_files(paths, backend.name, backend.config, timing, e2e)
         for p in paths:
             p.unlink(missing_ok=True)
-        data = {"job": job, "models": res["models"], "probe_ms": res["probe_ms"], "time": time.time()}
+        models = res["models"]
+        data = {"job": job, "models": models[:len(part)], "probe_ms": res["probe_ms"], "time": time.time(),
+                **({"original": models[-1]} if original else {})}
         atomic_write_text(f, json.dumps(data) + "\n")
         done.append(data)
         timed += 1
@@ -111,7 +119,7 @@ def validate(table_path, supernet, samples: int = 50, seed: int = 0, out: Option
     with tempfile.TemporaryDirectory(prefix="slimnas-validate-") as tmp:
         work = Path(out) / "work" if out is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        chunks = _time_chunks(net, subnets, backend, timing, e2e, work, chunk, max_chunks)
+        chunks = _time_chunks(net, subnets, backend, timing, e2e, work, chunk, max_chunks, original=True)
     n_done = sum(len(c["models"]) for c in chunks)
     if n_done < samples:
         logger.info(f"{n_done}/{samples} subnets timed; run again to time the rest")
@@ -130,6 +138,10 @@ def validate(table_path, supernet, samples: int = 50, seed: int = 0, out: Option
     logger.info(f"{samples} subnets: {100 * m['within_10pct']:.1f}% within ±10%, RMSPE {m['rmspe_pct']:.2f}%, "
         f"Kendall τ {m['kendall_tau']:.3f} against the {e2e.statistic} statistic "
         f"(its repeat error {result['repeat_error_pct'][e2e.statistic]:.2f}%)")
+    a = result.get("metrics_anchored_on_original")
+    if a:
+        logger.info(f"anchored on the original timed beside them (as a slim run predicts): {100 * a['within_10pct']:.1f}% "
+                    f"within ±10%, RMSPE {a['rmspe_pct']:.2f}%, mean error {a['mean_error_pct']:+.1f}%")
     return result
 
 
@@ -150,6 +162,7 @@ def _compare(predictor: LatencyPredictor, net, subnets, chunks: list[dict], e2e:
               "median_round_spread_pct": float(np.median([m["spread_pct"] for m in models])),
               "probe_table_ms": predictor.reference_probe_ms, "speed_factors": speeds.tolist(),
               "probe_rounds_ms": [c["probe_ms"] for c in chunks],
+              **_anchored(predictor, net, unscaled, chunk_of, chunks, meas[e2e.statistic], e2e),
               "calibration": {"slopes": dict(predictor.calibration.slopes), "a": predictor.a, "b": predictor.b,
                               "terms": dict(predictor.terms),
                               "ridge": predictor.calibration.ridge, "loo_rmspe_pct": predictor.error_pct,
@@ -162,6 +175,20 @@ def _compare(predictor: LatencyPredictor, net, subnets, chunks: list[dict], e2e:
                          "best_half_diff_pct": [m["best_half_diff_pct"] for m in models], "chunk": chunk_of,
                          "flops_m": [net.flops(s) / 1e6 for s in subnets]})
     return result, rows
+
+
+def _anchored(predictor: LatencyPredictor, net, unscaled: np.ndarray, chunk_of: np.ndarray, chunks: list[dict],
+              meas: np.ndarray, e2e: E2EConfig) -> dict:
+    """The predictions as a slim run uses them: anchored on the original timed in the same rounds (each chunk's
+    predictions times its measured/predicted original, :func:`slimnas.pipeline.prepare.anchor`), which takes out
+    whatever slowed the whole machine between profiling and now. The error of a relative budget is this one's.
+    Empty when the chunks did not time the original (chunks cached by an older version)."""
+    if not chunks or not all("original" in c for c in chunks):
+        return {}
+    orig_pred = float(predictor.predict([net.space.original()])[0])
+    factors = np.array([e2e.latency_ms(c["original"]) / orig_pred for c in chunks])
+    return {"metrics_anchored_on_original": metrics(unscaled * factors[chunk_of], meas),
+            "original_measured_over_predicted": factors.tolist()}
 
 
 def scatter(rows: pd.DataFrame, result: dict, path: Path, title: str) -> None:
