@@ -38,8 +38,10 @@ def main(argv=None) -> int:
     if args.size < 32 or args.step < 4 or args.rounds < 2:
         print("width_steps: error: --size must be >= 32, --step >= 4 and --rounds >= 2", file=sys.stderr)
         return 2
+    if args.out.exists() and not args.out.is_dir():
+        print(f"width_steps: error: --out {args.out} is a file: give a folder", file=sys.stderr)
+        return 2
 
-    import numpy as np
     import pandas as pd
     import torchvision
 
@@ -64,7 +66,6 @@ def main(argv=None) -> int:
     print(f"{len(subs)} distinct uniform subnets from {len(ratios)} ratios; exporting and timing "
           f"(fp32 and int8, {args.rounds} interleaved rounds, one process)", flush=True)
     e2e = E2EConfig(rounds=args.rounds, statistic=args.statistic)
-    half = "best_half_diff_pct" if args.statistic == "best_round" else "half_diff_pct"
     config = BackendConfig("cpu", args.threads, 1, "fp32")
     try:
         with tempfile.TemporaryDirectory(prefix="slimnas-steps-") as tmp:
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         f, q = models[i], models[n + i]
         rows.append({"ratio": first_ratio[s.hash], "subnet": s.hash, "mflops": net.flops(s) / 1e6,
                      "params_m": net.params(s) / 1e6, "fp32_ms": e2e.latency_ms(f), "int8_ms": e2e.latency_ms(q),
-                     "fp32_repeat_pct": abs(f[half]) / np.sqrt(2), "int8_repeat_pct": abs(q[half]) / np.sqrt(2)})
+                     "fp32_repeat_pct": e2e.repeat_error_pct([f]), "int8_repeat_pct": e2e.repeat_error_pct([q])})
     df = pd.DataFrame(rows).sort_values("mflops").reset_index(drop=True)
     df["int8_over_fp32"] = df["int8_ms"] / df["fp32_ms"]
     for d in ("fp32", "int8"):
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
         df[f"{d}_step"] = (df[f"{d}_ms"].diff() / df["mflops"].diff()) / whole  # 1 = the curve's mean slope
     args.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out / "widths.csv", index=False)
-    repeat = {d: float(np.sqrt(np.mean(np.square(df[f"{d}_repeat_pct"])))) for d in ("fp32", "int8")}
+    repeat = {"fp32": e2e.repeat_error_pct(models[:n]), "int8": e2e.repeat_error_pct(models[n:])}
     summary = {"command": "PYTHONPATH=. python benchmarks/width_steps.py " + " ".join(argv or sys.argv[1:]),
                "machine": fingerprint(args.threads), "backend": res.get("backend"), "quantization": SETTINGS.describe(),
                "e2e": {"rounds": args.rounds, "statistic": e2e.statistic}, "subnets": n, "ratios": len(ratios),

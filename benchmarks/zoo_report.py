@@ -297,7 +297,11 @@ def earlier_rows(args: argparse.Namespace, models: list[str]) -> dict[str, dict]
     path = args.out / "zoo.json"
     if args.fresh or not path.is_file():
         return {}
-    old = json.loads(path.read_text())
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        print(f"zoo_report: error: {path} is not a zoo report ({exc}): move it away, or pass --fresh", file=sys.stderr)
+        sys.exit(2)
     if old.get("settings", _settings_of_command(old.get("command", ""))) != settings(args):
         print(f"{path} was written with other settings: its rows are replaced (--fresh to say so)", file=sys.stderr)
         return {}
@@ -389,6 +393,10 @@ def main() -> None:
     if args.quick:
         args.subnets = min(args.subnets, 2)
     models = args.models or (QUICK if args.quick else ZOO)
+    unknown = sorted(set(args.redo or []) - set(models))
+    if unknown:
+        print(f"zoo_report: error: --redo {' '.join(unknown)}: not among the models of this run", file=sys.stderr)
+        sys.exit(2)
     kept = earlier_rows(args, models)
     rows: list[dict] = list(kept.values())
     for name in models:
@@ -413,7 +421,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
         write(rows, args, models)  # after every model, atomically: a long run that is stopped still leaves its rows
-    write(rows, args, models)  # also when every row was kept (a rerun after a change to the report itself)
+    if len(rows) == len(kept):  # every row was kept: write the report anyway (a change to the report itself)
+        write(rows, args, models)
     print(f"wrote {args.out / 'zoo.md'}")
 
 

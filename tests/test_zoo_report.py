@@ -79,3 +79,18 @@ def test_a_rerun_with_other_settings_or_fresh_keeps_nothing(tmp_path):
     assert zoo_report.earlier_rows(argparse.Namespace(**{**vars(args), "peers": []}), ["a", "b"]) == {}
     assert zoo_report.earlier_rows(argparse.Namespace(**{**vars(args), "fresh": True}), ["a", "b"]) == {}
     assert zoo_report.earlier_rows(argparse.Namespace(**{**vars(args), "redo": ["a"]}), ["a", "b"]) == {}  # --redo a
+
+
+def test_bad_redo_and_a_broken_report_are_one_line_errors(tmp_path):
+    def run(*extra):
+        return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "zoo_report.py"), "--models", "tinynet",
+                               "--peers", "none", "--out", str(tmp_path), *extra],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+
+    r = run("--redo", "resnet18")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "zoo_report: error: --redo resnet18: not among the models of this run"]
+    (tmp_path / "zoo.json").write_text("{broken")
+    r = run()
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "is not a zoo report" in r.stderr
+    assert (tmp_path / "zoo.json").read_text() == "{broken" and not (tmp_path / "zoo.md").exists()  # untouched
