@@ -67,12 +67,7 @@ QUICK = ["mobilenet_v2", "resnet18", "regnet_y_400mf", "timm:mobilenetv2_100", "
 # (TorchScript exporter) only from a map that it divides: their features are 6x6 / 7x7 at 224 px (2x2 at 64).
 MIN_SIZE = {"inception_v3": 75, "alexnet": 224, **{n: 224 for n in TORCHVISION if n.startswith("vgg")}}
 # Known blockers of models above the target (otherwise the report names the tracer's first note).
-BLOCKER = {"tinynet": "a tiny test net (stem and head groups at 16-32 channels)",
-           # a narrower ShuffleNet shuffles its own channels: keeping channels of each part consistently through k
-           # blocks' shuffle and chunk needs widths in multiples of 2^k (stage 3 has 8 blocks), so only an export
-           # with an explicit channel permutation (no longer the torchvision class) could search the block outputs
-           **{f"shufflenet_v2_x{w}": "channel shuffle then chunk: block outputs frozen and named (why: benchmarks/README.md, zoo)"
-              for w in ("0_5", "1_0", "1_5", "2_0")}}
+BLOCKER = {"tinynet": "a tiny test net (stem and head groups at 16-32 channels)"}
 BIG, HUGE = 60e6, 300e6  # params: above BIG at most 2 subnets; above HUGE 1 subnet and no broadened supernet
 FP64_MAX = 1e9  # params: the fp64 check converts the model and the supernet in place (16 bytes a parameter)
 RESULTS = ROOT / "benchmarks" / "results"

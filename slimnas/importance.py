@@ -39,7 +39,7 @@ def channel_importance(graph: ChannelGraph, layers: Mapping[str, nn.Module]) -> 
     sizes = {i: g.width for i, g in enumerate(graph.groups)}
     scores: dict[int, torch.Tensor] = {}
     for gi, group in enumerate(graph.groups):
-        if not group.searchable:
+        if not group.searchable or group.routed:  # a routed group's channels are chosen, not reordered
             continue
         total = torch.zeros(group.width, dtype=torch.float64)
         for name, role in group.members:
@@ -76,4 +76,21 @@ def importance_order(scores: Mapping[int, torch.Tensor], multiples: Optional[Map
             out[g] = (blocks[:, None] * q + torch.arange(q)[None, :]).reshape(-1)
         else:
             out[g] = torch.argsort(-s, stable=True)
+    return out
+
+
+@torch.no_grad()
+def routed_votes(graph: ChannelGraph, layers: Mapping[str, nn.Module], gi: int) -> list[tuple[tuple, torch.Tensor]]:
+    """The importance votes of a routed group's layers (see :mod:`slimnas.trace.shuffle`), the same votes as
+    :func:`channel_importance`'s, per position of each layer's routed layout: ``(route, votes)`` pairs."""
+    out = []
+    for name, role in graph.groups[gi].members:
+        spec, layer = graph.layers[name], layers[name]
+        weight = getattr(layer, spec.tensor("weight"))
+        if role in ("out", "dw"):
+            out.append((spec.out_layout.route, _normalised(weight.abs().flatten(1).sum(1))))
+        elif role == "bn":
+            out.append((spec.out_layout.route, _normalised(weight.abs().reshape(weight.shape[0], -1).sum(1))))
+        elif role == "in":
+            out.append((spec.in_layout.route, _normalised(weight.abs().transpose(0, 1).flatten(1).sum(1))))
     return out

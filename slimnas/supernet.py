@@ -21,10 +21,11 @@ from torch import nn
 from .cost import CostModel
 from .dynamic import DYNAMIC, Active, DynamicMixin, functional
 from .errors import SlimnasError
-from .importance import channel_importance, importance_order
+from .importance import channel_importance, importance_order, routed_votes
 from .space import GroupChoices, SearchSpace, SpaceConfig, candidate_widths
 from .subnet import Subnet
 from .trace import ChannelGraph, Layout, analyse, trace
+from .trace.shuffle import RoutedGroup
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,9 @@ class Supernet(nn.Module):
     """
 
     def __init__(self, model: nn.Module, graph: ChannelGraph, space: SearchSpace, input_shape: tuple[int, ...],
-                 cost: CostModel, config: ConvertConfig):
+                 cost: CostModel, config: ConvertConfig, routes: Optional[dict[int, RoutedGroup]] = None):
         super().__init__()
+        self.routes = routes or {}  # group index -> its routing plans (groups a channel shuffle routes)
         self.model = model
         self.graph = graph
         self.space = space
@@ -101,6 +103,9 @@ class Supernet(nn.Module):
         select: dict[int, Active] = {}
         for name, width in subnet.widths.items():
             gi = self._group_index[name]
+            if name in subnet.indices and gi in self.routes:
+                raise SlimnasError(f"subnet indices for group {name!r} cannot be given: its channels pass a channel "
+                                   "shuffle, and the width alone decides which of them each layer uses")
             if name in subnet.indices:
                 idx, q = subnet.indices[name], self.graph.groups[gi].multiple
                 if q > 1 and set(idx) != {j // q * q + i for j in idx for i in range(q)}:
@@ -122,6 +127,11 @@ class Supernet(nn.Module):
         def active(layout: Optional[Layout]) -> Active:
             if layout is None:
                 return None
+            if layout.route is not None:  # a routed group's layer: its positions at this width from the plan
+                gi = layout.segs[0].space
+                if gi not in select:
+                    return None
+                return _prefix(self.routes[gi].plan(select[gi])[layout.route].to(device))
             if len(layout.segs) == 1 and layout.inner == 1:
                 return select.get(layout.segs[0].space)
             if not any(seg.space in select for seg in layout.segs):
@@ -186,6 +196,20 @@ def _in_multiples(widths: Sequence[int], group) -> tuple[int, ...]:
             out.add(max(group.width, w // q * q))
         else:
             out.add(min(group.width, max(q, (w // q if w == lowest else round(w / q)) * q)))
+    return tuple(sorted(out))
+
+
+def _routable(widths: Sequence[int], width: int, divisor: int, route: RoutedGroup) -> tuple[int, ...]:
+    """Candidate widths of a group a channel shuffle routes: never broadened (a shuffle routes only the channels
+    it had), and each candidate the routing cannot narrow to replaced by the nearest narrower one it can (a
+    multiple of ``divisor`` where one is routable, else any)."""
+    out = {width}
+    for w in widths:
+        if w >= width:
+            continue
+        below = [v for v in range(w, 0, -1) if route.feasible(v)]
+        if below:
+            out.add(next((v for v in below if v % divisor == 0), below[0]))
     return tuple(sorted(out))
 
 
@@ -268,6 +292,10 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
             perm = lambda layout: layout.index(sizes, order.get) if layout is not None else None  # noqa: E731
             layers[name].permute(perm(spec.in_layout) if spec.kind != "bn" else None, perm(spec.out_layout))
 
+    routes = {i: RoutedGroup([lay for spec in graph.layers.values() for lay in (spec.in_layout, spec.out_layout)
+                              if lay is not None and lay.route is not None and lay.segs[0].space == i],
+                             routed_votes(graph, layers, i))
+              for i, g in enumerate(graph.groups) if g.searchable and g.routed}
     choices, capped = [], []
     repeats = _repeats(graph)
     for i, g in enumerate(graph.groups):
@@ -279,6 +307,8 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
             if _normalised_over(graph, g) and max(widths) > g.width:
                 widths = tuple(w for w in widths if w <= g.width)
                 capped.append(g.name)
+            if i in routes:
+                widths = _routable(widths, g.width, space_config.divisor, routes[i])
             choices.append(GroupChoices(g.name, g.width, _in_multiples(widths, g)))
     if capped:
         logger.info("%d groups normalised over their channels (LayerNorm, GroupNorm) are not broadened: %s",
@@ -301,6 +331,6 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
 
     cost = CostModel(graph, originals)
     shape = tuple(example.shape[1:])
-    net = Supernet(model, graph, space, shape, cost, config)
+    net = Supernet(model, graph, space, shape, cost, config, routes)
     net.set_subnet(space.max())
     return net

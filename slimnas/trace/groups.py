@@ -31,6 +31,7 @@ from torch import nn
 from .constants import AttrPatch, Site, resolve
 from .layout import Layout, Seg, concat
 from .parts import PartRules, boundaries
+from .shuffle import Grouped, ShuffleRules, recipe_of, relabel
 
 # Parameter-free modules that keep the channel layout of their (first) input.
 _PRESERVING_MODULES = (
@@ -115,6 +116,7 @@ class ChannelGroup:
     members: list[tuple[str, str]] = field(default_factory=list)  # (layer name, role: out|in|dw|bn)
     frozen: Optional[str] = None
     multiple: int = 1  # widths must be multiples of this (the group width of a grouped conv), whole groups kept
+    routed: bool = False  # its channels pass a channel shuffle: each layer's channels come from a routing plan
 
     @property
     def searchable(self) -> bool:
@@ -218,7 +220,7 @@ def _nodes_in(arg: Any) -> Iterable[fx.Node]:
             yield from _nodes_in(a)
 
 
-class _Analysis(PartRules):
+class _Analysis(PartRules, ShuffleRules):
     def __init__(self, gm: fx.GraphModule, notes: list[str], grouped: bool = False,
                  cuts: Optional[Mapping[str, frozenset[int]]] = None, may_cut: bool = True):
         self.gm = gm
@@ -241,6 +243,7 @@ class _Analysis(PartRules):
         self.functional_owners: set[str] = set()  # modules whose layer was found inside their forward
         self.multiple: dict[int, int] = {}  # space -> the group width of a grouped conv it feeds
         self.producers: list[tuple[int, str]] = []  # (space, layer) in graph order, for naming groups
+        self.routed_spaces: set[int] = set()  # spaces tied by a channel shuffle (see :mod:`.shuffle`)
         from .channels_last import ChannelAxes  # its rules use this module's helpers
 
         self.axes = ChannelAxes(self)  # where a permuted tensor's channels are, and the rules for such tensors
@@ -250,6 +253,8 @@ class _Analysis(PartRules):
         if isinstance(layout, tuple):  # the parts of a split
             for part in layout:
                 self.freeze(part, why)
+        elif isinstance(layout, Grouped):
+            self.freeze(layout.layout, why)
         elif isinstance(layout, Layout):
             for s in layout.segs:
                 self.sp.freeze(s.space, why)
@@ -286,6 +291,14 @@ class _Analysis(PartRules):
         return self.frozen_new(node, why)
 
     def tie(self, a: Layout, b: Layout, node: fx.Node) -> Layout:
+        if a.route is not None or b.route is not None:  # shuffled channels: only the very same tensor twice
+            if a.route == b.route and a.inner == b.inner:
+                return a
+            why = f"{_op_name(node)} of shuffled channels at {_where(node)}"
+            self.freeze(a, why)
+            self.freeze(b, why)
+            self.notes.append(f"{why}: channels frozen")
+            return a
         if a.inner == b.inner and len(a.segs) == len(b.segs) and all(
             x.size == y.size for x, y in zip(a.segs, b.segs)
         ):
@@ -316,7 +329,10 @@ class _Analysis(PartRules):
         elif node.op == "get_attr":
             self.layout[node] = None
         elif self.axes.claims(node):
-            self.layout[node] = self.axes.visit(node)
+            if any(self._routed(self.layout.get(a)) for a in _nodes_in((node.args, node.kwargs))):
+                self.layout[node] = self.unsupported(node, f"{_op_name(node)} of shuffled channels")
+            else:
+                self.layout[node] = self.axes.visit(node)
         elif node.op == "call_module":
             self.layout[node] = self.call_module(node)
         elif node.op in ("call_function", "call_method"):
@@ -324,6 +340,10 @@ class _Analysis(PartRules):
         elif node.op == "output":
             for arg in _nodes_in(node.args):
                 self.freeze(self.layout.get(arg), "model output")
+
+    @staticmethod
+    def _routed(layout: Any) -> bool:
+        return isinstance(layout, Grouped) or (isinstance(layout, Layout) and layout.route is not None)
 
     def record(self, node: fx.Node, module: nn.Module, lin: Optional[Layout], lout: Optional[Layout]) -> None:
         x = node.args[0] if node.args else None
@@ -363,6 +383,8 @@ class _Analysis(PartRules):
         x = node.args[0] if node.args else None
         lin = self.layout.get(x) if isinstance(x, fx.Node) else None
         self.leaf_calls.add(node.target)
+        if isinstance(lin, Grouped):
+            return self.unsupported(node, f"module {node.target} on channels viewed in groups")
         if node.target in self.functional_owners:
             return self.unsupported(node, f"module {node.target} called both whole and through a functional op")
         out = self._module_rule(node, m, lin)
@@ -381,7 +403,8 @@ class _Analysis(PartRules):
                 return self.add_layer(LayerSpec(name, "conv", lin, out), node).out_layout
             if m.groups == m.in_channels == m.out_channels and lin.inner == 1:  # per channel: any segments
                 return self.add_layer(LayerSpec(name, "dwconv", lin, lin), node).out_layout
-            if self.grouped and m.in_channels == m.out_channels and len(lin.segs) == 1 and lin.inner == 1:
+            if (self.grouped and m.in_channels == m.out_channels and len(lin.segs) == 1 and lin.inner == 1
+                    and lin.route is None):
                 # the group count follows the width; each group keeps its in_channels/groups channels
                 self.multiple[lin.segs[0].space] = m.in_channels // m.groups
                 return self.add_layer(LayerSpec(name, "gconv", lin, lin), node).out_layout
@@ -418,6 +441,8 @@ class _Analysis(PartRules):
         end = end % rank
         if start >= 2 or start == end:
             return lin
+        if lin.route is not None:
+            return self.unsupported(node, "flatten of shuffled channels")
         if start == 1 and end == rank - 1:
             return Layout(lin.segs, lin.inner * math.prod(shape[2:]))
         return self.unsupported(node, "flatten across the batch dimension")
@@ -442,6 +467,14 @@ class _Analysis(PartRules):
             return None  # arithmetic on parameters or buffers alone (a BatchNorm's batch counter): no channels
         first = node.args[0] if node.args else tensors[0]
         lin = self.layout.get(first) if isinstance(first, fx.Node) else None
+        if isinstance(lin, Grouped):  # inside a channel shuffle (see .shuffle)
+            if name == "contiguous":
+                return lin
+            if name == "transpose":
+                return self.shuffle_transpose(node, lin)
+            if name in _RESHAPE:
+                return self.shuffle_back(node, lin)
+            return self.unsupported(node, f"{name} of channels viewed in groups")
         if name in _UNARY:
             return lin if lin is not None else self.unsupported(node, f"{name} of an untracked tensor")
         if name in _BINARY:
@@ -523,7 +556,7 @@ class _Analysis(PartRules):
                 return self.add_layer(LayerSpec(owner, "dwconv", lin, lin, **spec), node, x).out_layout
             if (self.grouped and weight.shape[0] == in_shape[1] == groups * weight.shape[1]
                     and isinstance(module, nn.Conv2d) and module.groups == groups and len(lin.segs) == 1
-                    and lin.inner == 1):
+                    and lin.inner == 1 and lin.route is None):
                 self.multiple[lin.segs[0].space] = int(weight.shape[1])
                 return self.add_layer(LayerSpec(owner, "gconv", lin, lin, **spec), node, x).out_layout
             return self.unsupported(node, f"grouped conv {owner} (groups={groups})")
@@ -559,6 +592,8 @@ class _Analysis(PartRules):
             return None
         if isinstance(got, Layout):
             return self._slice(node, got)
+        if isinstance(got, Grouped):
+            return self.unsupported(node, "indexing channels viewed in groups")
         return self.frozen_new(node, f"output of {_where(src)}")
 
     def _binary(self, node: fx.Node, tensors: list[fx.Node]) -> Optional[Layout]:
@@ -599,9 +634,10 @@ class _Analysis(PartRules):
         shape_out = _shape(node)
         if (shape_in is not None and shape_out is not None and len(shape_out) == len(shape_in) + 1 >= 4
                 and shape_out[0] == shape_in[0] and shape_out[1] * shape_out[2] == shape_in[1]
-                and shape_out[3:] == shape_in[2:]):  # interleaving the groups' channels follows (a transpose)
-            return self.unsupported(node, f"channel shuffle (the channels viewed as {shape_out[1]} groups of "
-                                          f"{shape_out[2]}, as ShuffleNet's channel_shuffle) is not searchable")
+                and shape_out[3:] == shape_in[2:]):  # the channels viewed in groups: a shuffle's first step
+            if not isinstance(lin, Layout):
+                return self.unsupported(node, "a grouped view of an untracked tensor")
+            return self.shuffle_view(node, lin, shape_out[1])
         literal = [a for a in node.args[1:] if isinstance(a, int)]
         literal += [a for a in node.args[1:] if isinstance(a, (tuple, list)) for a in a if isinstance(a, int)]
         if lin is None or shape_in is None or shape_out is None or any(a != -1 for a in literal):
@@ -609,6 +645,8 @@ class _Analysis(PartRules):
         if shape_out[0] != shape_in[0] or len(shape_out) < 2:
             return self.unsupported(node, f"{_op_name(node)} across the batch dimension")
         if len(shape_out) == 2:
+            if lin.route is not None:
+                return self.unsupported(node, f"{_op_name(node)} of shuffled channels")
             return Layout(lin.segs, lin.inner * math.prod(shape_in[2:]))
         if shape_out[:2] == shape_in[:2]:
             return lin
@@ -622,6 +660,10 @@ class _Analysis(PartRules):
         if any(l is None for l in layouts) or shape is None:
             return self.unsupported(node, "cat of untracked tensors")
         dim = dim % len(shape)
+        if dim == 1 and any(self._routed(lay) for lay in layouts):
+            if any(not isinstance(lay, Layout) or lay.inner != 1 for lay in layouts):
+                return self.unsupported(node, "cat of shuffled and flattened or grouped channels")
+            return self.routed_cat(node, layouts)
         if dim == 1:
             out = concat(layouts)
             return out if out is not None else self.unsupported(node, "cat of flattened tensors")
@@ -644,9 +686,32 @@ class _Analysis(PartRules):
             self.notes.append(f"{text}; channels frozen")
         return patches
 
+    def _settle_routes(self) -> set[int]:
+        """The roots of the groups a channel shuffle routes. A layer layout that strings such a group together
+        with another one (a cat of shuffled and other channels feeding a layer) freezes both: a routing plan
+        covers one group."""
+        sp = self.sp
+        roots = {sp.find(s) for s in self.routed_spaces}
+        for spec in self.layers.values():
+            for layout in (spec.in_layout, spec.out_layout):
+                if layout is None:
+                    continue
+                mine = {sp.find(s.space) for s in layout.segs}
+                if mine & roots and len(mine) > 1:
+                    why = f"layer {spec.name} sees shuffled channels beside others"
+                    for r in mine:
+                        sp.freeze(r, why)
+                    self.notes.append(f"{why}: channels frozen")
+        return roots
+
+    def _tag(self, space: int) -> str:
+        key, start = self.origin[space]
+        return f"{key}@{start}"
+
     def result(self) -> ChannelGraph:
         patches = self.settle_constants()
         sp = self.sp
+        routed_roots = self._settle_routes()
         used_roots: list[int] = []
 
         def note_root(s: int) -> None:
@@ -670,12 +735,16 @@ class _Analysis(PartRules):
             if name == "input" and any(g.name == name for g in groups):  # the input in parts (a split of it)
                 name = f"input.{r}"
             index[r] = len(groups)
-            groups.append(ChannelGroup(name, sp.size[r], frozen=sp.frozen_reason(r)))
+            groups.append(ChannelGroup(name, sp.size[r], frozen=sp.frozen_reason(r), routed=r in routed_roots))
 
         def remap(layout: Optional[Layout]) -> Optional[Layout]:
             if layout is None:
                 return None
-            return Layout(tuple(Seg(index[sp.find(s.space)], s.size) for s in layout.segs), layout.inner)
+            segs = tuple(Seg(index[sp.find(s.space)], s.size) for s in layout.segs)
+            route = None
+            if layout.route is not None or any(sp.find(s.space) in routed_roots for s in layout.segs):
+                route = relabel(recipe_of(layout), self._tag)  # every layout of a routed group: by its route
+            return Layout(segs, layout.inner, route)
 
         layers: dict[str, LayerSpec] = {}
         for spec in self.layers.values():

@@ -4,6 +4,10 @@ Most feature maps carry one space along dim 1. A ``torch.cat`` along channels st
 together, and ``flatten`` after a spatial map repeats each channel ``inner`` times (its H*W pixels), which is
 what a following ``nn.Linear`` sees. Every slicing and permutation of a weight dimension goes through
 :meth:`Layout.index`, so concat and flatten need no special cases anywhere else.
+
+A channel shuffle (ShuffleNet's ``view``/``transpose``/``view``) interleaves channels one by one, which no run
+of segments describes. Such a tensor carries a *route* (:mod:`slimnas.trace.shuffle`): the recipe of cats,
+shuffles and chunks that made it from its producers' outputs, which can be replayed at any width.
 """
 from __future__ import annotations
 
@@ -31,6 +35,9 @@ class Layout:
 
     segs: tuple[Seg, ...]
     inner: int = 1
+    # A routed tensor (after a channel shuffle): the recipe that built it (see :mod:`slimnas.trace.shuffle`).
+    # Its ``segs`` then only count channels (``size // c`` times its one group of ``c``), in no particular order.
+    route: Optional[tuple] = None
 
     @property
     def size(self) -> int:
@@ -45,6 +52,10 @@ class Layout:
         ``select(space)`` gives the chosen stored positions of one space (or ``None`` for all of them).
         Returns ``None`` when the whole dimension is used in stored order (no slicing needed).
         """
+        if self.route is not None:  # positions of a routed tensor come from its group's routing plan
+            if all(select(seg.space) is None for seg in self.segs):
+                return None
+            raise ValueError("a routed layout (after a channel shuffle) is indexed by its routing plan")
         parts: list[torch.Tensor] = []
         offset = 0
         whole = True
@@ -75,6 +86,6 @@ def single(space: int, size: int) -> Layout:
 
 def concat(layouts: Sequence[Layout]) -> Optional[Layout]:
     """Layout of ``torch.cat`` along channels, or ``None`` when the parts cannot be strung together."""
-    if any(l.inner != 1 for l in layouts):
+    if any(l.inner != 1 for l in layouts) or any(l.route is not None for l in layouts):
         return None
     return Layout(tuple(s for l in layouts for s in l.segs))

@@ -113,6 +113,8 @@ class PartRules:
             return self.unsupported(node, f"{name} of the batch dimension")
         if lin.inner != 1:
             return self.unsupported(node, f"{name} of flattened channels")
+        if lin.route is not None:  # shuffled channels (see .shuffle)
+            return self.routed_chunk(node, lin, name, sizes)
         if not (isinstance(arg, int) or (isinstance(arg, (list, tuple)) and all(isinstance(a, int) for a in arg))):
             return self.unsupported(node, f"{name} with computed sizes")
         equal = name == "chunk" or isinstance(arg, int)
@@ -157,6 +159,8 @@ class PartRules:
         stop = n if ch.stop is None else min(ch.stop, n)
         if start >= stop:
             return self.unsupported(node, "an empty channel slice")
+        if lin.route is not None and not (start == 0 and stop == n and ch.stop is None):
+            return self.unsupported(node, "a channel slice of shuffled channels")
         if start == 0 and stop == n:
             if lin.inner != 1 and ch.stop is not None:
                 return self.unsupported(node, "a bounded slice of flattened channels")

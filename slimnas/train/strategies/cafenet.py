@@ -62,10 +62,12 @@ class CafeNet(Sandwich):
     def blocks(self, group: str, width: int) -> tuple[int, int, int]:
         """``(q, width // q, stored // q)``: a group feeding a grouped conv (``q`` channels per conv group) moves in
         whole conv groups, so its free channels are whole blocks of ``q`` (q = 1 elsewhere). A width that is not a
-        whole number of blocks (the checkpoint's own) has no free blocks: ``(q, 0, 0)``."""
-        q = self.net.graph.group(group).multiple
+        whole number of blocks (the checkpoint's own) has no free blocks: ``(q, 0, 0)``, nor has a group that
+        passes a channel shuffle (:mod:`slimnas.trace.shuffle`)."""
+        g = self.net.graph.group(group)
+        q = g.multiple
         stored = self.net.space[group].max_width
-        if width % q or stored % q:
+        if width % q or stored % q or g.routed:  # a shuffle's channels follow from the width alone
             return q, 0, 0
         return q, width // q, stored // q
 
