@@ -73,7 +73,10 @@ FP64_MAX = 1e9  # params: the fp64 check converts the model and the supernet in 
 RESULTS = ROOT / "benchmarks" / "results"
 LEGEND = (
     "min/orig: FLOPs of `net.space.min()` / `net.space.original()` (slimnas; grouped convs {grouped}; widths in "
-    "multiples of 8; min divisor 1: not rounded). torch_pruning: Torch-Pruning MetaPruner, L2 magnitude, uniform 75% "
+    "multiples of 8; min divisor 1: not rounded; min narrow: with `SpaceConfig(conv_groups=\"narrow\")`, every conv "
+    "group of a grouped conv narrows and the group count stays (models with grouped convs; its own parity checks on "
+    "one subnet, judged in the checks column); min floor 0.05: the space at FastNAS's smallest width ratio 0.05, not "
+    "rounded). torch_pruning: Torch-Pruning MetaPruner, L2 magnitude, uniform 75% "
     "channel pruning; fastnas: modelopt FastNAS's smallest subnet (default rules: ratio 0.05, divisor 32); both thop "
     "MACs over the original's thop MACs, same model and input. Differences are max |a-b| over every output (fp32; "
     "{subnets} seeded random subnets, fewer for big models, see notes); checks, with scale = max(1, max|output| of the "
@@ -212,6 +215,22 @@ def report(name: str, size: int, n: int, grouped: bool, peers: list[str], peer_t
         exact = slimnas.convert(model, size, ConvertConfig(SpaceConfig(divisor=1), reorder=False, grouped=grouped))
         row["min_divisor_1"] = round(exact.flops(exact.space.min()) / exact.flops(exact.space.original()), 3)
         del exact
+    with guard(row, "floor 0.05"):  # FastNAS's smallest width ratio (0.05), not rounded: what slimnas's floor allows
+        low = slimnas.convert(model, size, ConvertConfig(SpaceConfig(ratios=(0.05,), divisor=1), reorder=False,
+                                                         grouped=grouped))
+        row["min_floor_005"] = round(low.flops(low.space.min()) / low.flops(low.space.original()), 3)
+        del low
+    if grouped and any(g.multiple > 1 for g in net.graph.groups):
+        with guard(row, "narrow"):  # conv_groups="narrow": every conv group narrows, the group count stays
+            narrow = slimnas.convert(model, size, ConvertConfig(SpaceConfig(conv_groups="narrow"))).eval()
+            row["min_narrow"] = round(narrow.flops(narrow.space.min()) / narrow.flops(narrow.space.original()), 3)
+            if params <= BIG:
+                with torch.no_grad():
+                    row["narrow_full_vs_original_fp64"] = max_output_diff(narrow.double()(x.double()),
+                                                                          model.double()(x.double()))
+                narrow.float(), model.float()
+            row.update({f"narrow_{k}": v for k, v in subnets_check(narrow, x, size, 1, row["notes"]).items()})
+            del narrow
     if params <= FP64_MAX:
         with guard(row, "fp64"), torch.no_grad():  # fp64: rounding (reassociated sums) out of the way
             want64 = model.double()(x.double())
@@ -258,6 +277,11 @@ def checks(r: dict) -> str:
             tol[k] = 1e-5 * s
     if r["params_M"] * 1e6 > HUGE and "broadened_vs_original" not in r:
         del tol["broadened_vs_original_fp64"]  # not built for giants
+    if "min_narrow" in r:  # the conv_groups="narrow" supernet: one subnet, fp64 full width up to BIG params
+        tol.update({f"narrow_{k}": t for k, t in tol.items() if k in ("supernet_vs_export", "export_vs_onnx",
+                                                                      "flops_rel_err", "params_rel_err")})
+        if r["params_M"] * 1e6 <= BIG:
+            tol["narrow_full_vs_original_fp64"] = 1e-9 * s
     bad = [k for k, t in tol.items() if not r.get(k, nan) <= t]
     return "ok" if not bad else "FAIL " + ",".join(bad)
 
@@ -325,8 +349,13 @@ def write(rows: list[dict], args: argparse.Namespace, models: list[str]) -> None
     meet = [r for r in done if r["min_over_original"] <= 0.20]
     miss = [f"{r['model']} {r['min_over_original']} ({BLOCKER.get(r['model']) or r['tracer_note'] or '?'})"
             for r in done if r["min_over_original"] > 0.20]
-    better = [f"{r['model']} ({p} {r[p]} < {r['min_over_original']}, divisor 1: {r.get('min_divisor_1', '?')})"
+    better = [f"{r['model']} ({p} {r[p]} < {r['min_over_original']}; divisor 1: {r.get('min_divisor_1', '?')}"
+              f"{'; narrow: ' + str(r['min_narrow']) if 'min_narrow' in r else ''}; floor 0.05: "
+              f"{r.get('min_floor_005', '?')})"
               for r in done for p in args.peers if isinstance(r.get(p), float) and r[p] < r["min_over_original"]]
+    unmatched = [f"{r['model']} ({p} {r[p]})" for r in done for p in args.peers if isinstance(r.get(p), float)
+                 and r[p] < min(r["min_over_original"], r.get("min_divisor_1", 1), r.get("min_narrow", 1),
+                                r.get("min_floor_005", 1)) - 0.005]
     failing = [f"{r['model']} ({checks(r)})" for r in done if checks(r) != "ok"]
     peer_fails = [f"{p} on {', '.join(r['model'] for r in done if isinstance(r.get(p), str))}" for p in args.peers
                   if any(isinstance(r.get(p), str) for r in done)]
@@ -336,14 +365,15 @@ def write(rows: list[dict], args: argparse.Namespace, models: list[str]) -> None
     lines = [f"# Model zoo report\n\nCommand: `{cmd}`{partial}  \n{ran_on}\n",
              f"**{len(meet)} of {len(done)} models meet min/original FLOPs <= 0.20**{errors}.  ",
              f"Above 0.20 (blocker): {'; '.join(miss) or 'none'}.  ",
-             f"A peer goes smaller (and slimnas at divisor 1): {'; '.join(better) or 'none'}.  ",
+             f"A peer goes smaller than the default space (and slimnas's other figures): {'; '.join(better) or 'none'}.  ",
+             f"A peer goes smaller than every slimnas figure by more than 0.005: {'; '.join(unmatched) or 'none'}.  ",
              f"Parity or count checks failing: {'; '.join(failing) or 'none'}.  ",
              f"Peers failing: {'; '.join(peer_fails) or 'none'}.  ",
              *([f"Not run yet (rerun the command: it resumes): {', '.join(not_run)}.  "] if not_run else []),
              f"Skipped (transformers, not CNNs): {', '.join(SKIPPED)}.\n",
              LEGEND.format(grouped="on" if args.grouped else "off", subnets=args.subnets)]
     cols = ["model", "size", "params_M", "searchable", "groups", "frozen_by_tracer", "min_over_original",
-            "min_divisor_1", *args.peers, "convert_s", "scale", "full_vs_original", "full_vs_original_fp64",
+            "min_divisor_1", "min_narrow", "min_floor_005", *args.peers, "convert_s", "scale", "full_vs_original", "full_vs_original_fp64",
             "broadened_vs_original_fp64", "supernet_vs_export", "export_vs_onnx", "flops_rel_err", "subnets", "checks",
             "notes", *(["cpu"] if len(machines) > 1 else [])]
     lines += ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |", "|" + "---|" * len(cols)]

@@ -21,6 +21,11 @@ from .trace import ChannelGraph, Layout
 CONST = -1  # index standing for the constant 1 in a term
 
 
+def _narrowing(spec, graph: ChannelGraph) -> bool:
+    """A grouped conv that keeps its group count (each conv group narrows): its cost is quadratic in the width."""
+    return spec.kind == "gconv" and graph.groups[spec.out_layout.segs[0].space].narrow
+
+
 def _linear_form(layout: Optional[Layout], fallback: int) -> list[tuple[int, float]]:
     """``width = Σ coef · w[group]`` for a layout; a constant when the layout is unknown."""
     if layout is None:
@@ -76,7 +81,7 @@ class CostModel:
                 if n:
                     params.add(float(n), [(CONST, 1.0)])
                 continue
-            self._params_of(spec, module, params)
+            self._params_of(spec, module, params, graph)
         self._flops = flops.arrays()
         self._params = params.arrays()
 
@@ -110,6 +115,8 @@ class CostModel:
             k = math.prod(module.kernel_size)
             if spec is not None and spec.kind == "conv":
                 terms.add(sp_out * k, lf_in, lf_out)
+            elif spec is not None and _narrowing(spec, graph):  # width/groups inputs per output, groups fixed
+                terms.add(sp_out * k / module.groups, lf_out, lf_out)
             elif spec is not None and spec.kind in ("dwconv", "gconv"):  # in_channels/groups inputs per output
                 terms.add(sp_out * k * (module.in_channels // module.groups), lf_out)
             else:
@@ -136,7 +143,7 @@ class CostModel:
             terms.add(float(math.prod(in_shape) // n * (3 * n - 1)), [(CONST, 1.0)])
 
     @staticmethod
-    def _params_of(spec, module: nn.Module, terms: _Terms) -> None:
+    def _params_of(spec, module: nn.Module, terms: _Terms, graph: ChannelGraph) -> None:
         lf_out = _linear_form(spec.out_layout, 0)
         if spec.op:  # a module's functional layer: its parameters by role
             weight = getattr(module, spec.tensor("weight"))
@@ -152,6 +159,8 @@ class CostModel:
         bias = getattr(module, "bias", None) is not None
         if spec.kind == "conv":
             terms.add(math.prod(module.kernel_size), _linear_form(spec.in_layout, 0), lf_out)
+        elif _narrowing(spec, graph):
+            terms.add(math.prod(module.kernel_size) / module.groups, lf_out, lf_out)
         elif spec.kind in ("dwconv", "gconv"):
             terms.add(math.prod(module.kernel_size) * (module.in_channels // module.groups), lf_out)
         elif spec.kind == "linear":

@@ -61,17 +61,21 @@ def channel_importance(graph: ChannelGraph, layers: Mapping[str, nn.Module]) -> 
     return scores
 
 
-def importance_order(scores: Mapping[int, torch.Tensor], multiples: Optional[Mapping[int, int]] = None
-                     ) -> dict[int, torch.Tensor]:
+def importance_order(scores: Mapping[int, torch.Tensor], multiples: Optional[Mapping[int, int]] = None,
+                     narrow: frozenset = frozenset()) -> dict[int, torch.Tensor]:
     """Most important first; ties keep their stored order.
 
     A group feeding a grouped conv (``multiples[g]`` channels per conv group) is reordered in whole blocks of
-    that many channels, by their summed importance: a grouped conv's channels cannot leave their group.
+    that many channels, by their summed importance: a grouped conv's channels cannot leave their group. A group
+    in ``narrow`` keeps every block (each narrows): its channels are ordered inside each block instead.
     """
     out = {}
     for g, s in scores.items():
         q = (multiples or {}).get(g, 1)
-        if q > 1:
+        if q > 1 and g in narrow:
+            within = torch.argsort(-s.reshape(-1, q), dim=1, stable=True)
+            out[g] = (within + torch.arange(0, s.numel(), q)[:, None]).reshape(-1)
+        elif q > 1:
             blocks = torch.argsort(-s.reshape(-1, q).sum(1), stable=True)
             out[g] = (blocks[:, None] * q + torch.arange(q)[None, :]).reshape(-1)
         else:

@@ -21,6 +21,9 @@ class SpaceConfig:
     divisor: int = 8  # candidate widths are rounded to multiples of this (kernels are faster on them)
     max_ratio: float = 1.0  # > 1 broadens the space (BS-NAS spring blocks): wider than the checkpoint
     broaden_step: float = 0.125  # ratio step of the candidates added above 1.0 when broadening
+    # Grouped convs (ResNeXt, RegNet): "whole" keeps whole conv groups (the group count follows the width);
+    # "narrow" keeps every conv group and narrows each (the group count stays; Torch-Pruning's way).
+    conv_groups: str = "whole"
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.max_ratio <= 4.0:
@@ -35,6 +38,9 @@ class SpaceConfig:
             )
         if self.divisor < 1:
             raise SlimnasError(f"divisor must be a positive integer, got {self.divisor}")
+        if self.conv_groups not in ("whole", "narrow"):
+            raise SlimnasError(f"conv_groups must be 'whole' (keep whole conv groups) or 'narrow' (narrow every conv "
+                               f"group), got {self.conv_groups!r}")
         if not 0.0 < self.broaden_step <= 4.0:  # all_ratios() steps up by it: zero or less would never end
             raise SlimnasError(f"broaden_step must be in (0, 4], got {self.broaden_step}")
 

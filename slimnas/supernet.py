@@ -103,6 +103,15 @@ class Supernet(nn.Module):
         select: dict[int, Active] = {}
         for name, width in subnet.widths.items():
             gi = self._group_index[name]
+            group = self.graph.groups[gi]
+            if name in subnet.indices and group.narrow:
+                raise SlimnasError(f"subnet indices for group {name!r} cannot be given: its grouped convs keep their "
+                                   "group count (conv_groups='narrow'), so the width alone decides its channels")
+            if group.narrow and width != self.stored[gi]:  # the first width/n channels of each of the n conv groups
+                q, n = group.multiple, group.width // group.multiple
+                select[gi] = (torch.arange(n, device=device)[:, None] * q
+                              + torch.arange(width // n, device=device)[None, :]).reshape(-1)
+                continue
             if name in subnet.indices and gi in self.routes:
                 raise SlimnasError(f"subnet indices for group {name!r} cannot be given: its channels pass a channel "
                                    "shuffle, and the width alone decides which of them each layer uses")
@@ -199,6 +208,32 @@ def _in_multiples(widths: Sequence[int], group) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def _narrow_groups(graph: ChannelGraph, modules: dict[str, nn.Module]) -> None:
+    """Mark the groups whose grouped convs keep their group count (``conv_groups="narrow"``): every grouped conv
+    of the group is a plain ``nn.Conv2d`` with the same group count (a functional one keeps whole groups)."""
+    for gi, g in enumerate(graph.groups):
+        if g.multiple == 1 or not g.searchable:
+            continue
+        convs = [graph.layers[n] for n, role in g.members if graph.layers[n].kind == "gconv"]
+        counts = {modules[spec.name].groups for spec in convs}
+        if convs and not any(spec.op for spec in convs) and counts == {g.width // g.multiple}:
+            g.narrow = True
+        else:
+            logger.info("group %s keeps whole conv groups (its grouped convs are functional or differ)", g.name)
+
+
+def _narrowed(widths: Sequence[int], group) -> tuple[int, ...]:
+    """Candidate widths of a group whose conv groups each narrow: multiples of the group count, at most the
+    checkpoint's width; the smallest rounds down (one channel per conv group at least)."""
+    n = group.width // group.multiple
+    lowest = min(widths)
+    out = {group.width}
+    for w in widths:
+        if w < group.width:
+            out.add(max(n, (w // n if w == lowest else round(w / n)) * n))
+    return tuple(sorted(out))
+
+
 def _routable(widths: Sequence[int], width: int, divisor: int, route: RoutedGroup) -> tuple[int, ...]:
     """Candidate widths of a group a channel shuffle routes: never broadened (a shuffle routes only the channels
     it had), and each candidate the routing cannot narrow to replaced by the nearest narrower one it can (a
@@ -207,9 +242,10 @@ def _routable(widths: Sequence[int], width: int, divisor: int, route: RoutedGrou
     for w in widths:
         if w >= width:
             continue
-        below = [v for v in range(w, 0, -1) if route.feasible(v)]
-        if below:
-            out.add(next((v for v in below if v % divisor == 0), below[0]))
+        pick = next((v for v in range(w - w % divisor, 0, -divisor) if route.feasible(v)), None)
+        pick = pick or next((v for v in range(w, 0, -1) if route.feasible(v)), None)
+        if pick:
+            out.add(pick)
     return tuple(sorted(out))
 
 
@@ -272,6 +308,8 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
             raise SlimnasError(f"cannot freeze {name!r}: no such channel group (see `slimnas inspect`)") from None
 
     originals = dict(model.named_modules())
+    if config.space.conv_groups == "narrow":
+        _narrow_groups(graph, originals)
     layers: dict[str, DynamicMixin] = {}
     for name, spec in graph.layers.items():
         module = originals[name]
@@ -283,10 +321,13 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
         if dyn is None:  # pragma: no cover - the analysis only creates layer specs for registered types
             raise SlimnasError(f"no dynamic layer for {type(module).__name__} ({name})")
         layers[name] = dyn.wrap(module)
+        if spec.kind == "gconv" and graph.groups[spec.out_layout.segs[0].space].narrow:
+            layers[name].fixed_groups = module.groups
         _replace(model, name, layers[name])
 
     if config.reorder:
-        order = importance_order(channel_importance(graph, layers), {i: g.multiple for i, g in enumerate(graph.groups)})
+        order = importance_order(channel_importance(graph, layers), {i: g.multiple for i, g in enumerate(graph.groups)},
+                                 frozenset(i for i, g in enumerate(graph.groups) if g.narrow))
         sizes = {i: g.width for i, g in enumerate(graph.groups)}
         for name, spec in graph.layers.items():
             perm = lambda layout: layout.index(sizes, order.get) if layout is not None else None  # noqa: E731
@@ -309,6 +350,9 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
                 capped.append(g.name)
             if i in routes:
                 widths = _routable(widths, g.width, space_config.divisor, routes[i])
+            if g.narrow:  # every conv group narrows: multiples of the group count, never broadened
+                choices.append(GroupChoices(g.name, g.width, _narrowed(widths, g)))
+                continue
             choices.append(GroupChoices(g.name, g.width, _in_multiples(widths, g)))
     if capped:
         logger.info("%d groups normalised over their channels (LayerNorm, GroupNorm) are not broadened: %s",

@@ -135,3 +135,61 @@ def test_cafenet_frees_whole_conv_groups_of_a_group_feeding_a_grouped_conv():
     with pytest.raises(SlimnasError, match="whole conv groups of 8 channels") as err:
         net.set_subnet(net.space.max().replace({g.name: 8}, {g.name: (*range(7), 8)}))
     assert len(str(err.value).splitlines()) == 1
+
+
+NARROW = ConvertConfig(space=slimnas.SpaceConfig(conv_groups="narrow"))
+
+
+@pytest.mark.parametrize("name", ["resnext50_32x4d", "regnet_x_400mf", "regnet_y_400mf"])
+@torch.no_grad()
+def test_narrow_conv_groups_keep_the_group_count_and_export_exactly(name, tmp_path):
+    """``conv_groups="narrow"``: every conv group narrows (Torch-Pruning's way); the count stays."""
+    torch.manual_seed(0)
+    model = calibrate(torchvision.models.get_model(name, num_classes=10), (3, 64, 64)).eval()
+    whole = slimnas.convert(model, 64, GROUPED)
+    net = slimnas.convert(model, 64, NARROW).eval()
+    narrow = [g for g in net.graph.groups if g.narrow]
+    assert narrow and all(g.multiple > 1 for g in narrow)
+    assert all(c % (g.width // g.multiple) == 0 for g in narrow for c in net.space[g.name].choices)
+    ratio = net.flops(net.space.min()) / net.flops(net.space.original())
+    assert ratio <= 0.075 and ratio < whole.flops(whole.space.min()) / whole.flops(whole.space.original())
+    # the importance order moved channels inside the conv groups (not only whole groups), function-preserving
+    mods = dict(model.named_modules())
+    gconvs = [n for n, s in net.graph.layers.items() if s.kind == "gconv"]
+    assert any(not torch.equal(net.model.get_submodule(n).weight, mods[n].weight) for n in gconvs)
+    x = torch.randn(2, 3, 64, 64)
+    assert float((net(x) - model(x)).abs().max()) <= 1e-4
+    for i, subnet in enumerate([net.space.min(), net.space.sample(random.Random(1))]):
+        net.set_subnet(subnet)
+        plain = slimnas.export_subnet(net, subnet).eval()
+        assert float((net(x) - plain(x)).abs().max()) <= 1e-5
+        for n in gconvs:  # the same group count as the checkpoint, fewer channels in each group
+            assert plain.get_submodule(n).groups == mods[n].groups
+        assert any(plain.get_submodule(n).in_channels < mods[n].in_channels for n in gconvs)
+        macs, params = thop.profile(plain, inputs=(x[:1],), verbose=False)
+        assert net.flops(subnet) == pytest.approx(macs, rel=0.01) and net.params(subnet) == pytest.approx(params, rel=0.01)
+        if i == 1:
+            path = slimnas.export_onnx(plain, tmp_path / "sub.onnx", (3, 64, 64))
+            assert slimnas.export.onnx_max_abs_diff(plain, path, x[:1]) <= 1e-4
+
+
+def test_narrow_conv_groups_time_as_convs_that_keep_their_group_count():
+    """The latency unit of a narrowing grouped conv keeps the group count (its own table key), and its ONNX unit
+    runs in onnxruntime at a narrowed width."""
+    import onnxruntime as ort
+
+    from slimnas.latency.units import input_shape, unit_onnx, units_of
+
+    net = slimnas.convert(calibrate(Grouped(), (3, 16, 16)), 16, NARROW)
+    unit = next(u for u in units_of(net) if u.layer == "grouped.0")
+    assert unit.sig.group_count == 4 and unit.sig.groups(16) == 4 and unit.sig.diagonal and "-g4-" in unit.sig.key
+    whole = next(u for u in units_of(slimnas.convert(calibrate(Grouped(), (3, 16, 16)), 16)) if u.layer == "grouped.0")
+    assert whole.sig.key != unit.sig.key and whole.sig.groups(16) == 2
+    sess = ort.InferenceSession(unit_onnx(unit.sig, 16, 16), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"x": torch.randn(input_shape(unit.sig, 16)).numpy()})[0]
+    assert y.shape[1] == 16
+    with pytest.raises(slimnas.SlimnasError, match="conv_groups='narrow'"):
+        g = next(g for g in net.graph.groups if g.narrow)
+        net.set_subnet(net.space.max().replace({g.name: 16}, {g.name: tuple(range(16))}))
+    with pytest.raises(slimnas.SlimnasError, match="conv_groups must be"):
+        slimnas.SpaceConfig(conv_groups="half")

@@ -24,6 +24,9 @@ def add_space_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--divisor", type=int, default=8, help="round candidate widths to multiples of this (default: 8)")
     p.add_argument("--max-ratio", type=float, default=1.0,
                    help="broaden up to this multiple of the checkpoint's widths (BS-NAS; default: 1.0)")
+    p.add_argument("--conv-groups", choices=("whole", "narrow"), default="whole",
+                   help="grouped convs (ResNeXt, RegNet): keep whole conv groups, the group count following the width "
+                        "(default), or narrow every conv group, the count staying")
 
 
 def resolve_model(args: argparse.Namespace) -> None:
@@ -51,8 +54,12 @@ def supernet_from_args(args: argparse.Namespace) -> Supernet:
     if args.input_size < 1:
         raise SlimnasError(f"--input-size must be positive, got {args.input_size}")
     model = load_model(args.model, num_classes=args.num_classes, weights=args.weights)
-    space = SpaceConfig(ratios=parse_ratios(args.ratios), divisor=args.divisor, max_ratio=args.max_ratio)
-    return convert(model, args.input_size, ConvertConfig(space=space))
+    return convert(model, args.input_size, ConvertConfig(space=space_from_args(args)))
+
+
+def space_from_args(args: argparse.Namespace) -> SpaceConfig:
+    return SpaceConfig(ratios=parse_ratios(args.ratios), divisor=args.divisor, max_ratio=args.max_ratio,
+                       conv_groups=args.conv_groups)
 
 
 def add_tensorrt_arguments(p: argparse.ArgumentParser, help_on: str) -> None:

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     config = ProfileConfig(timing=TimingConfig(samples=args.samples), grid_step=args.grid_step,
                            refine_tol=args.refine_tol, calibration_subnets=args.calibration_subnets, passes=args.passes)
     model_args = {"model": args.model, "num_classes": args.num_classes, "weights": args.weights,
-                  "ratios": list(parse_ratios(args.ratios)), "divisor": args.divisor, "max_ratio": args.max_ratio}
+                  "ratios": list(parse_ratios(args.ratios)), "divisor": args.divisor, "max_ratio": args.max_ratio,
+                  **({"conv_groups": args.conv_groups} if args.conv_groups != "whole" else {})}
     profile(net, backend, out, model=str(args.model), config=config, model_args=model_args)
     return 0
 

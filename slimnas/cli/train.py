@@ -6,11 +6,10 @@ from pathlib import Path
 
 from ..data import DataConfig
 from ..errors import SlimnasError
-from ..space import SpaceConfig
 from ..train import TrainConfig
 from ..train.run import RunSpec, train
 from . import command
-from .common import add_model_arguments, add_space_arguments, parse_ratios
+from .common import add_model_arguments, add_space_arguments, space_from_args
 
 
 def parse_options(items: list[str]) -> dict:
@@ -64,7 +63,7 @@ so the run can be resumed, searched and exported from any directory. Without --w
 trained from its random initialisation (said in one line at the start).""")
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    space = SpaceConfig(ratios=parse_ratios(args.ratios), divisor=args.divisor, max_ratio=args.max_ratio)
+    space = space_from_args(args)
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                       optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                       warmup_fraction=args.warmup, label_smoothing=args.label_smoothing, amp=not args.no_amp,

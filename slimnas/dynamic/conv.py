@@ -1,7 +1,9 @@
 """Dynamic ``nn.Conv2d``: ordinary (groups=1), depthwise and grouped convolutions.
 
 A grouped conv with as many outputs as inputs slices like a depthwise one (input and output are one channel
-group) but in whole groups of ``group_width`` channels: the group count follows the width.
+group) but in whole groups of ``group_width`` channels: the group count follows the width. With
+``fixed_groups`` set (``SpaceConfig.conv_groups="narrow"``) it keeps its group count instead and every conv group
+narrows: the active channels are the same number from each group, and each filter keeps as many inputs.
 """
 from __future__ import annotations
 
@@ -25,16 +27,23 @@ class DynamicConv2d(DynamicMixin, nn.Conv2d):
         new.__dict__.update(conv.__dict__)  # same parameters, buffers and hyper-parameters
         new.depthwise = conv.groups > 1 and conv.in_channels == conv.out_channels
         new.group_width = conv.in_channels // conv.groups  # 1 when depthwise
+        new.fixed_groups = 0  # > 0: a grouped conv that keeps this many groups, each narrowing
         return new
+
+    def _weight(self) -> tuple[torch.Tensor, int]:
+        """The active filters and the group count."""
+        w = take(self.weight, 0, self.active_out)
+        if not self.depthwise:
+            return take(w, 1, self.active_in), 1
+        if self.fixed_groups:  # the active channels are as many from each group: each filter keeps that many inputs
+            return w.narrow(1, 0, w.shape[0] // self.fixed_groups), self.fixed_groups
+        return w, w.shape[0] // self.group_width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_full:
             return super().forward(x)
-        w = take(self.weight, 0, self.active_out)
-        if not self.depthwise:
-            w = take(w, 1, self.active_in)
+        w, groups = self._weight()
         b = take(self.bias, 0, self.active_out)
-        groups = w.shape[0] // self.group_width if self.depthwise else 1
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return F.conv2d(x, w, b, self.stride, _pair(0), self.dilation, groups)
@@ -43,14 +52,12 @@ class DynamicConv2d(DynamicMixin, nn.Conv2d):
     def export(self) -> nn.Conv2d:
         out_c = count(self.active_out, self.out_channels)
         in_c = out_c if self.depthwise else count(self.active_in, self.in_channels)
+        w, groups = self._weight()
         conv = nn.Conv2d(
             in_c, out_c, self.kernel_size, self.stride, self.padding, self.dilation,
-            groups=out_c // self.group_width if self.depthwise else 1, bias=self.bias is not None,
+            groups=groups, bias=self.bias is not None,
             padding_mode=self.padding_mode, device=self.weight.device, dtype=self.weight.dtype,
         )
-        w = take(self.weight, 0, self.active_out)
-        if not self.depthwise:
-            w = take(w, 1, self.active_in)
         with torch.no_grad():
             conv.weight.copy_(w)
             if self.bias is not None:
@@ -65,3 +72,19 @@ class DynamicConv2d(DynamicMixin, nn.Conv2d):
             self.groups = self.out_channels // self.group_width
         elif in_size is not None:
             self.in_channels = in_size
+
+    @torch.no_grad()
+    def permute(self, in_perm: Optional[torch.Tensor], out_perm: Optional[torch.Tensor]) -> None:
+        """A grouped conv's filters also take the permutation inside their group: row ``r`` (old row ``o``) reads
+        the inputs of its new group in their new order, which lie in ``o``'s old group. Whole-group permutations
+        leave the inputs in place; orders inside the groups (``conv_groups="narrow"``) move them."""
+        q = self.group_width
+        if out_perm is None or not self.depthwise or q == 1:
+            return super().permute(in_perm, out_perm)
+        rows = torch.arange(out_perm.numel())
+        new_inputs = out_perm[(rows // q * q)[:, None] + torch.arange(q)[None, :]]  # [row, q]: old channel numbers
+        cols = new_inputs - (out_perm // q * q)[:, None]  # ... as positions inside the old row's group
+        w = self.weight[out_perm]
+        self.weight.copy_(torch.gather(w, 1, cols[:, :, None, None].expand_as(w)))
+        if self.bias is not None:
+            self.bias.copy_(self.bias[out_perm])

@@ -49,6 +49,9 @@ def space_hash(supernet) -> str:
                    for g in supernet.graph.groups],
         "input_shape": list(supernet.input_shape),
     }
+    narrow = [g.name for g in supernet.graph.groups if g.narrow]
+    if narrow:  # grouped convs that keep their group count time differently at the same widths
+        data["narrow_conv_groups"] = narrow
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -50,12 +50,13 @@ class Signature:
     act: str  # "" when none
     hw: tuple[int, int]  # input spatial size (linear: 1, 1 on a vector; the pixels it runs on over a channels-last map)
     group_width: int = 0  # input channels per group of a grouped conv whose group count follows the width; 0: dense
+    group_count: int = 0  # the group count of a grouped conv that keeps it (each group narrows); 0: none
 
     @property
     def key(self) -> str:
         k, s, d = (f"{a}x{b}" for a, b in (self.kernel, self.stride, self.dilation))
         p = "x".join(map(str, self.padding))
-        gw = f"-gw{self.group_width}" if self.group_width else ""
+        gw = f"-gw{self.group_width}" if self.group_width else f"-g{self.group_count}" if self.group_count else ""
         return (f"{self.kind}{gw}-k{k}-s{s}-p{p}-d{d}-{'b' if self.bias else 'nb'}-{'bn' if self.bn else 'nobn'}"
                 f"-{self.act or 'id'}-{self.hw[0]}x{self.hw[1]}")
 
@@ -67,9 +68,11 @@ class Signature:
     @property
     def diagonal(self) -> bool:
         """Its in width always equals its out width (depthwise, or grouped with the group count following)."""
-        return self.kind == "dwconv" or self.group_width > 0
+        return self.kind == "dwconv" or self.group_width > 0 or self.group_count > 0
 
     def groups(self, cin: int) -> int:
+        if self.group_count:
+            return self.group_count
         return cin if self.kind == "dwconv" else cin // self.group_width if self.group_width else 1
 
     def out_hw(self) -> tuple[int, int]:
@@ -191,11 +194,13 @@ def units_of(supernet) -> list[Unit]:
                     pad = tuple(p + e // 2 for p, e in zip(pad, extra)) + tuple(p + e - e // 2 for p, e in zip(pad, extra))
                     if pad[:2] == pad[2:]:
                         pad = pad[:2]
-            kind, gw = spec.kind, 0
-            if spec.kind == "gconv":  # timed as a conv whose group count follows its width, group width fixed
+            kind, gw, gc = spec.kind, 0, 0
+            if spec.kind == "gconv" and getattr(module, "fixed_groups", 0):  # keeps its group count, groups narrow
+                kind, gc = "conv", int(module.fixed_groups)
+            elif spec.kind == "gconv":  # timed as a conv whose group count follows its width, group width fixed
                 kind, gw = "conv", int(module.weight.shape[1])
             sig = Signature(kind, tuple(module.kernel_size), tuple(module.stride), tuple(pad),
-                            tuple(module.dilation), bias, bn, act, hw, gw)
+                            tuple(module.dilation), bias, bn, act, hw, gw, gc)
         units.append(Unit(call.name, sig, spec.in_layout, spec.out_layout, tuple(absorbed)))
     return units
 

@@ -117,6 +117,7 @@ class ChannelGroup:
     frozen: Optional[str] = None
     multiple: int = 1  # widths must be multiples of this (the group width of a grouped conv), whole groups kept
     routed: bool = False  # its channels pass a channel shuffle: each layer's channels come from a routing plan
+    narrow: bool = False  # feeds grouped convs that keep their group count: each conv group narrows (see convert)
 
     @property
     def searchable(self) -> bool:

@@ -201,15 +201,19 @@ class RoutedGroup:
             for e, v in zip(self.full[r], vote.tolist()):
                 score[e] += v
         classes: dict[tuple, list] = defaultdict(list)  # (tag, the recipes it is in) -> its channels
-        for tag, n in {lf[1]: lf[2] for r in self.recipes for lf in leaves(r)}.items():
-            for j in range(n):
-                classes[(tag, self._class((tag, j), self.pos))].append(j)
+        for (tag, j), member in self._membership(self.full).items():
+            classes[(tag, member)].append(j)
         # most important first; ties keep the stored order
         self.classes = {c: sorted(js, key=lambda j, t=c[0]: (-score[(t, j)], j)) for c, js in classes.items()}
         self._plans: dict[int, Optional[dict[Recipe, torch.Tensor]]] = {}
 
-    def _class(self, entry: tuple, pos: Mapping) -> frozenset:
-        return frozenset(i for i, r in enumerate(self.recipes) if entry in pos[r])
+    def _membership(self, evaluated: Mapping[Recipe, tuple]) -> dict[tuple, frozenset]:
+        """Each channel ``(tag, k)``: the recipes (by index) it is in."""
+        member: dict[tuple, set] = defaultdict(set)
+        for i, r in enumerate(self.recipes):
+            for e in evaluated[r]:
+                member[e].add(i)
+        return {e: frozenset(m) for e, m in member.items()}
 
     def plan(self, width: int) -> Optional[dict[Recipe, torch.Tensor]]:
         """Each layout's stored positions at ``width`` (in the order the narrow network's tensors have them), or
@@ -227,12 +231,9 @@ class RoutedGroup:
             narrow = {r: evaluate(r, width, memo) for r in self.recipes}
         except ValueError:  # an odd chunk or shuffle at this width
             return None
-        pos = {r: set(ents) for r, ents in narrow.items()}
-        tags = {lf[1] for r in self.recipes for lf in leaves(r)}
         need: dict[tuple, list[int]] = defaultdict(list)
-        for tag in tags:
-            for k in range(width):
-                need[(tag, self._class((tag, k), pos))].append(k)
+        for (tag, k), member in sorted(self._membership(narrow).items()):
+            need[(tag, member)].append(k)
         if any(len(ks) > len(self.classes.get(c, ())) for c, ks in need.items()):
             return None
         chosen: dict[tuple, int] = {}  # (tag, k) -> the stored channel j it is

@@ -63,11 +63,11 @@ class CafeNet(Sandwich):
         """``(q, width // q, stored // q)``: a group feeding a grouped conv (``q`` channels per conv group) moves in
         whole conv groups, so its free channels are whole blocks of ``q`` (q = 1 elsewhere). A width that is not a
         whole number of blocks (the checkpoint's own) has no free blocks: ``(q, 0, 0)``, nor has a group that
-        passes a channel shuffle (:mod:`slimnas.trace.shuffle`)."""
+        passes a channel shuffle (:mod:`slimnas.trace.shuffle`) or whose conv groups each narrow."""
         g = self.net.graph.group(group)
         q = g.multiple
         stored = self.net.space[group].max_width
-        if width % q or stored % q or g.routed:  # a shuffle's channels follow from the width alone
+        if width % q or stored % q or g.routed or g.narrow:  # their channels follow from the width alone
             return q, 0, 0
         return q, width // q, stored // q
 
