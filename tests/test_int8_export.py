@@ -133,3 +133,53 @@ def test_export_of_a_slim_run_folder_writes_int8_from_its_own_data(tmp_path, mod
     assert (tmp_path / "out" / "model.int8.onnx").is_file() and done["int8"]["test_images"] == 60
     assert main(["export", str(run), "--out", str(tmp_path / "cli"), "--int8", "--int8-calibration", "8"]) == 0
     assert (tmp_path / "cli" / "model.int8.onnx").is_file()
+
+
+def test_fake_quant_computes_what_the_int8_graph_computes():
+    """slimnas.qat's fake quantization is the INT8 graph onnxruntime runs: its outputs are much closer to the
+    quantized graph's than the float model's are (same weights, the same calibration batch for both ranges)."""
+    import io
+
+    import torchvision
+
+    from slimnas.qat import FakeQuant, fold_batchnorm
+    from slimnas.quantize import quantize_onnx
+
+    torch.manual_seed(0)
+    model = calibrate(torchvision.models.mobilenet_v2(num_classes=10), (3, 32, 32)).eval()
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        assert (folded(x) - model(x)).abs().max() <= 1e-5
+    buf = io.BytesIO()
+    torch.onnx.export(folded, (x,), buf, opset_version=17, dynamo=False, input_names=["input"])
+    sess = ort.InferenceSession(quantize_onnx(buf.getvalue(), [x.numpy()]), providers=["CPUExecutionProvider"])
+    int8 = torch.from_numpy(sess.run(None, {"input": x.numpy()})[0])
+    fq = FakeQuant(folded)
+    with torch.no_grad():
+        simulated = folded(x)  # eval: the ranges are this batch's min/max, as the calibration's
+    fq.remove()
+    with torch.no_grad():
+        plain = folded(x)
+    assert (simulated - int8).abs().max() < 0.5 * (plain - int8).abs().max()
+    assert torch.equal(plain, folded(x).detach())  # removed: the float model again
+
+
+def test_quantization_aware_finetune_writes_the_int8_graph_and_scores_both(tmp_path, model, data):
+    done = write_exports(model, tmp_path, (3, SIZE, SIZE),
+                         ExportConfig(tensorrt=False, int8=True, int8_calibration=40, int8_qat_steps=12, int8_qat_lr=1e-3),
+                         data=data)
+    info = done["int8"]
+    assert info["written"] and (tmp_path / "model.int8.onnx").is_file()
+    assert info["qat"]["steps"] == 12 and info["qat"]["last_loss"] > 0
+    assert 0 <= info["test_top1"] <= 1 and 0 <= info["ptq_test_top1"] <= 1
+    assert info["test_top1"] == pytest.approx(_ort_top1(tmp_path / "model.int8.onnx", data.test))
+    assert int8_ops(tmp_path / "model.int8.onnx")["QuantizeLinear"] > 0
+    meta = onnx_metadata(tmp_path / "model.int8.onnx")["quantization"]  # JSON-decoded
+    assert meta["qat"]["steps"] == 12
+    from slimnas.pipeline.report import _int8_lines
+
+    assert "quantization-aware fine-tune of 12 steps" in _int8_lines(info)[0]
+    with pytest.raises(SlimnasError, match="int8_qat_steps must be >= 0"):
+        ExportConfig(int8_qat_steps=-1)

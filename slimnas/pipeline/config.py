@@ -239,8 +239,17 @@ class ExportConfig:
     # latency.dtype is int8; its test accuracy is measured in onnxruntime. With TensorRT: model.int8.engine too.
     int8: bool = False
     int8_calibration: int = 256  # training images (evaluation transform) the INT8 ranges are calibrated on
+    # > 0: a quantization-aware fine-tune of that many steps (slimnas.qat: BatchNorm folded, weights and activations
+    # fake-quantized as onnxruntime will run them) before model.int8.onnx is quantized; exports.json reports the
+    # post-training graph's test accuracy beside it.
+    int8_qat_steps: int = 0
+    int8_qat_lr: float = 5e-4  # SGD (momentum 0.9) learning rate of that fine-tune
+    int8_qat_batch: int = 64
 
     def __post_init__(self) -> None:
+        if self.int8_qat_steps < 0 or self.int8_qat_batch < 1 or not self.int8_qat_lr > 0:
+            raise SlimnasError("export.int8_qat_steps must be >= 0 (0: no quantization-aware fine-tune), "
+                               "int8_qat_batch >= 1 and int8_qat_lr > 0")
         if not 7 <= self.opset <= 23:  # what torch.onnx exports (ONNX_MIN_OPSET..ONNX_MAX_OPSET of torch 2.x)
             raise SlimnasError(f"opset must be an ONNX opset between 7 and 23, got {self.opset}")
         if self.int8_calibration < 1:

@@ -16,10 +16,12 @@ so it can be fed from an image file with nothing else. The engine is built at th
 """
 from __future__ import annotations
 
+import copy
 import logging
 import importlib.util
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional, Union
 
@@ -106,24 +108,66 @@ def onnx_top1(path: Path, dataset, batch: Optional[int] = None) -> dict:
     return {"top1": right / seen, "images": seen}
 
 
-def write_int8(out: Path, config: ExportConfig, data: Optional[Datasets], batch: Optional[int]) -> dict:
+def _qat_float_graph(model: nn.Module, config: ExportConfig, data: Optional[Datasets], input_shape,
+                     batch: Optional[int]) -> tuple[bytes, dict]:
+    """The float ONNX graph of ``model`` after the quantization-aware fine-tune (:mod:`slimnas.qat`), and what
+    to report of the fine-tune."""
+    from ..data import make_loader
+    from ..qat import qat_finetune
+
+    if data is None or data.train is None or len(data.train) == 0:
+        raise SlimnasError("export.int8_qat_steps needs the training split to fine-tune on: export from a run folder "
+                           "whose data loads (or set export.int8_qat_steps: 0)")
+    torch.manual_seed(0)
+    loader = make_loader(data.train, config.int8_qat_batch, shuffle=True, seed=0)
+    teacher = copy.deepcopy(model).eval()
+    t0 = time.perf_counter()
+    folded, losses = qat_finetune(model, loader, config.int8_qat_steps, config.int8_qat_lr, teacher=teacher)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(folded, Path(tmp) / "qat.onnx", tuple(input_shape), batch=batch or 1, opset=config.opset,
+                           check=True, dynamic_batch=batch is None)
+        data_bytes = Path(path).read_bytes()
+    report = {"steps": config.int8_qat_steps, "lr": config.int8_qat_lr, "batch": config.int8_qat_batch,
+              "first_loss": losses[0], "last_loss": sum(losses[-10:]) / len(losses[-10:]),
+              "seconds": round(time.perf_counter() - t0, 1), "teacher": "the model before the fine-tune"}
+    logger.info(f"quantization-aware fine-tune: {config.int8_qat_steps} steps in {report['seconds']} s, loss "
+                f"{report['first_loss']:.3f} -> {report['last_loss']:.3f}")
+    return data_bytes, report
+
+
+def write_int8(out: Path, config: ExportConfig, data: Optional[Datasets], batch: Optional[int],
+               model: Optional[nn.Module] = None, input_shape=None) -> dict:
     """``model.int8.onnx`` from ``out/model.onnx``: quantized, run, and scored in onnxruntime; returns what goes into
-    ``exports.json`` (``written`` false, with the reason, when onnxruntime cannot run the quantized graph)."""
+    ``exports.json`` (``written`` false, with the reason, when onnxruntime cannot run the quantized graph).
+
+    With ``export.int8_qat_steps``, ``model`` is first fine-tuned as its INT8 graph computes and that graph is
+    quantized instead; the post-training graph of ``model.onnx`` is scored beside it (``ptq_test_top1``)."""
     import onnx
 
     from ..quantize import SETTINGS, quantize_onnx, runs
 
     batches = calibration_batches(data, config.int8_calibration, batch)
     source = out / "model.onnx"
-    q = quantize_onnx(source, batches)
+    qat = None
+    if config.int8_qat_steps:
+        if model is None:
+            raise SlimnasError("export.int8_qat_steps needs the model to fine-tune")  # pragma: no cover - internal
+        ptq = quantize_onnx(source, batches)
+        float_graph, qat = _qat_float_graph(model, config, data, input_shape, batch)
+        q = quantize_onnx(float_graph, batches)
+    else:
+        q = quantize_onnx(source, batches)
     model = onnx.load_from_string(q)
     del model.metadata_props[:]
     for p in onnx.load(str(source), load_external_data=False).metadata_props:
         model.metadata_props.add(key=p.key, value=p.value)
     model.metadata_props.add(key="quantization", value=json.dumps({**SETTINGS.describe(),
-                                                                    "calibration_images": config.int8_calibration}))
+                                                                    "calibration_images": config.int8_calibration,
+                                                                    **({"qat": qat} if qat else {})}))
     q = model.SerializeToString()
     info: dict = {"quantization": SETTINGS.describe(), "calibration_images": int(sum(len(b) for b in batches))}
+    if qat:
+        info["qat"] = qat
     why = runs(q, batches[0])
     if why is not None:
         info.update(written=False, reason=f"onnxruntime cannot run the quantized graph ({why})")
@@ -138,8 +182,14 @@ def write_int8(out: Path, config: ExportConfig, data: Optional[Datasets], batch:
         fp32 = onnx_top1(source, data.test, batch)
         info.update(test_top1=int8["top1"], test_images=int8["images"], onnx_fp32_test_top1=fp32["top1"],
                     accuracy_from="onnxruntime (CPU provider) on the test split")
+        extra = ""
+        if qat:  # the post-training graph, scored the same way
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "ptq.onnx").write_bytes(ptq)
+                info["ptq_test_top1"] = onnx_top1(Path(tmp) / "ptq.onnx", data.test, batch)["top1"]
+            extra = f", post-training quantization {info['ptq_test_top1']:.4f}"
         logger.info(f"model.int8.onnx: test top-1 {int8['top1']:.4f} in onnxruntime on {int8['images']} images "
-                    f"(model.onnx {fp32['top1']:.4f})")
+                    f"(model.onnx {fp32['top1']:.4f}{extra})")
     else:
         info.update(test_top1=None, reason="the data has no test split: accuracy not measured")
     return info
@@ -174,7 +224,7 @@ def write_exports(model: nn.Module, out: Path, input_shape, config: ExportConfig
         done["onnx_max_abs_diff"] = max(onnx_max_abs_diff(model, path, torch.randn((n,) + tuple(input_shape)))
                                         for n in sizes)
     if int8:
-        done["int8"] = write_int8(out, config, data, None if dynamic_batch else batch)
+        done["int8"] = write_int8(out, config, data, None if dynamic_batch else batch, model, input_shape)
         if done["int8"]["written"]:
             done["files"].append("model.int8.onnx")
         else:

@@ -130,6 +130,12 @@ def _int8_lines(q: Optional[dict]) -> list[str]:
     if q.get("test_top1") is not None:
         line += (f"; test top-1 {q['test_top1']:.4f} run in onnxruntime on {q.get('test_images', '–')} images "
                  f"(`model.onnx` {q['onnx_fp32_test_top1']:.4f} the same way)")
+    if q.get("qat"):
+        a = q["qat"]
+        line += (f"; after a quantization-aware fine-tune of {a['steps']} steps (lr {a['lr']:g}, loss "
+                 f"{a['first_loss']:.3f} → {a['last_loss']:.3f}, {a['seconds']} s)")
+        if q.get("ptq_test_top1") is not None:
+            line += f"; post-training quantization alone: test top-1 {q['ptq_test_top1']:.4f}"
     return [line]
 
 
