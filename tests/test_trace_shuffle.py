@@ -187,3 +187,33 @@ def test_shuffled_channels_in_a_pattern_not_understood_are_frozen_and_named():
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert (net(x) - model(x)).abs().max().item() <= 1e-5
+
+
+class _ShuffleTwice(nn.Module):
+    """The same shuffled tensor concatenated with itself: a channel twice in one tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.c = nn.Sequential(nn.Conv2d(32, 16, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), self.b(x)], 1)
+        n, ch, h, w = y.size()
+        s = y.view(n, 2, ch // 2, h, w).transpose(1, 2).contiguous().view(n, ch, h, w)
+        return self.fc(self.c(torch.cat([s, s], 1)).mean((2, 3)))
+
+
+def test_a_shuffled_channel_twice_in_one_tensor_is_frozen_and_named():
+    model = calibrate(_ShuffleTwice(), (3, 16, 16)).eval()
+    net = slimnas.convert(model, 16).eval()
+    assert any("same channel twice" in n for n in net.graph.notes), net.graph.notes
+    assert "c.0" in net.space.names() and not {"a.0", "b.0"} & set(net.space.names())
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert (net(x) - model(x)).abs().max().item() <= 1e-5
+        subnet = net.space.min()
+        net.set_subnet(subnet)
+        assert (net(x) - slimnas.export_subnet(net, subnet).eval()(x)).abs().max().item() <= 1e-5

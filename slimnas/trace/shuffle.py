@@ -146,6 +146,17 @@ class ShuffleRules:
             self.routed_spaces.add(s)
         return Seg(first, spaces[first])
 
+    def _routed_or_frozen(self, node: fx.Node, recipe: Recipe, unit: Seg, size: int) -> Optional[Layout]:
+        """The routed layout, unless a channel occurs twice in it (``cat(x, x)``): one weight position each is
+        what a routing plan gives."""
+        try:
+            ents = evaluate(recipe)
+        except ValueError as exc:
+            return self.unsupported(node, f"shuffled channels that do not divide ({exc})")
+        if len(set(ents)) != len(ents):
+            return self.unsupported(node, "shuffled channels that hold the same channel twice")
+        return routed(recipe, unit, size)
+
     def shuffle_view(self, node: fx.Node, lin: Layout, groups: int) -> Any:
         """``view(b, g, C/g, h, w)`` of a tracked tensor: the first step of a shuffle."""
         if lin.inner != 1:
@@ -167,13 +178,14 @@ class ShuffleRules:
         unit = self._tie_all(node, [got.layout])
         if unit is None:
             return None
-        return routed(("shuffle", got.groups, recipe_of(got.layout)), unit, got.layout.size)
+        return self._routed_or_frozen(node, ("shuffle", got.groups, recipe_of(got.layout)), unit, got.layout.size)
 
     def routed_cat(self, node: fx.Node, layouts: list[Layout]) -> Optional[Layout]:
         unit = self._tie_all(node, layouts)
         if unit is None:
             return None
-        return routed(("cat", tuple(recipe_of(lay) for lay in layouts)), unit, sum(lay.size for lay in layouts))
+        return self._routed_or_frozen(node, ("cat", tuple(recipe_of(lay) for lay in layouts)), unit,
+                                      sum(lay.size for lay in layouts))
 
     def routed_chunk(self, node: fx.Node, lin: Layout, name: str, sizes: list[int]) -> Any:
         unit = lin.segs[0]
