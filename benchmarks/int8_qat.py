@@ -78,7 +78,7 @@ def main() -> None:
     data = load_data(DataConfig("cifar10", image_size=32, seed=0))
     model = load_model("mobilenet_v2", num_classes=10, weights=str(CKPT)).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        fp32_path = export_onnx(model, Path(tmp) / "fp32.onnx", (3, 32, 32), check=True)
+        fp32_path = export_onnx(model, Path(tmp) / "fp32.onnx", (3, 32, 32), check=True, dynamic_batch=True)
         fp32_top1 = onnx_top1(fp32_path, data.test)["top1"]
         print(f"FP32 in onnxruntime: test top-1 {fp32_top1:.4f}", flush=True)
         for seed in seeds:
@@ -97,7 +97,7 @@ def main() -> None:
             t1 = time.perf_counter()
             folded, losses = qat_finetune(model, loader, args.steps, args.lr, teacher=model)
             qat_s = time.perf_counter() - t1
-            qat_float = export_onnx(folded, Path(tmp) / f"qatf{seed}.onnx", (3, 32, 32), check=True)
+            qat_float = export_onnx(folded, Path(tmp) / f"qatf{seed}.onnx", (3, 32, 32), check=True, dynamic_batch=True)
             qat = Path(tmp) / f"qat{seed}.onnx"
             qat.write_bytes(quantize_onnx(qat_float, batches))
             qat_top1 = onnx_top1(qat, data.test)["top1"]
