@@ -122,7 +122,7 @@ def main() -> None:
                "qat_sd": sd(qat_v), "qat_minus_ptq": statistics.mean(diff), "qat_minus_ptq_se": se}
     atomic_write_text(args.out / "results.json", json.dumps(summary, indent=1))
     inside = "inside the noise" if not abs(summary["qat_minus_ptq"]) > 2 * se else "beyond 2 s.e."
-    lines = [f"# INT8: quantization-aware fine-tune against post-training quantization\n",
+    lines = ["# INT8: quantization-aware fine-tune against post-training quantization\n",
              f"Command: `{cmd}`  ", f"Machine: `{json.dumps(summary['machine'])}`\n",
              f"Shared CIFAR-10 MobileNetV2 at 32x32; test top-1 (%) of each graph run in onnxruntime on the 10,000 test "
              f"images. FP32 graph: {fp32_top1 * 100:.2f}.\n",

@@ -28,6 +28,19 @@ def _positions(layout: Layout, sizes: Mapping[int, int], group: int) -> list[tor
     return out
 
 
+def _vote(graph: ChannelGraph, layers: Mapping[str, nn.Module], name: str, role: str) -> tuple[Layout, torch.Tensor]:
+    """One layer's raw vote per position of the dimension ``role`` names, and that dimension's layout: the L1
+    norm of its filters (out, dw), of its per-channel scale (bn; a scale may be shaped (C, 1, 1)) or of its
+    outgoing weights (in)."""
+    spec = graph.layers[name]
+    weight = getattr(layers[name], spec.tensor("weight"))  # a functional layer's weight may have any name
+    if role in ("out", "dw"):
+        return spec.out_layout, weight.abs().flatten(1).sum(1)
+    if role == "bn":
+        return spec.out_layout, weight.abs().reshape(weight.shape[0], -1).sum(1)
+    return spec.in_layout, weight.abs().transpose(0, 1).flatten(1).sum(1)
+
+
 def _normalised(v: torch.Tensor) -> torch.Tensor:
     v = v.detach().double()
     return v / (v.mean() + 1e-12)
@@ -43,20 +56,9 @@ def channel_importance(graph: ChannelGraph, layers: Mapping[str, nn.Module]) -> 
             continue
         total = torch.zeros(group.width, dtype=torch.float64)
         for name, role in group.members:
-            spec, layer = graph.layers[name], layers[name]
-            weight = getattr(layer, spec.tensor("weight"))  # a functional layer's weight may have any name
-            if role in ("out", "dw"):  # its filters at the positions of this group (a part of its output)
-                row = weight.abs().flatten(1).sum(1)
-                for pos in _positions(spec.out_layout, sizes, gi):
-                    total += _normalised(row[pos].sum(1))
-            elif role == "bn":  # a per-channel scale may be shaped (C, 1, 1): one value per channel all the same
-                per_channel = weight.abs().reshape(weight.shape[0], -1).sum(1)
-                for pos in _positions(spec.out_layout, sizes, gi):
-                    total += _normalised(per_channel[pos].sum(1))
-            elif role == "in":
-                col = weight.abs().transpose(0, 1).flatten(1).sum(1)
-                for pos in _positions(spec.in_layout, sizes, gi):
-                    total += _normalised(col[pos].sum(1))
+            layout, vote = _vote(graph, layers, name, role)
+            for pos in _positions(layout, sizes, gi):  # each time the group occurs in that dimension
+                total += _normalised(vote[pos].sum(1))
         scores[gi] = total
     return scores
 
@@ -89,12 +91,6 @@ def routed_votes(graph: ChannelGraph, layers: Mapping[str, nn.Module], gi: int) 
     :func:`channel_importance`'s, per position of each layer's routed layout: ``(route, votes)`` pairs."""
     out = []
     for name, role in graph.groups[gi].members:
-        spec, layer = graph.layers[name], layers[name]
-        weight = getattr(layer, spec.tensor("weight"))
-        if role in ("out", "dw"):
-            out.append((spec.out_layout.route, _normalised(weight.abs().flatten(1).sum(1))))
-        elif role == "bn":
-            out.append((spec.out_layout.route, _normalised(weight.abs().reshape(weight.shape[0], -1).sum(1))))
-        elif role == "in":
-            out.append((spec.in_layout.route, _normalised(weight.abs().transpose(0, 1).flatten(1).sum(1))))
+        layout, vote = _vote(graph, layers, name, role)
+        out.append((layout.route, _normalised(vote)))
     return out

@@ -177,7 +177,7 @@ def qat_finetune(model: nn.Module, batches: Iterable, steps: int, lr: float = 1e
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if progress is not None:
             progress(step + 1, steps, losses[-1])
     folded.eval()

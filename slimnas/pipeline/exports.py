@@ -115,9 +115,6 @@ def _qat_float_graph(model: nn.Module, config: ExportConfig, data: Optional[Data
     from ..data import make_loader
     from ..qat import qat_finetune
 
-    if data is None or data.train is None or len(data.train) == 0:
-        raise SlimnasError("export.int8_qat_steps needs the training split to fine-tune on: export from a run folder "
-                           "whose data loads (or set export.int8_qat_steps: 0)")
     torch.manual_seed(0)
     loader = make_loader(data.train, config.int8_qat_batch, shuffle=True, seed=0)
     teacher = copy.deepcopy(model).eval()
@@ -214,6 +211,9 @@ def write_exports(model: nn.Module, out: Path, input_shape, config: ExportConfig
         raise SlimnasError("model.int8.onnx is quantized from model.onnx: set export.onnx: true (or drop export.int8)")
     if int8:
         calibration_batches(data, 1, None)  # calibration data missing: refused before any file is written
+        if config.int8_qat_steps and (data is None or data.train is None or len(data.train) == 0):
+            raise SlimnasError("export.int8_qat_steps needs the training split to fine-tune on: export from a run "
+                               "folder whose data loads (or set export.int8_qat_steps: 0)")
     if config.onnx:
         path = out / "model.onnx"
         export_onnx(model, path, tuple(input_shape), batch=batch, opset=config.opset, check=True,
