@@ -48,6 +48,8 @@ BAD = [
     (["latency.samples=10"], "samples must be at least 30"),
     (["latency.steady_pct=-1"], "steady_pct must be a percentage >= 0"),
     (["latency.attempts=0"], "attempts must be at least 1"),
+    (["latency.processes=0"], "processes must be at least 1"),
+    (["latency.profile.e2e.processes=0"], "processes >= 1"),
     (["latency.profile.grid_step=0"], "profile.grid_step must be at least 1"),
     (["latency.profile.passes=0"], "profile.passes must be at least 1"),
     (["latency.profile.calibration_subnets=1"], "profile.calibration_subnets must be at least 2"),

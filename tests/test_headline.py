@@ -94,6 +94,24 @@ def test_bisect_on_real_measurements(tmp_path):
     assert len({p.key for p in found.probes}) == 3  # the ends and the middle: three architectures, one run
 
 
+def test_meter_over_several_processes(tmp_path):
+    """With processes=3 the ratio is the median of the three processes' own ratios, and the repeat error is at least
+    the spread across them."""
+    import numpy as np
+
+    ctx = context(tmp_path)
+    method = METHODS["uniform"](ctx, tmp_path / "uniform")
+    method.prepare()
+    meter = Meter(onnx_for(ctx.base, tmp_path, SHAPE, name="base"))
+    small = method.build(0.5)
+    base, (m,), raw = meter.measure([onnx_for(small, tmp_path, SHAPE)], E2EConfig(3, 5, processes=3))
+    assert len(raw["processes"]) == 3
+    each = [r["models"][1]["best_round_ms"] / r["models"][0]["best_round_ms"] for r in raw["processes"]]
+    assert m.ratio == pytest.approx(float(np.median(each)))
+    between = 1.2533 * float(np.std(np.log(each), ddof=1)) / np.sqrt(3) * 100
+    assert m.repeat_pct >= between - 1e-9 and base.ratio == pytest.approx(1.0)
+
+
 def check_plain(model: nn.Module, base: nn.Module) -> None:
     """A plain model of the base's class, narrower, with only torch layers, that runs."""
     assert type(model) is type(base)

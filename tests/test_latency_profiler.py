@@ -226,3 +226,46 @@ def test_onnx_backend_refuses_torch_files_in_one_line(tmp_path):
     with pytest.raises(SlimnasError, match="ONNX") as err:
         time_onnx_files(paths, "onnxruntime", BackendConfig(), TimingConfig(warmup_ms=1, samples=3))
     assert len(str(err.value).splitlines()) == 1
+
+
+def _raw(values_ms, rounds=None):
+    """A worker's output for models whose quietest rounds (and pooled medians) are ``values_ms``."""
+    models = [{"best_round_ms": v, "median_ms": v * 1.1, "p10_ms": v, "p90_ms": v * 1.3, "n": 10,
+               "round_medians_ms": rounds or [v, v * 1.2], "spread_pct": 20.0, "half_diff_pct": 1.0,
+               "best_half_diff_pct": 0.5} for v in values_ms]
+    return {"models": models, "probe_ms": [0.1, 0.1], "backend": "test"}
+
+
+def test_combine_processes_cancels_speed_and_outvotes_one_model_off():
+    """A process that ran everything 1.5x slower moves no ratio; a process in which one model alone came out 30%
+    slow is outvoted by the others; the spread across processes is that model's error."""
+    from slimnas.latency.e2e import combine_processes
+
+    same = combine_processes([_raw([1.0, 0.5]), _raw([1.5, 0.75]), _raw([1.0, 0.5])])
+    b, m = (x["best_round_ms"] for x in same["models"])
+    assert m / b == pytest.approx(0.5)
+    assert same["models"][1]["between_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert len(same["processes"]) == 3 and same["models"][0]["n"] == 30 and len(same["probe_ms"]) == 6
+    off = combine_processes([_raw([1.0, 0.5]), _raw([1.0, 0.65]), _raw([1.0, 0.5])])
+    b, m = (x["best_round_ms"] for x in off["models"])
+    assert m / b == pytest.approx(0.5, rel=0.02)  # the 0.65 outvoted, not averaged in (that would be 0.55)
+    assert off["models"][1]["between_pct"] > 5.0
+    assert off["models"][1]["process_best_round_ms"] == [0.5, 0.65, 0.5]
+
+
+def test_timing_in_several_processes_returns_each(tmp_path):
+    """Real worker processes: processes=2 runs two, combines them and keeps both outputs."""
+    from slimnas.latency import BackendConfig, TimingConfig
+    from slimnas.latency.e2e import E2EConfig, export_subnets, time_onnx_files
+
+    net = tiny_supernet()
+    paths = export_subnets(net, [net.space.max(), net.space.min()], tmp_path)
+    res = time_onnx_files(paths, "onnxruntime", BackendConfig(), TimingConfig(warmup_ms=1, samples=3),
+                          E2EConfig(rounds=2, samples_per_round=3, processes=2))
+    assert len(res["processes"]) == 2 and len(res["models"]) == 2
+    for i, m in enumerate(res["models"]):
+        each = [r["models"][i]["best_round_ms"] for r in res["processes"]]
+        assert m["process_best_round_ms"] == each and m["between_pct"] >= 0
+        assert len(m["round_medians_ms"]) == 4 and m["n"] == sum(r["models"][i]["n"] for r in res["processes"])
+    with pytest.raises(SlimnasError, match="processes"):
+        E2EConfig(processes=0)

@@ -218,7 +218,7 @@ class Run:
         onnx_dir = self.work / "onnx" / f"final-{label}"
         paths = [onnx_for(load_exported(r["final"]), onnx_dir, INPUT_SHAPE, name=n.replace("@", "_").replace("#", "_seed"))
                  for r, n in zip(rows, names)]
-        self.log(f"closing timing run: {len(paths)} models + the base, {self.p.final_timing.rounds} interleaved rounds, fresh process")
+        self.log(f"closing timing run: {len(paths)} models + the base, {self.p.final_timing.rounds} interleaved rounds in each of {self.p.final_timing.processes} fresh process(es)")
         meter = Meter(onnx_for(self.base_model, self.work / "onnx", INPUT_SHAPE, name="base"))
         base, ms, raw = meter.measure(paths, self.p.final_timing)
         return self.write(path, {"names": names, "base": base.to_dict(), "models": [m.to_dict() for m in ms],

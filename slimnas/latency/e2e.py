@@ -49,10 +49,18 @@ class E2EConfig:
     samples_per_round: int = 10  # timed samples of each model per round (each >= TimingConfig.min_sample_ms)
     warmup_ms: float = 5.0  # re-warm each model at the start of its turn in a round
     statistic: str = "best_round"  # what a model's latency is: best_round (quietest round's median) | median
+    # fresh worker processes, one after another, each timing every model over all the rounds; with more than one a
+    # model's latency is combined over them (:func:`combine_processes`). One process's figures can be off by more
+    # than its own even-vs-odd error says: on a 2-core AMD EPYC VM the same two models timed in fresh processes
+    # gave ratios of 0.40-0.52 while each process's even and odd rounds agreed within 1-2%
+    # (benchmarks/results/timing_processes/).
+    processes: int = 1
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.samples_per_round < 1:
             raise SlimnasError(f"end-to-end timing needs rounds >= 1 and samples_per_round >= 1, got {self.rounds}, {self.samples_per_round}")
+        if self.processes < 1:
+            raise SlimnasError(f"end-to-end timing needs processes >= 1, got {self.processes}")
         if self.statistic not in STATISTICS:
             raise SlimnasError(f"end-to-end statistic must be one of {', '.join(STATISTICS)}, got {self.statistic!r}")
 
@@ -105,33 +113,82 @@ def time_onnx_files(paths: Sequence[Path], backend: str, config: BackendConfig, 
                     e2e: E2EConfig = E2EConfig(), output_shape: Sequence[int] = (),
                     dtypes: Optional[Sequence[str]] = None) -> dict:
     """Time exported models (``.onnx`` files, or ``.pt`` files from :func:`export_subnets` for the torch
-    backend) end to end in a fresh worker process.
+    backend) end to end in ``e2e.processes`` fresh worker processes, one after another.
 
-    Returns ``{"models": [...], "probe_ms": [...]}``: per model the median over all rounds' samples, p10/p90,
-    the quietest round's median, each round's median, ``spread_pct`` (range of the round medians) and the
-    even-vs-odd-rounds differences (see ``worker.summarise``); the reference probe once per round and at the end.
-    A worker that fails (a backend refusing the files, say) is a one-line :class:`SlimnasError`.
-    ``dtypes`` (one per path) times a file in another dtype than ``config.dtype`` (an FP32 original among INT8
-    candidates), in the same process and rounds.
+    Returns ``{"models": [...], "probe_ms": [...], "processes": [...]}``: per model the median over all rounds'
+    samples, p10/p90, the quietest round's median, each round's median, ``spread_pct`` (range of the round
+    medians) and the even-vs-odd-rounds differences (see ``worker.summarise``); the reference probe once per round
+    and at the end. With several processes these are combined over them (:func:`combine_processes`) and
+    ``processes`` keeps each one's own output. A worker that fails (a backend refusing the files, say) is a
+    one-line :class:`SlimnasError`. ``dtypes`` (one per path) times a file in another dtype than
+    ``config.dtype`` (an FP32 original among INT8 candidates), in the same process and rounds.
     """
     if dtypes is not None and len(dtypes) != len(paths):
         raise SlimnasError(f"{len(dtypes)} dtypes for {len(paths)} files to time")
+    job = {"paths": [str(p) for p in paths], "backend": backend, "config": asdict(config),
+           "timing": asdict(timing), "e2e": asdict(e2e), "output_shape": list(output_shape),
+           "dtypes": list(dtypes) if dtypes is not None else None}
+    raws = [_run_worker(job, config.threads) for _ in range(e2e.processes)]
+    return combine_processes(raws) if len(raws) > 1 else {**raws[0], "processes": raws}
+
+
+def _run_worker(job: dict, threads: int) -> dict:
+    """One ``slimnas.latency.worker`` process on ``job``: its output."""
     with tempfile.TemporaryDirectory(prefix="slimnas-e2e-") as tmp:
-        job = {"paths": [str(p) for p in paths], "backend": backend, "config": asdict(config),
-               "timing": asdict(timing), "e2e": asdict(e2e), "output_shape": list(output_shape),
-               "dtypes": list(dtypes) if dtypes is not None else None}
         job_file, out_file = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job_file.write_text(json.dumps(job))
         # The worker unpickles torch models: it must import what this process imports (a model from a
         # ``module:factory`` next to the caller, say).
         path = os.pathsep.join([p for p in sys.path if p and Path(p).is_dir()] + [os.environ.get("PYTHONPATH", "")])
-        env = dict(os.environ, OMP_NUM_THREADS=str(config.threads), PYTHONPATH=path.rstrip(os.pathsep))
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=path.rstrip(os.pathsep))
         proc = subprocess.run([sys.executable, "-m", "slimnas.latency.worker", str(job_file), str(out_file)],
                               env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if proc.returncode != 0 or not out_file.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit code {proc.returncode}, no output"]
             raise SlimnasError(f"the timing worker failed ({tail[0]})")
         return json.loads(out_file.read_text())
+
+
+def combine_processes(raws: Sequence[dict]) -> dict:
+    """Several worker processes' outputs for the same files as one.
+
+    Each statistic (``best_round_ms``, ``median_ms``) is divided, per process, by that process's common speed (the
+    geometric mean of all its models' values), the median over processes taken per model and multiplied by the
+    median speed: a process that ran everything slower moves no ratio, and a process in which one model alone came
+    out slow or fast (the per-process effect that one process's rounds cannot show) is outvoted. ``between_pct``
+    is each model's standard error of that median from the spread over processes (1.25 sd / sqrt(processes), of
+    the speed-normalised log values, in %): the repeat error across processes. Round medians and probes are
+    concatenated; p10/p90 and the even-vs-odd differences are medians over processes.
+    """
+    n = len(raws[0]["models"])
+    if any(len(r["models"]) != n for r in raws):
+        raise SlimnasError("the timing processes returned different numbers of models")
+    out_models = [dict(m) for m in raws[0]["models"]]
+    k = len(raws)
+    for key in ("best_round_ms", "median_ms"):
+        v = np.array([[float(m[key]) for m in r["models"]] for r in raws])  # processes x models
+        logs = np.log(np.maximum(v, 1e-12))
+        speed = logs.mean(axis=1, keepdims=True)
+        norm = logs - speed
+        combined = np.exp(np.median(norm, axis=0) + np.median(speed))
+        se = 1.2533 * norm.std(axis=0, ddof=1) / np.sqrt(k) * 100 if k > 1 else np.zeros(n)
+        for i, m in enumerate(out_models):
+            m[key] = float(combined[i])
+            m[f"process_{key}"] = [float(x) for x in v[:, i]]
+            if key == "best_round_ms":
+                m["between_pct"] = float(se[i])
+    for i, m in enumerate(out_models):
+        rows = [r["models"][i] for r in raws]
+        for key in ("p10_ms", "p90_ms", "half_diff_pct", "best_half_diff_pct"):
+            vals = [float(x[key]) for x in rows if x.get(key) is not None and np.isfinite(float(x[key]))]
+            m[key] = float(np.median(vals)) if vals else float("nan")
+        m["round_medians_ms"] = [float(x) for row in rows for x in row.get("round_medians_ms", [])]
+        m["n"] = int(sum(int(x["n"]) for x in rows))
+        rm = m["round_medians_ms"]
+        m["spread_pct"] = (max(rm) - min(rm)) / m["median_ms"] * 100 if rm and m["median_ms"] else 0.0
+    probes = [float(p) for r in raws for p in r["probe_ms"]]
+    return {**{k_: v_ for k_, v_ in raws[0].items() if k_ not in ("models", "probe_ms")}, "models": out_models,
+            "probe_ms": probes, "processes": list(raws)}
 
 
 def repeat_error_pct(half_diff_pct: Sequence[float]) -> float:

@@ -43,7 +43,9 @@ class ProfileConfig:
     probe_every_s: float = 3.0  # re-time the reference probe this often (entries are put on its speed)
     passes: int = 2  # time every measured entry this many times, at different moments; keep the best
     calibration_subnets: int = 30  # whole subnets timed end to end for the fixed part and calibration
-    e2e: E2EConfig = field(default_factory=E2EConfig)  # how those subnets are timed
+    # how those subnets are timed: in three fresh processes, combined per subnet (E2EConfig.processes; one process's
+    # timings of whole networks were off by up to 20% per network on a shared VM, benchmarks/results/timing_processes/)
+    e2e: E2EConfig = field(default_factory=lambda: E2EConfig(processes=3))
     drift_corrected: bool = True  # calibrate on entries rescaled by the probe timed before each
 
 
@@ -157,7 +159,7 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
 
     # End to end: the fixed part and the calibration, in a fresh process. Whole-network rows timed under other
     # end-to-end settings (another statistic, fewer rounds) are timed again under these.
-    if table.fingerprint.get("e2e") != asdict(config.e2e):
+    if {**asdict(E2EConfig()), **(table.fingerprint.get("e2e") or {})} != asdict(config.e2e):  # keys added since: defaults
         table.rewrite(table.rows[table.rows["kind"] != "model"])
         table.update_fingerprint(e2e=asdict(config.e2e))
     wanted = calibration_subnets(supernet, config.calibration_subnets)

@@ -87,6 +87,9 @@ class LatencyConfig:
     samples: int = 100  # timed samples per model in an end-to-end timing (over all rounds)
     steady_pct: float = 5.0  # a timing whose even and odd rounds disagree by this much or more is repeated
     attempts: int = 3  # timings at most until one is steady (each twice the rounds of the last); the original's must be steady
+    # fresh processes per end-to-end timing, combined per model (slimnas.latency.e2e.combine_processes): one process's
+    # ratios were off by up to 20% on a shared 2-core VM while its own rounds agreed (benchmarks/results/timing_processes/)
+    processes: int = 3
     profile: ProfileConfig = field(default_factory=ProfileConfig)  # how a table is built when none fits
     relative_to: str = "fp32"  # fp32 | own: what a relative budget is a fraction of (see TargetConfig.relative_to)
     targets: dict[str, TargetConfig] = field(default_factory=dict)  # more targets by name (latency[NAME]<=...)
@@ -104,6 +107,8 @@ class LatencyConfig:
                                    f"(not {DEFAULT_TARGET!r}, the latency: section's own), e.g. int8_t1")
         if self.rounds < 1:
             raise SlimnasError(f"rounds must be at least 1, got {self.rounds}")
+        if self.processes < 1:
+            raise SlimnasError(f"processes must be at least 1, got {self.processes}")
         if self.samples < 30:
             raise SlimnasError(f"samples must be at least 30, got {self.samples}")
         if not (self.steady_pct >= 0 and math.isfinite(self.steady_pct)):

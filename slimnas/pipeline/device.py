@@ -88,19 +88,26 @@ def e2e_config(config: LatencyConfig, scale: int = 1) -> E2EConfig:
     """End-to-end timing as the latency tables are calibrated: latency = the quietest round's median.
     ``scale``: that many times the rounds (each of the same length), for a timing taken again (:func:`time_models`)."""
     return E2EConfig(rounds=config.rounds * scale, samples_per_round=max(3, -(-config.samples // config.rounds)),
-                     statistic="best_round")
+                     statistic="best_round", processes=config.processes)
+
+
+def _repeat_pct(half, between) -> float:
+    """The larger of the even-vs-odd disagreement and the error across processes (either may be missing)."""
+    vals = [abs(float(v)) for v in (half, between) if v is not None and np.isfinite(float(v))]
+    return max(vals) if vals else float("nan")
 
 
 def summary(record: dict, e2e: E2EConfig) -> dict:
     """One model's timing from the worker: its latency under ``e2e``'s statistic (``median_ms``: the quietest
     round's median, the statistic the tables are calibrated on), the median over all samples, p10, p90, the
     spread of the round medians, the round medians, and ``repeat_pct``: how far the statistic taken over the
-    even rounds and over the odd rounds disagree (the measurement's own repeat error)."""
+    even rounds and over the odd rounds disagree, or its error across processes where that is larger (the
+    measurement's own repeat error)."""
     half = record.get("best_half_diff_pct" if e2e.statistic == "best_round" else "half_diff_pct", float("nan"))
     return {"median_ms": e2e.latency_ms(record), "all_samples_median_ms": float(record["median_ms"]),
             "p10_ms": float(record["p10_ms"]),
             "p90_ms": float(record["p90_ms"]), "spread_pct": float(record["spread_pct"]),
-            "repeat_pct": abs(float(half)) if half is not None else float("nan"),
+            "repeat_pct": _repeat_pct(half, record.get("between_pct")),
             "round_medians_ms": [float(v) for v in record.get("round_medians_ms", [])], "n": int(record["n"])}
 
 
