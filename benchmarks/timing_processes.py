@@ -86,8 +86,11 @@ def main(argv=None) -> int:
     from slimnas.latency.timing import TimingConfig
     from slimnas.machine import fingerprint
 
+    import tempfile
+
     t0 = time.time()
-    paths = export_models(args.out / "onnx")
+    tmp = tempfile.TemporaryDirectory(prefix="slimnas-timing-processes-")  # the ONNX files are not results
+    paths = export_models(Path(tmp.name))
     cfg = BackendConfig(threads=1, batch=1)
     one = E2EConfig(rounds=args.rounds, samples_per_round=args.samples)
     three = E2EConfig(rounds=args.rounds, samples_per_round=args.samples, processes=3)
@@ -117,6 +120,7 @@ def main(argv=None) -> int:
     result = {"command": "python benchmarks/timing_processes.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": fingerprint(threads=1), "rounds": args.rounds, "samples_per_round": args.samples,
               "single": single, "combined": combined, "summary": summary, "wall_s": round(time.time() - t0, 1)}
+    tmp.cleanup()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=1))
     lines = ["| subnet | single process: ratio median (min–max) | sd across processes | its own repeat error (median) | "
@@ -146,7 +150,7 @@ def _plot(path: Path, single: list[dict], combined: list[dict]) -> None:
     ax.set_xticks(range(len(RATIOS)), [f"uniform {r:g}x" for r in RATIOS])
     ax.set_ylabel("latency / original's, same timing")
     ax.legend()
-    ax.set_title("the same models, timed again and again (onnxruntime CPU, 1 thread)")
+    ax.set_title("the same models timed again (onnxruntime CPU, 1 thread)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

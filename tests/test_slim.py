@@ -186,3 +186,42 @@ def test_help_shows_examples(verb, capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "examples:" in text and f"slimnas {verb}" in text.split("examples:")[1]
+
+
+def test_a_second_search_runs_under_the_corrected_budget_and_resumes_under_the_same(run):
+    """verify.research: the search again, in research/, under the latency budget replaced by the corrected limit,
+    sharing the first search's scores; a rerun with another correction resumes under the saved one."""
+    from slimnas.pipeline.config import VerifyConfig
+    from slimnas.pipeline.fitness import SupernetFitness
+    from slimnas.pipeline.slim import RESEARCH, _search_again
+    from slimnas.pipeline.verify import should_search_again
+    from slimnas.train.run import load_run
+
+    out, _ = run
+    work = out.parent / "research_copy"
+    shutil.copytree(out, work)
+    shutil.rmtree(work / RESEARCH, ignore_errors=True)
+    plan = prepare(load_config(work / "config.yaml"), work)
+    history = pd.read_csv(work / "search_history.csv")
+    first = history[history["feasible"].astype(bool)]
+    limit = float(first["latency_ms"].median())  # tighter than the first search's budget
+    _, net, strategy, data = load_run(work / "supernet", "cpu")
+    fit = SupernetFitness(net, strategy, data, plan.config.fitness, work / "fitness.jsonl", seed=plan.config.seed)
+    scored = len(fit.records)
+    from slimnas.pipeline.device import open_predictor
+    from slimnas.pipeline.prepare import anchor
+
+    t = plan.targets[0]
+    predictor, _ = anchor(open_predictor(t.table, net, t.backend), net, t.reference)
+    again = _search_again(plan, net, strategy, data, predictor, fit, {"latency_ms": limit}, progress=False)
+    assert json.loads((work / RESEARCH / "limits.json").read_text()) == {"latency_ms": limit}
+    feasible = again.history[again.history["feasible"].astype(bool)]
+    assert len(feasible) and (feasible["latency_ms"] <= limit + 1e-9).all()
+    assert (again.history["latency_ms"] <= limit + 1e-9).mean() > (first["latency_ms"] <= limit).mean()
+    assert len(fit.records) >= scored, "the first search's scores are shared, not lost"
+    rerun = _search_again(plan, net, strategy, data, predictor, fit, {"latency_ms": limit * 0.9}, progress=False)
+    assert rerun.evaluations == again.evaluations, "resumed (finished) under the saved limit, not searched afresh"
+    cfg = VerifyConfig()
+    assert should_search_again([1.14], 0, cfg) and should_search_again([0.9, None], 0, cfg)
+    assert not should_search_again([1.02], 0, cfg) and not should_search_again([1.14], 1, cfg)
+    assert not should_search_again([None], 0, cfg) and not should_search_again([1.5], 0, VerifyConfig(research=0))

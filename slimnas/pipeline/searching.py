@@ -41,11 +41,14 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 
 def run_search(net, strategy, data, predictor, budget: Sequence[Constraint], search: SearchConfig,
                fitness_config: FitnessConfig, out: Path, seed: int = 0, progress: bool = True,
-               targets: Optional[dict] = None) -> tuple[SearchResult, SupernetFitness]:
+               targets: Optional[dict] = None, fitness: Optional[SupernetFitness] = None) -> tuple[SearchResult, SupernetFitness]:
     """Search ``strategy.space`` (shrunk or binned during training) into ``out``; resumable. ``targets``: the
     predictor of each named latency target by its cost column (``latency_ms[NAME]``): a subnet is feasible when it
-    meets every budget, each target's by that target's own table."""
-    fitness = SupernetFitness(net, strategy, data, fitness_config, out / "fitness.jsonl", seed=seed)
+    meets every budget, each target's by that target's own table. ``fitness``: one to share (a second search
+    in a subfolder scores nothing the first one scored); by default one kept in ``out/fitness.jsonl``."""
+    out.mkdir(parents=True, exist_ok=True)
+    if fitness is None:
+        fitness = SupernetFitness(net, strategy, data, fitness_config, out / "fitness.jsonl", seed=seed)
     costs = supernet_costs(net, predictor, targets)
     objective = "latency_ms" if predictor is not None else "flops"
     space = strategy.space if strategy.space is not None else net.space

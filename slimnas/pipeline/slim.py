@@ -44,6 +44,8 @@ from .targets import DEFAULT, budget_original, reference_costs, target_costs, ta
 from .training import BASE_WEIGHTS, SUPERNET_DONE, base_accuracy, train_base, train_supernet
 from .verify import load_verified, verify
 
+RESEARCH = "research"  # the folder of a second search under the budget as verification measured it (verify.research)
+
 logger = logging.getLogger(__name__)
 
 EXPORTS = "exports.json"
@@ -132,7 +134,9 @@ def _slim(config: SlimConfig, out: Optional[Union[str, Path]], command: str, pro
     verified = load_verified(out)
     with clock.stage("verify", done=verified is not None, what="timing the best candidates on the device"):
         if verified is None:
-            verified = verify(net, fitness, result, plan.constraints, plan.targets, cfg.verify, out)
+            verified = verify(net, fitness, result, plan.constraints, plan.targets, cfg.verify, out,
+                              research=lambda limits: _search_again(plan, net, strategy, data, predictor, fitness, limits,
+                                                                    progress))
             atomic_write_text(out / "subnet.json", verified.chosen.to_json(indent=1))
 
     teacher = load_model(cfg.model.name, num_classes=num_classes, weights=weights)
@@ -171,6 +175,28 @@ def _slim(config: SlimConfig, out: Optional[Union[str, Path]], command: str, pro
                     f"{'met' if t['meets'] else 'NOT met'}")
     logger.info(f"done in {time.time() - t0:.0f} s. Outputs in {out}: {', '.join(summary['files'])}")
     return {k: v for k, v in summary.items() if k != "verify"}
+
+
+def _search_again(plan: Plan, net, strategy, data, predictor, fitness, limits: dict, progress: bool):
+    """The evolutionary search once more, in ``research/``, under the latency budgets replaced by ``limits``
+    (predicted ms per cost column, as verification's measurement corrected them), sharing the first search's
+    scores. The limits are kept in ``research/limits.json``: a rerun resumes this search under the same ones."""
+    from dataclasses import replace
+
+    folder = plan.out / RESEARCH
+    saved = folder / "limits.json"
+    if saved.is_file():
+        limits = json.loads(saved.read_text())
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved, json.dumps(limits, indent=1))
+    budget = [replace(c, limit=float(limits[c.column]), relative=False,
+                      text=f"{c.text or c.describe()} corrected by measurement to {limits[c.column]:.4f} ms predicted")
+              if c.metric == "latency_ms" and c.column in limits else c for c in plan.budget]
+    result, _ = run_search(net, strategy, data, predictor, budget, plan.config.search, plan.config.fitness, folder,
+                           plan.config.seed, progress, targets={t.column: t.predictor for t in plan.targets[1:]},
+                           fitness=fitness)
+    return result
 
 
 def _summary(plan: Plan, predictor, result, verified, tuned: dict, original: dict, exports: dict, clock: StageClock,

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import logging
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -149,12 +149,17 @@ def _time_on(target: Target, net, picks: pd.DataFrame, subnets: list[Subnet], co
 
 
 def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint], targets: Sequence[Target],
-           config: VerifyConfig, out: Path) -> Verified:
+           config: VerifyConfig, out: Path, research: Optional[Callable[[dict], SearchResult]] = None) -> Verified:
     """Measure candidates round by round on every target and pick one that meets every budget (see the module's
     description). ``constraints`` are as the user wrote them (relative ones unresolved); ``targets`` come from
     :func:`slimnas.pipeline.prepare.prepare` (the default first), each with its reference timing, whose original
     the predictions were anchored on, so each round's predictions can follow that round's. Writes
-    ``out/verify.csv`` and the candidates' files under ``out/verify/``."""
+    ``out/verify.csv`` and the candidates' files under ``out/verify/``.
+
+    ``research(limits)``, given the budget in predicted ms per cost column as a round's measurement corrected it,
+    searches again under it and returns that search's result; it is called (at most ``config.research`` times) when
+    a round's median measured/predicted ratio is off by more than ``config.research_tol`` and the round gave no
+    pick, or one that left the budget unused. The candidates then come from both searches' histories."""
     history = result.history
     if not history["feasible"].astype(bool).any():
         raise SlimnasError("the search found no subnet within the budget to verify")
@@ -165,6 +170,19 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
     low = None  # after a pick that left budget unused: only candidates predicted above this
     chosen_row, pick = None, None
     default_batch = targets[0].config.batch
+    researched = []  # the corrections each new search was run under (for the pick's reason)
+
+    def search_again(rounds: dict, limits: dict):
+        """The histories of both searches when this round's predictions were off enough to search again."""
+        nonlocal history
+        if research is None or not should_search_again([r["correction"] for r in rounds.values()], len(researched), config):
+            return
+        logger.info(f"verify: candidates measured {_corrections(rounds)} of their predictions: searching again under the "
+                    "budget so corrected (" + ", ".join(f"{v:.4f} ms on {k}" for k, v in limits.items()) + ")")
+        again = research(limits)
+        researched.append(_corrections(rounds))
+        history = pd.concat([history, again.history], ignore_index=True).drop_duplicates("hash", keep="first")
+
     for rnd in range(1, config.rounds + 1):
         picks = _candidates(pool, measured, config.top_k, low)
         if picks.empty:
@@ -187,15 +205,20 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
                 break
             # budget left unused with no evidence for it: look between the pick and the budget
             low = float(chosen_row["predicted_ms"]) if np.isfinite(chosen_row["predicted_ms"]) else None
+            search_again(rounds, limits)
             pool = candidate_pool(history, fitness, limits, config.margin_se)
             logger.info(f"verify round {rnd}: the widest feasible uses {share * 100:.0f}% of the budget; next, candidates "
                         f"predicted between it and the budget (measured/predicted {_corrections(rounds)})")
             continue
         if limits:
+            search_again(rounds, limits)
             pool = candidate_pool(history, fitness, limits, config.margin_se, config.top_k)
             logger.info(f"verify round {rnd}: none met the budget by measurement; measured/predicted "
                         f"{_corrections(rounds)}: next, candidates predicted within "
                         + ", ".join(f"{v:.3f} ms on {k}" for k, v in limits.items()))
+    if chosen_row is not None and researched:
+        pick = replace(pick, reason=pick.reason + f" (from a second search under the budget corrected by measurement: "
+                                                  f"candidates had measured {researched[0]} of their predictions)")
     if chosen_row is not None:
         for r in rows:  # the chosen candidate's row of every target
             if r["model"] == "candidate" and r["hash"] == chosen_row["hash"] and r["round"] == chosen_row["round"]:
@@ -213,6 +236,14 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
                            f"target measured {fastest['median_ms']:.3f} ms, {fastest['ratio_to_original']:.3f}x of the "
                            "original in the same run: loosen the budget or raise verify.rounds / verify.top_k")
     return Verified(Subnet.from_json(chosen_row["subnet"]), table, chosen_row)
+
+
+def should_search_again(corrections: Sequence[Optional[float]], done: int, config: VerifyConfig) -> bool:
+    """Whether a round whose candidates measured ``corrections`` (median measured/predicted per target; None where
+    unknown) of their predictions calls for another search: ``done`` searches again so far are fewer than
+    ``config.research`` and some target's predictions were off by more than ``config.research_tol``."""
+    known = [float(c) for c in corrections if c]
+    return done < config.research and bool(known) and max(abs(c - 1.0) for c in known) > config.research_tol
 
 
 def _meets_every_budget(rows: list[dict]) -> None:
