@@ -35,7 +35,7 @@ from slimnas.machine import fingerprint
 from slimnas.models import load_model
 
 from .finetune import finetune, flops_params, test_evaluator
-from .measure import Meter, onnx_for
+from .measure import Meter, architecture_key, onnx_for
 from .methods import Budget, Context, Timers, get_method
 from .profiles import Profile
 from .report import row_name, write_report
@@ -212,16 +212,20 @@ class Run:
         label = self.p.finetune_label()
         path = self.work / f"final_timing-{label}.json"
         names = [row_name(r) for r in rows]
+        models = [load_exported(r["final"]) for r in rows]
+        # a row searched again under the same name (its folder removed) is another architecture: the cached run and
+        # the ONNX files are keyed by name and architecture, never by name alone
+        archs = [architecture_key(m) for m in models]
         old = self.cached(path)
-        if old is not None and old["names"] == names and not self.opts.retime:
+        if old is not None and old["names"] == names and old.get("architectures") == archs and not self.opts.retime:
             return old
         onnx_dir = self.work / "onnx" / f"final-{label}"
-        paths = [onnx_for(load_exported(r["final"]), onnx_dir, INPUT_SHAPE, name=n.replace("@", "_").replace("#", "_seed"))
-                 for r, n in zip(rows, names)]
+        paths = [onnx_for(m, onnx_dir, INPUT_SHAPE, name=n.replace("@", "_").replace("#", "_seed") + "-" + a)
+                 for m, n, a in zip(models, names, archs)]
         self.log(f"closing timing run: {len(paths)} models + the base, {self.p.final_timing.rounds} interleaved rounds in each of {self.p.final_timing.processes} fresh process(es)")
         meter = Meter(onnx_for(self.base_model, self.work / "onnx", INPUT_SHAPE, name="base"))
         base, ms, raw = meter.measure(paths, self.p.final_timing)
-        return self.write(path, {"names": names, "base": base.to_dict(), "models": [m.to_dict() for m in ms],
+        return self.write(path, {"names": names, "architectures": archs, "base": base.to_dict(), "models": [m.to_dict() for m in ms],
                                  "probe_ms": raw["probe_ms"], "backend": raw["backend"]})
 
     def cuda_timing(self, rows: list[dict]) -> Optional[dict]:
