@@ -85,6 +85,8 @@ BAD = [
     (["fitness.arrangements=0"], "arrangements must be at least 1"),
     (["verify.top_k=0"], "top_k and rounds must be at least 1"),
     (["verify.rounds=0"], "top_k and rounds must be at least 1"),
+    (["verify.research=-1"], "verify.research and verify.research_tol must be >= 0"),
+    (["verify.research_tol=-0.1"], "verify.research and verify.research_tol must be >= 0"),
     (["search.population=1"], "population must be at least 2"),
     (["search.generations=-1"], "generations must be >= 0"),
     (["search.mutation_prob=2"], "mutation_prob must be in [0, 1]"),

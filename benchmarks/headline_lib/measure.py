@@ -25,7 +25,7 @@ from torch import nn
 
 from slimnas.export import export_onnx, layer_shapes
 from slimnas.latency.backends import BackendConfig
-from slimnas.latency.e2e import E2EConfig, time_onnx_files
+from slimnas.latency.e2e import E2EConfig, median_se_pct, time_onnx_files
 from slimnas.latency.timing import TimingConfig
 
 
@@ -110,9 +110,9 @@ class Meter:
             ratio = float(np.median(ratios))
             per_round = np.concatenate([np.asarray(r["models"][i]["round_medians_ms"], float)
                                         / np.asarray(r["models"][0]["round_medians_ms"], float) for r in procs])
-            within = float(np.nanmedian([e[3] for e in each])) if len(each) and np.isfinite([e[3] for e in each]).any() else float("nan")
-            between = 1.2533 * float(np.std(np.log(ratios), ddof=1)) / np.sqrt(len(ratios)) * 100 if len(ratios) > 1 else 0.0
-            repeat = between if not np.isfinite(within) else max(within, between)
+            own = [e[3] for e in each if np.isfinite(e[3])]
+            between = float(median_se_pct(np.log(ratios)))
+            repeat = max(float(np.median(own)), between) if own else between
             out.append(Measurement(e2e.latency_ms(m), m["median_ms"], m["p10_ms"], m["p90_ms"], ratio,
                                    float(np.percentile(per_round, 10)), float(np.percentile(per_round, 90)), repeat,
                                    m["n"]))

@@ -149,6 +149,14 @@ def _run_worker(job: dict, threads: int) -> dict:
         return json.loads(out_file.read_text())
 
 
+def median_se_pct(logs) -> np.ndarray:
+    """The standard error (%) of the median over the first axis of log values (1.25 sd / sqrt(n)); 0 for one row."""
+    v = np.asarray(logs, float)
+    if v.shape[0] < 2:
+        return np.zeros(v.shape[1:])
+    return 1.2533 * v.std(axis=0, ddof=1) / np.sqrt(v.shape[0]) * 100
+
+
 def combine_processes(raws: Sequence[dict]) -> dict:
     """Several worker processes' outputs for the same files as one.
 
@@ -171,7 +179,7 @@ def combine_processes(raws: Sequence[dict]) -> dict:
         speed = logs.mean(axis=1, keepdims=True)
         norm = logs - speed
         combined = np.exp(np.median(norm, axis=0) + np.median(speed))
-        se = 1.2533 * norm.std(axis=0, ddof=1) / np.sqrt(k) * 100 if k > 1 else np.zeros(n)
+        se = median_se_pct(norm)
         for i, m in enumerate(out_models):
             m[key] = float(combined[i])
             m[f"process_{key}"] = [float(x) for x in v[:, i]]
