@@ -15,6 +15,8 @@ Finished stages are cached in the work folder: rerun the same command to resume,
     PYTHONPATH=. python benchmarks/headline.py --quick --seeds 1 --methods slimnas-bsnas   # one seed, then all: resumes
     PYTHONPATH=. python benchmarks/headline.py --quick --budgets 0.5 --work runs/headline/ablation \
         --out benchmarks/results/headline/ablation --methods slimnas-bsnas,slimnas-bsnas:supernet_teacher=none   # an ablation
+    PYTHONPATH=. python benchmarks/headline.py --quick --budgets 0.5,0.3 --int8 \
+        --methods "fastnas@0.5,fastnas+int8@0.3,slimnas-bsnas@0.5,slimnas-bsnas+int8"   # INT8 rows (issue 15)
 
 Needs the bench extra for the peers: pip install -e ".[bench]".
 """
@@ -45,7 +47,14 @@ def main(argv=None) -> int:
     size.add_argument("--full", action="store_true", help="a GPU machine (full training set, longer fine-tunes)")
     p.add_argument("--methods", default=",".join(PEERS + SLIMNAS_ARMS), help=f"comma-separated, from {', '.join(METHODS)}; "
                    "an arm variant ARM:KEY=VALUE[:KEY=VALUE] changes fields of the profile's arm settings (SlimnasArmConfig in "
-                   "headline_lib/profiles.py, e.g. slimnas-bsnas:supernet_teacher=none:verify_margin_se=0) and runs beside the arm")
+                   "headline_lib/profiles.py, e.g. slimnas-bsnas:supernet_teacher=none:verify_margin_se=0) and runs beside the arm; "
+                   "METHOD@0.3/0.5 runs that method at those of the budgets only")
+    p.add_argument("--int8", action="store_true", help="also the base and every FP32 model quantized after its fine-tune "
+                   "(onnxruntime static QDQ, slimnas's settings; METHOD→int8 rows), scored and timed as INT8 graphs. A method "
+                   "named METHOD+int8 (e.g. fastnas+int8, slimnas-bsnas+int8) searches under its candidates' INT8 latency "
+                   "(budgets stay fractions of the FP32 base) and is reported as its INT8 graph, with or without --int8")
+    p.add_argument("--int8-calibration", type=int, default=256, metavar="N",
+                   help="training images the INT8 graphs are calibrated on (default 256)")
     p.add_argument("--budgets", help="comma-separated fractions of the base's measured latency (default: the profile's, 0.5,0.7)")
     p.add_argument("--weights", type=Path, default=SHARED_WEIGHTS, help="base checkpoint (state_dict of mobilenet_v2(num_classes=10))")
     p.add_argument("--train-base", action="store_true", help="train the base with tools/train_base.py instead (recipe recorded)")
@@ -76,9 +85,11 @@ def main(argv=None) -> int:
             results += "-budgets" + "-".join(f"{b:g}" for b in profile.budgets)
         if args.seeds is not None:
             results += "-seeds" + "-".join(map(str, seeds))
+        methods, method_budgets = parse_methods(args.methods)
         opts = RunOptions(profile=profile, out=args.out or HERE / "results" / "headline" / results,
                           work=args.work or HERE.parent / "runs" / "headline" / name,
-                          methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), weights=args.weights,
+                          methods=methods, method_budgets=method_budgets or None, int8=args.int8,
+                          int8_calibration=args.int8_calibration, weights=args.weights,
                           train_base=args.train_base, device=args.device, retime=args.retime, seeds=seeds,
                           command="python benchmarks/headline.py " + " ".join(shlex.quote(a) for a in argv))
         Run(opts).run()
@@ -86,6 +97,25 @@ def main(argv=None) -> int:
         print(f"headline: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def parse_methods(text: str) -> tuple[tuple[str, ...], dict]:
+    """``"fastnas@0.5,slimnas-bsnas+int8"`` -> (("fastnas", "slimnas-bsnas+int8"), {"fastnas": (0.5,)})."""
+    from slimnas.errors import SlimnasError
+
+    names, only = [], {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        name, sep, budgets = item.partition("@")
+        if sep:
+            try:
+                fractions = tuple(float(b) for b in budgets.split("/") if b.strip())
+            except ValueError:
+                fractions = ()
+            if not fractions:
+                raise SlimnasError(f"--methods {item!r}: write METHOD@FRACTION[/FRACTION], e.g. fastnas@0.5/0.7")
+            only[name] = fractions
+        names.append(name)
+    return tuple(names), only
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:

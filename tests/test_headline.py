@@ -16,10 +16,10 @@ from headline_lib.finetune import flops_params  # noqa: E402
 from headline_lib.measure import Meter, architecture_key, onnx_for  # noqa: E402
 from headline_lib.methods import METHODS, Context  # noqa: E402
 from headline_lib.profiles import get_profile  # noqa: E402
-from slimnas.data import DataConfig, load_data  # noqa: E402
-from slimnas.errors import SlimnasError  # noqa: E402
-from slimnas.latency.e2e import E2EConfig  # noqa: E402
 
+from slimnas.data import DataConfig, load_data  # noqa: E402
+from slimnas.errors import BudgetUnreachable, SlimnasError  # noqa: E402
+from slimnas.latency.e2e import E2EConfig  # noqa: E402
 from tests.conftest import calibrate  # noqa: E402
 
 SHAPE = (3, 32, 32)
@@ -62,7 +62,7 @@ def test_bisect_skips_a_point_above_the_cliff_and_confirms_largest_first():
 
 
 def test_bisect_refuses_an_unreachable_budget():
-    with pytest.raises(SlimnasError, match="even the smallest setting"):
+    with pytest.raises(BudgetUnreachable, match="even the smallest setting"):
         bisect_by_measurement(grid, str, lambda cs: [staircase(c) for c in cs], 0.1, 1.0, 0.2)
 
 
@@ -178,6 +178,11 @@ def headline_main():
     (["--methods", "slimnas-bsnas:"], "name at least one KEY=VALUE"),
     (["--methods", "slimnas-bsnas:supernet_teacher=teacher"], "choose from none, original, both"),
     (["--methods", "uniform", "--budgets", "0.5,1.5"], "--budgets '0.5,1.5': give distinct fractions"),
+    # per-method budgets and INT8
+    (["--methods", "uniform@0.3", "--budgets", "0.5"], "0.3 is not among --budgets (0.5); add it there"),
+    (["--methods", "uniform@x"], "write METHOD@FRACTION[/FRACTION]"),
+    (["--methods", "uniform+int8+int8"], "+int8 once, at the end of the name"),
+    (["--methods", "uniform", "--int8", "--int8-calibration", "0"], "--int8-calibration 0: give at least 1"),
 ])
 def test_bad_input_is_one_line_error_and_leaves_no_folder(tmp_path, capsys, args, message):
     work, out = tmp_path / "work", tmp_path / "out"
@@ -293,3 +298,71 @@ def test_summary_is_mean_and_sd_over_seeds_of_the_models_that_met_their_budget()
     assert "MISSED" in goal_lines([r for r in rows if r["method"] != "fastnas"], 0.77)[0]  # no FastNAS: not met
     spend = lines[-1]
     assert spend.startswith("- Every slimnas model at >= 95% of its budget: 2 of 3") and "slimnas-bsnas@0.5x#1" in spend
+
+
+def test_an_int8_method_shares_its_fp32_twins_work_and_searches_int8_latency(tmp_path):
+    """``METHOD+int8``: the FP32 method's sensitivity map or supernet, an INT8 latency target, and one suffix only."""
+    from dataclasses import replace
+
+    from headline_lib.methods import Budget, get_method, is_arm
+
+    ctx = replace(context(tmp_path), work=tmp_path)
+    fast = get_method("fastnas+int8")(ctx, tmp_path / "fastnas+int8")
+    assert (fast.dtype, fast.name, fast.shared_folder) == ("int8", "fastnas+int8", tmp_path / "fastnas")
+    assert METHODS["fastnas"](ctx, tmp_path / "fastnas").shared_folder == tmp_path / "fastnas"
+    budget = Budget(0.3, 0.291, 1.0)
+    for name in ("slimnas-bsnas", "slimnas-bsnas:verify_fill=0.9"):
+        fp32 = get_method(name)(ctx, tmp_path / name / "seed0")
+        int8 = get_method(name + "+int8")(ctx, tmp_path / (name + "+int8") / "seed0")
+        for a in (fp32, int8):
+            a.table = tmp_path / "table"
+        assert int8.supernet_dir == fp32.supernet_dir == tmp_path / "slimnas-bsnas" / "seed0" / "supernet"
+        assert is_arm(int8.name) and int8.slim_config(budget).latency.dtype == "int8"
+        assert fp32.slim_config(budget).latency.dtype == "fp32"
+        assert int8.slim_config(budget).verify.fill == fp32.slim_config(budget).verify.fill
+    with pytest.raises(SlimnasError, match=r"\+int8 once"):
+        get_method("fastnas+int8+int8")
+
+
+def test_the_meter_times_an_int8_graph_beside_the_fp32_base(tmp_path):
+    """``dtypes=["int8"]``: the worker quantizes the FP32 file and times it in the same rounds as the FP32 base."""
+    ctx = context(tmp_path)
+    method = METHODS["uniform"](ctx, tmp_path / "uniform")
+    method.prepare()
+    meter = Meter(onnx_for(ctx.base, tmp_path, SHAPE, name="base"))
+    small = onnx_for(method.build(0.5), tmp_path, SHAPE)
+    base, (fp32, int8), raw = meter.measure([small, small], E2EConfig(3, 5), dtypes=["fp32", "int8"])
+    assert [m["dtype"] for m in raw["models"]] == ["fp32", "fp32", "int8"]
+    assert base.ratio == pytest.approx(1.0) and fp32.ratio > 0 and int8.ratio > 0 and int8.ratio != fp32.ratio
+
+
+def test_deployed_scores_run_the_fp32_and_int8_graphs_in_onnxruntime(tmp_path):
+    """The deployed graphs of a model: the FP32 one scores what the torch model scores (BN re-estimated alike), the
+    INT8 one is a real QDQ graph, calibrated on training images and scored on every test image."""
+    from headline_lib.finetune import deployed_scores, test_evaluator
+
+    from slimnas.quantize import int8_ops
+
+    ctx = context(tmp_path)
+    evaluator = test_evaluator(ctx.data, 32, torch.device("cpu"))
+    d = deployed_scores(ctx.base, tmp_path / "dep", evaluator, ctx.data, 16, torch.device("cpu"))
+    assert d["onnx_test_images"] == 32 and d["int8_calibration_images"] == 16
+    assert d["onnx_fp32_test_top1"] == pytest.approx(evaluator.evaluate_model(ctx.base).top1, abs=1 / 32 + 1e-9)
+    ops = int8_ops(d["int8_onnx"])
+    assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
+    assert 0.0 <= d["int8_test_top1"] <= 1.0
+
+
+def test_int8_rows_are_judged_against_their_own_goals():
+    """Issue 15's goals judge the INT8-aware arms only; the FP32 goals never count an INT8 or chained row."""
+    from headline_lib.report import INT8_GOALS, goal_lines, int8_aware
+
+    rows = [result_row("fastnas+int8", 0.3, 0, 0.70, 0.29), result_row("slimnas-bsnas+int8", 0.3, 0, 0.725, 0.295),
+            result_row("slimnas-bsnas+int8", 0.5, 0, 0.765, 0.49), result_row("slimnas-bsnas→int8", 0.5, 0, 0.99, 0.40),
+            result_row("slimnas-bsnas", 0.5, 0, 0.74, 0.49), result_row("fastnas", 0.5, 0, 0.73, 0.47)]
+    lines = {line[2:6]: line for line in goal_lines(rows, 0.77, INT8_GOALS, int8_aware)}
+    assert "MET" in lines["0.5x"] and "slimnas-bsnas+int8 76.50" in lines["0.5x"]
+    assert "MET" in lines["0.3x"] and "difference +2.50 pt" in lines["0.3x"]
+    assert "not judged" in lines["0.4x"]  # no INT8 row at 0.4x
+    fp32 = goal_lines(rows, 0.77)
+    assert "best arm slimnas-bsnas 74.00" in fp32[0] and "MISSED" in fp32[0]  # the chained 99% row is not an arm

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Generic, Optional, Sequence, TypeVar
 
-from slimnas.errors import SlimnasError
+from slimnas.errors import BudgetUnreachable, SlimnasError
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ def bisect_by_measurement(build: Callable[[float], T], key: Callable[[T], str],
             if seen[k] <= target and knob >= passing.get(k, (-1.0, None))[0]:
                 passing[k] = (knob, c)
         if step == 0 and seen[keys[0]] > target:
-            raise SlimnasError(f"even the smallest setting (knob {lo:g}) measured {seen[keys[0]]:.3f}x the base, "
+            raise BudgetUnreachable(f"even the smallest setting (knob {lo:g}) measured {seen[keys[0]]:.3f}x the base, "
                                f"above the target {target:.3f}x: widen the knob range or raise the budget")
         a = max([a] + [kn for kn, k in zip(knobs, keys) if seen[k] <= target])  # a itself met the target
         b = min([b] + [kn for kn in knobs if kn > a])

@@ -18,7 +18,7 @@ import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from torch import nn
@@ -94,13 +94,18 @@ class Meter:
         self.base_onnx = Path(base_onnx)
         self.config = config
 
-    def measure(self, paths: Sequence[Path], e2e: E2EConfig) -> tuple[Measurement, list[Measurement], dict]:
+    def measure(self, paths: Sequence[Path], e2e: E2EConfig,
+                dtypes: Optional[Sequence[str]] = None) -> tuple[Measurement, list[Measurement], dict]:
         """(base, each model, raw worker output) from ``e2e.processes`` fresh timing processes: with several, a
         model's ratio is the median over processes of its ratio within each one, and its repeat error the larger
-        of the processes' median even-vs-odd error and the standard error of that median across processes."""
+        of the processes' median even-vs-odd error and the standard error of that median across processes.
+
+        ``dtypes`` (one per path): ``"int8"`` times that FP32 file as its INT8 (QDQ) graph, quantized in the worker
+        with slimnas's settings, beside the FP32 base in the same rounds; a file already quantized is timed as it
+        is (``"fp32"``, the default)."""
         c = self.config
         raw = time_onnx_files([self.base_onnx, *paths], c.backend, BackendConfig("cpu", c.threads, c.batch),
-                              TimingConfig(), e2e)
+                              TimingConfig(), e2e, dtypes=None if dtypes is None else ["fp32", *dtypes])
         procs = raw["processes"]
         out = []
         for i, m in enumerate(raw["models"]):

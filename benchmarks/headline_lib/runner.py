@@ -27,14 +27,14 @@ from typing import Optional
 import torch
 
 from slimnas.data import DataConfig, load_data
-from slimnas.errors import SlimnasError
+from slimnas.errors import BudgetUnreachable, SlimnasError
 from slimnas.export import load_exported, save_exported
 from slimnas.fileio import atomic_write_text
 from slimnas.latency.fingerprint import machine
 from slimnas.machine import fingerprint
 from slimnas.models import load_model
 
-from .finetune import finetune, flops_params, test_evaluator
+from .finetune import deployed_scores, finetune, flops_params, test_evaluator
 from .measure import Meter, architecture_key, onnx_for
 from .methods import Budget, Context, Timers, get_method
 from .profiles import Profile
@@ -58,6 +58,12 @@ class RunOptions:
     retime: bool = False  # redo the closing timing run even if its models have not changed
     command: str = ""
     seeds: tuple[int, ...] = (0,)  # repetitions: each seed fine-tunes every method again (and re-runs seeded searches)
+    # issue 15: also every FP32 model quantized after its fine-tune ("METHOD→int8", the chained recipe) and the base in
+    # INT8; METHOD+int8 methods run either way. INT8 graphs: slimnas.quantize's static QDQ settings, calibrated on
+    # int8_calibration training images, scored by onnxruntime on the test split, timed as deployed
+    int8: bool = False
+    int8_calibration: int = 256
+    method_budgets: Optional[dict] = None  # method -> the budget fractions it runs at (default: every budget)
 
 
 class Run:
@@ -96,7 +102,12 @@ class Run:
         old = self.cached(path)
         if old is None:
             self.write(path, mine)
-        elif old != mine:
+            return
+
+        def same(d: dict) -> dict:  # each budget has its own folders: a run may add budgets to a work folder
+            return {**d, "profile": {k: v for k, v in d["profile"].items() if k != "budgets"}}
+
+        if same(old) != same(mine):
             changed = sorted(k for k in set(old["profile"]) | set(mine["profile"]) if old["profile"].get(k) != mine["profile"].get(k))
             changed += [k for k in ("weights", "train_base") if old[k] != mine[k]]
             raise SlimnasError(f"{self.work} holds a run with other settings ({', '.join(changed)}): "
@@ -112,6 +123,15 @@ class Run:
             why = get_method(name).unavailable()
             if why:
                 raise SlimnasError(f"method {name!r} cannot run: {why}")
+        for name, fractions in (self.opts.method_budgets or {}).items():
+            if name not in self.opts.methods:
+                raise SlimnasError(f"budgets given for {name!r}, which is not among the methods")
+            stray = [f for f in fractions if not any(abs(f - b) < 1e-9 for b in self.p.budgets)]
+            if stray:
+                raise SlimnasError(f"method {name}@{'/'.join(f'{f:g}' for f in fractions)}: {', '.join(f'{f:g}' for f in stray)} "
+                                   f"is not among --budgets ({', '.join(f'{b:g}' for b in self.p.budgets)}); add it there")
+        if self.opts.int8_calibration < 1:
+            raise SlimnasError(f"--int8-calibration {self.opts.int8_calibration}: give at least 1 training image")
         if not self.opts.train_base and not self.opts.weights.is_file():
             raise SlimnasError(f"base checkpoint {self.opts.weights} not found: pass --weights PATH or --train-base")
 
@@ -144,6 +164,7 @@ class Run:
             info = self.write(path, {"base": base.to_dict(), "probe_ms": raw["probe_ms"], "backend": raw["backend"],
                                      "fractions": list(self.p.budgets), "margin": s.margin})
         base_ms = info["base"]["latency_ms"]
+        info = {**info, "fractions": list(self.p.budgets)}  # the base's timing is kept; the fractions are this run's
         budgets = [Budget(f, f * (1 - info["margin"]), base_ms) for f in info["fractions"]]
         return info, budgets
 
@@ -154,13 +175,19 @@ class Run:
         self.log(f"{name}: test top-1 {top1:.4f}, {macs / 1e6:.2f} MFLOPs, {params / 1e6:.3f} M params")
         return {"test_top1": top1, "mflops": macs / 1e6, "params_m": params / 1e6}
 
-    def method_budget(self, method, budget: Budget, meter: Meter, evaluator, prepared: dict) -> dict:
+    def method_budget(self, method, budget: Budget, meter: Meter, evaluator, prepared: dict) -> Optional[dict]:
+        """The fine-tuned row of ``method`` at ``budget``, or None where the budget is below what the method's
+        smallest model measures (``unreachable.json`` says so, and the report lists it)."""
         seed = method.ctx.seed
         folder = method.folder / budget.label  # the search: per seed for a seeded method, else shared by the seeds
         tuned = folder / self.p.finetune_label() / f"seed{seed}"
         done = self.cached(tuned / "result.json")
         if done is not None:
             return done
+        gone = self.cached(folder / "unreachable.json")
+        if gone is not None:
+            self.unreachable.append(gone)
+            return None
         tuned.mkdir(parents=True, exist_ok=True)
         search = self.cached(folder / "search.json")
         if search is None:
@@ -171,13 +198,21 @@ class Run:
             onnx_dir = self.work / "onnx" / "search" / (f"seed{seed}" if method.seeded else "")
 
             def timer(e2e):
-                def measure(models):
+                def measure(models):  # an INT8 method's candidates run as INT8 graphs beside the FP32 base
                     paths = [onnx_for(m, onnx_dir, INPUT_SHAPE) for m in models]
-                    return [m.ratio for m in meter.measure(paths, e2e)[1]]
+                    return [m.ratio for m in meter.measure(paths, e2e, dtypes=[method.dtype] * len(paths))[1]]
                 return measure
 
             t0 = time.time()
-            found = method.search(budget, Timers(timer(s.step_timing), timer(s.confirm_timing)))
+            try:
+                found = method.search(budget, Timers(timer(s.step_timing), timer(s.confirm_timing)))
+            except BudgetUnreachable as exc:
+                self.log(f"{method.name} @ {budget.label}: unreachable: {exc}")
+                gone = self.write(folder / "unreachable.json", {"method": method.name, "budget": budget.label,
+                                                                "fraction": budget.fraction, "dtype": method.dtype,
+                                                                "reason": str(exc), "search_s": time.time() - t0})
+                self.unreachable.append(gone)
+                return None
             search_s = time.time() - t0
             save_exported(found.model, folder / "searched.pt", arch=ARCH, num_classes=NUM_CLASSES)
             search = self.write(folder / "search.json", {"knob": found.knob, "ratio_in_search": found.ratio,
@@ -190,13 +225,50 @@ class Run:
         finetune_s = time.time() - t0
         save_exported(model, tuned / "final.pt", arch=ARCH, num_classes=NUM_CLASSES)
         scores = self.score(model, evaluator, f"{method.name} @ {budget.label}, seed {seed}")
+        if method.dtype == "int8":  # the deployed INT8 graph's accuracy, never the FP32 torch model's
+            deployed = self.deployed(model, tuned, evaluator, f"{method.name} @ {budget.label}, seed {seed}")
+            scores = {**scores, "torch_test_top1": scores["test_top1"], "test_top1": deployed["int8_test_top1"], **deployed}
         prep = self.cached(method.folder / "prepare.json") or {}
         return self.write(tuned / "result.json", {
             "method": method.name, "budget": budget.label, "fraction": budget.fraction, "seed": seed,
-            "seeded_search": method.seeded, "knob_name": method.knob_name,
+            "seeded_search": method.seeded, "knob_name": method.knob_name, "dtype": method.dtype,
             "knob": search["knob"], "ratio_in_search": search["ratio_in_search"], "prepare_s": prep.get("prepare_s", 0.0),
             "search_s": search["search_s"], "finetune_s": finetune_s, "finetune_recipe": self.p.finetune_label(), **scores,
             "final": str(tuned / "final.pt")})
+
+    def deployed(self, model, folder: Path, evaluator, name: str) -> dict:
+        """:func:`.finetune.deployed_scores` of ``model``, cached in ``folder`` (``deployed.json``)."""
+        done = self.cached(folder / "deployed.json")
+        if done is not None and Path(done["int8_onnx"]).is_file():
+            return done
+        d = deployed_scores(model, folder, evaluator, self.data, self.opts.int8_calibration, self.device)
+        self.log(f"{name}: onnxruntime test top-1 FP32 {d['onnx_fp32_test_top1']:.4f}, INT8 {d['int8_test_top1']:.4f} "
+                 f"({d['onnx_test_images']} images)")
+        return self.write(folder / "deployed.json", d)
+
+    def chained_rows(self, rows: list[dict], evaluator) -> list[dict]:
+        """With ``--int8``: the base and each FP32 row quantized after its fine-tune (``METHOD→int8``), the recipe a
+        user chains by hand (search under FP32 latency, then post-training quantization)."""
+        out = []
+        base_dir = self.work / "base_int8"
+        base_dir.mkdir(parents=True, exist_ok=True)
+        d = self.deployed(self.base_model, base_dir, evaluator, "base")
+        self.base_scores = {**self.base_scores, "onnx_fp32_test_top1": d["onnx_fp32_test_top1"]}
+        out.append({"method": "base→int8", "budget": "1x", "fraction": 1.0, "seed": 0, "seeded_search": False,
+                    "knob_name": "none (the base, quantized)", "knob": None, "ratio_in_search": None, "prepare_s": 0.0,
+                    "search_s": 0.0, "finetune_s": 0.0, "dtype": "int8", **self.base_scores,
+                    "torch_test_top1": self.base_scores["test_top1"], "test_top1": d["int8_test_top1"], **d,
+                    "final": str(self.work / "base_int8" / "base.pt")})
+        if not Path(out[0]["final"]).is_file():
+            save_exported(self.base_model, out[0]["final"], arch=ARCH, num_classes=NUM_CLASSES)
+        for r in rows:
+            if r.get("dtype", "fp32") != "fp32":
+                continue
+            d = self.deployed(load_exported(r["final"]), Path(r["final"]).parent, evaluator, row_name(r))
+            r.update(onnx_fp32_test_top1=d["onnx_fp32_test_top1"])
+            out.append({**r, "method": r["method"] + "→int8", "knob_name": get_method(r["method"]).knob_name + ", then INT8",
+                        "dtype": "int8", "torch_test_top1": r["test_top1"], "test_top1": d["int8_test_top1"], **d})
+        return out
 
     def prepare(self, method) -> dict:
         path = method.folder / "prepare.json"
@@ -216,12 +288,15 @@ class Run:
         # a row searched again under the same name (its folder removed) is another architecture: the cached run and
         # the ONNX files are keyed by name and architecture, never by name alone
         archs = [architecture_key(m) for m in models]
+        archs = [a + ("-int8" if r.get("dtype") == "int8" else "") for a, r in zip(archs, rows)]
         old = self.cached(path)
         if old is not None and old["names"] == names and old.get("architectures") == archs and not self.opts.retime:
             return old
         onnx_dir = self.work / "onnx" / f"final-{label}"
-        paths = [onnx_for(m, onnx_dir, INPUT_SHAPE, name=n.replace("@", "_").replace("#", "_seed") + "-" + a)
-                 for m, n, a in zip(models, names, archs)]
+        # an INT8 row is timed as the very graph that was scored (model.int8.onnx), run as it is
+        paths = [Path(r["int8_onnx"]) if r.get("dtype") == "int8" else
+                 onnx_for(m, onnx_dir, INPUT_SHAPE, name=n.replace("@", "_").replace("#", "_seed") + "-" + a)
+                 for m, n, a, r in zip(models, names, archs, rows)]
         self.log(f"closing timing run: {len(paths)} models + the base, {self.p.final_timing.rounds} interleaved rounds in each of {self.p.final_timing.processes} fresh process(es)")
         meter = Meter(onnx_for(self.base_model, self.work / "onnx", INPUT_SHAPE, name="base"))
         base, ms, raw = meter.measure(paths, self.p.final_timing)
@@ -279,7 +354,9 @@ class Run:
         evaluator = test_evaluator(self.data, p.calib_images, self.device)
         base_scores = self.cached(self.work / "base_scores.json") or self.write(
             self.work / "base_scores.json", self.score(self.base_model, evaluator, "base"))
+        self.base_scores = base_scores
         rows = []
+        self.unreachable: list[dict] = []
         for seed in self.opts.seeds:
             ctx = Context(self.base_model, weights, ARCH, INPUT_SHAPE, self.data, data_config, p, self.device, self.log,
                           seed=seed, work=self.work)
@@ -287,15 +364,23 @@ class Run:
                 cls = get_method(name)
                 method = cls(ctx, self.work / name / (f"seed{seed}" if cls.seeded else ""))
                 prepared: dict = {}
+                only = (self.opts.method_budgets or {}).get(name)
                 for b in budgets:
-                    rows.append(self.method_budget(method, b, meter, evaluator, prepared))
+                    if only is None or any(abs(b.fraction - f) < 1e-9 for f in only):
+                        row = self.method_budget(method, b, meter, evaluator, prepared)
+                        if row is not None:
+                            rows.append(row)
+        if self.opts.int8:
+            rows += self.chained_rows(rows, evaluator)
         timing = self.final_timing(rows)
         cuda = self.cuda_timing(rows)
         results = {
             "profile": p.name, "settings": asdict(p), "finetune_label": p.finetune_label(), "command": self.opts.command,
-            "methods": list(self.opts.methods), "seeds": len(self.opts.seeds), "seed_list": list(self.opts.seeds),
-            "fingerprint": {**fingerprint(torch.get_num_threads()), **machine()}, "base": {**base_info, **base_scores},
+            "methods": list(self.opts.methods), "method_budgets": self.opts.method_budgets, "int8": self.opts.int8,
+            "int8_calibration": self.opts.int8_calibration, "seeds": len(self.opts.seeds), "seed_list": list(self.opts.seeds),
+            "fingerprint": {**fingerprint(torch.get_num_threads()), **machine()}, "base": {**base_info, **self.base_scores},
             "budgets": budget_info, "final_timing": timing, "cuda_timing": cuda, "rows": rows,
+            "unreachable": list({(u["method"], u["budget"]): u for u in self.unreachable}.values()),
             "wall_s_this_invocation": time.time() - self.t_start, "wall_s_all_invocations": self.record_invocation(),
         }
         write_report(results, self.opts.out)

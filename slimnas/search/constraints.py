@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
-from ..errors import SlimnasError
+from ..errors import BudgetUnreachable, SlimnasError
 
 METRICS = ("latency_ms", "flops", "params")
 ALIASES = {"latency": "latency_ms", "latency_ms": "latency_ms", "ms": "latency_ms", "flops": "flops", "params": "params"}
@@ -208,4 +208,4 @@ def check_reachable(constraints: Iterable[Constraint], smallest: dict[str, float
             bad.append(f"{c.describe()} is below the smallest subnet ({format_value(c.metric, v)} {what}): "
                        f"raise it to at least {format_value(c.metric, v, up=True)}")
     if bad:
-        raise SlimnasError("; ".join(bad))
+        raise BudgetUnreachable("; ".join(bad))

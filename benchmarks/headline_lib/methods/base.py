@@ -91,10 +91,22 @@ class Method:
     # Does the seed change what the search finds? False: the search is deterministic given the base and the
     # measurements, so every seed shares it and only the fine-tune differs; True: one search per seed.
     seeded: ClassVar[bool] = False
+    # The deployed dtype: "int8" searches under the latency of each candidate's INT8 (QDQ) graph, budgets still
+    # fractions of the FP32 base, and reports the INT8 graph's onnxruntime accuracy (``METHOD+int8``, :func:`int8_variant`)
+    dtype: ClassVar[str] = "fp32"
+    shared_name: ClassVar[str] = ""  # an INT8 twin's FP32 method: its one-time work (a sensitivity map) is shared
 
     def __init__(self, ctx: Context, folder: Path):
         self.ctx = ctx
         self.folder = Path(folder)
+
+    @property
+    def shared_folder(self) -> Path:
+        """Where one-time work that does not depend on the dtype lives: the FP32 method's folder for an INT8 twin."""
+        if not self.shared_name:
+            return self.folder
+        root = self.folder.parent.parent if self.seeded else self.folder.parent
+        return root / self.shared_name / (self.folder.name if self.seeded else "")
 
     @classmethod
     def unavailable(cls) -> Optional[str]:
@@ -116,6 +128,21 @@ class Method:
 
     def fresh_base(self) -> nn.Module:
         return copy.deepcopy(self.ctx.base).eval()
+
+
+INT8 = "+int8"
+
+
+def int8_variant(cls: type[Method], name: str) -> type[Method]:
+    """``fastnas+int8``: ``cls`` searched under the measured latency of its candidates' INT8 graphs (budgets stay
+    fractions of the FP32 base timed beside them) and reported as that INT8 graph; it shares ``cls``'s one-time work."""
+    if cls.dtype != "fp32":
+        raise SlimnasError(f"method {name!r}: {INT8} once, at the end of the name")
+    shared = name[: -len(INT8)]
+    extra = {"name": name, "dtype": "int8", "shared_name": shared}
+    if getattr(cls, "base_name", None) == "":  # a slimnas arm itself: its supernet is the FP32 arm's
+        extra["base_name"] = shared
+    return type(cls.__name__ + "Int8", (cls,), extra)
 
 
 def plain_copy(template: nn.Module, model: nn.Module) -> nn.Module:

@@ -45,8 +45,8 @@ class FastNAS(Method):
         p = self.ctx.profile
         self.evaluator = Evaluator(self.ctx.data.calib, self.ctx.data.val, calib_images=min(p.calib_images, 512),
                                    val_images=p.val_subset, device=self.ctx.device)
-        self.sensitivity = self.folder / "sensitivity.pth"
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.sensitivity = self.shared_folder / "sensitivity.pth"  # fastnas+int8 reuses FastNAS's map
+        self.shared_folder.mkdir(parents=True, exist_ok=True)
         try:
             self._prune(1.0, self.sensitivity)
         except Exception:  # a torn checkpoint from a kill: start the map again
@@ -68,7 +68,7 @@ class FastNAS(Method):
         dummy = torch.randn((1,) + tuple(self.ctx.input_shape), device=self.ctx.device)
         config = {"data_loader": self.evaluator.calib, "collect_func": lambda x: x, "score_func": self._score,
                   "checkpoint": str(checkpoint), "verbose": False}
-        with open(self.folder / "modelopt.log", "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        with open(self.shared_folder / "modelopt.log", "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
             import warnings
 
             with warnings.catch_warnings():

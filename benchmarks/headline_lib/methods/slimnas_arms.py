@@ -67,23 +67,24 @@ class SlimnasArm(Method):
     def strategy_options(self) -> dict:
         return {**self.options, "teacher": self.arm.supernet_teacher}
 
-    def latency_table(self) -> Path:
-        """A table for this machine and the arm's space: shipped if one fits, else profiled here (resumable)."""
+    def latency_table(self, dtype: str = "fp32") -> Path:
+        """A table for this machine, the arm's space and ``dtype``: shipped if one fits, else profiled here (resumable)."""
         from slimnas.latency import ProfileConfig, profile
         from slimnas.pipeline.config import LatencyConfig
         from slimnas.pipeline.device import find_table, make_backend
 
         net = convert(self.fresh_base(), self.ctx.input_shape, ConvertConfig(space=self.space()))
-        backend = make_backend(LatencyConfig())
+        backend = make_backend(LatencyConfig(dtype=dtype))
         table = find_table(net, backend)
         if table is not None:
             return table.resolve()
-        table = (self.ctx.work / (self.base_name or self.name) if self.ctx.work else self.folder) / "latency_table"  # shared by the seeds
+        name = "latency_table" + ("" if dtype == "fp32" else f"_{dtype}")
+        table = (self.ctx.work / (self.base_name or self.name) if self.ctx.work else self.folder) / name  # shared by the seeds
         s = self.space()
         from slimnas.latency.table import CALIBRATION
 
         done = (table / CALIBRATION).is_file()  # written last: profile() then reuses the table's entries
-        self.ctx.log(f"{self.name}: no shipped latency table fits this machine and space; "
+        self.ctx.log(f"{self.name}: no shipped {dtype} latency table fits this machine and space; "
                      + (f"using the one profiled into {table}" if done else f"profiling one into {table}"))
         profile(net, backend, table, model=self.ctx.arch, config=ProfileConfig(),
                 model_args={"model": self.ctx.arch, "num_classes": self.ctx.data.num_classes, "ratios": list(s.ratios),
@@ -91,18 +92,21 @@ class SlimnasArm(Method):
         return table.resolve()
 
     def prepare(self) -> dict:
-        self.table = self.latency_table()
+        # the supernet (and its latency-sensitive bins) is the FP32 arm's, whatever the dtype searched: an INT8 search
+        # scores its candidates by the FP32 supernet (benchmarks/results/int8_rank) and times them as INT8 graphs
+        fp32_table = self.latency_table()
+        self.table = fp32_table if self.dtype == "fp32" else self.latency_table(self.dtype)
         a = self.arm
         spec = RunSpec(model=self.ctx.arch, weights=str(self.ctx.weights), num_classes=self.ctx.data.num_classes,
                        input_size=self.ctx.input_shape[1], space=self.space(), data=self.ctx.data_config,
                        strategy=self.strategy, strategy_options=self.strategy_options(),
-                       bins=f"latency:{a.latency_bins}:{self.table}", train=self.train_config(), device=str(self.ctx.device))
+                       bins=f"latency:{a.latency_bins}:{fp32_table}", train=self.train_config(), device=str(self.ctx.device))
         run_dir = self.supernet_dir
         if not (run_dir / DONE).is_file():
             self.ctx.log(f"{self.name}: training the supernet ({self.strategy}, latency bins from {self.table.name})")
             train(spec, run_dir, resume=True)
         return {"strategy": self.strategy, "options": spec.strategy_options, "max_ratio": self.max_ratio,
-                "bins": spec.bins, "train": spec.train.to_dict()}
+                "bins": spec.bins, "train": spec.train.to_dict(), "search_table": str(self.table), "dtype": self.dtype}
 
     # -- one budget: the pipeline's search and verification --------------------------------------------------
     def slim_config(self, budget: Budget):
@@ -113,7 +117,8 @@ class SlimnasArm(Method):
         one_step = replace(p.finetune, epochs=1, steps_per_epoch=1)  # slim's own fine-tune: skipped in effect
         return SlimConfig(
             supernet=SupernetConfig(run=str(self.supernet_dir)),
-            latency=LatencyConfig(table=str(self.table), rounds=a.verify_rounds, samples=a.verify_samples),
+            # an INT8 target's relative budget is a fraction of the FP32 original timed beside the candidates
+            latency=LatencyConfig(table=str(self.table), rounds=a.verify_rounds, samples=a.verify_samples, dtype=self.dtype),
             constraints=(f"latency<={budget.target:.4f}x",),
             fitness=FitnessConfig(val_images=p.val_subset, calib_images=a.calib_images),
             search=SearchConfig(population=a.population, generations=a.generations, time_limit_s=60 * a.search_minutes,
