@@ -118,7 +118,7 @@ def goal_lines(rows: list[dict], base_top1: float, goals: dict = GOALS, arm=None
             parts.append(f"{peer} not in this run")
         lines.append(f"- {frac:g}x ({text}): {'MET' if ok else 'MISSED'}; " + "; ".join(parts) + ".")
     arms = [r for r in rows if arm(r["method"])]
-    short = [f"{row_name(r)} {r['latency_ratio'] / r['fraction']:.0%}" for r in arms if r["latency_ratio"] < SPEND * r["fraction"]]
+    short = [f"{row_name(r)} {r['latency_ratio'] / r['fraction']:.1%}" for r in arms if r["latency_ratio"] < SPEND * r["fraction"]]
     if arms:
         lines.append(f"- Every slimnas model at >= {SPEND:.0%} of its budget: {len(arms) - len(short)} of {len(arms)}"
                      + (f"; below: {', '.join(short)} (each slim run's report.md says why it chose that point)." if short else "."))
