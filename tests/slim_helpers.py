@@ -11,10 +11,11 @@ from tests.conftest import ROOT
 TRAIN = ("{epochs: 2, steps_per_epoch: 4, batch_size: 32, optimizer: adamw, lr: 0.003, eval_images: 0, "
          "calib_images: 32, progress: false}")
 
+# latency.processes: 1, one timing process per end-to-end timing: combining several is tested on its own
+# (test_latency_profiler, test_headline), and three processes per timing only cost time here. Tests quote this file's
+# line numbers: keep the YAML's lines where they are.
 TINY_YAML = f"""\
-# TinyNet on the built-in digits: every stage of the pipeline, a few steps each. One timing process per end-to-end
-# timing (latency.processes: 1): combining several is tested on its own (test_latency_profiler, test_headline), and
-# three per timing made the suite 20% slower
+# TinyNet on the built-in digits: every stage of the pipeline, a few steps each
 model: {{name: "tests.nets:tiny_net", num_classes: 10, input_size: 32}}
 base: {TRAIN}
 data: {{source: digits}}
