@@ -207,7 +207,7 @@ class Run:
             try:
                 found = method.search(budget, Timers(timer(s.step_timing), timer(s.confirm_timing)))
             except BudgetUnreachable as exc:
-                self.log(f"{method.name} @ {budget.label}: unreachable: {exc}")
+                self.log(f"{method.name} @ {budget.label}: unreachable: {exc} (delete {folder / 'unreachable.json'} to try again)")
                 gone = self.write(folder / "unreachable.json", {"method": method.name, "budget": budget.label,
                                                                 "fraction": budget.fraction, "dtype": method.dtype,
                                                                 "reason": str(exc), "search_s": time.time() - t0})
@@ -239,7 +239,8 @@ class Run:
     def deployed(self, model, folder: Path, evaluator, name: str) -> dict:
         """:func:`.finetune.deployed_scores` of ``model``, cached in ``folder`` (``deployed.json``)."""
         done = self.cached(folder / "deployed.json")
-        if done is not None and Path(done["int8_onnx"]).is_file():
+        if (done is not None and Path(done["int8_onnx"]).is_file()
+                and done["int8_calibration_images"] == self.opts.int8_calibration):  # another --int8-calibration: again
             return done
         d = deployed_scores(model, folder, evaluator, self.data, self.opts.int8_calibration, self.device)
         self.log(f"{name}: onnxruntime test top-1 FP32 {d['onnx_fp32_test_top1']:.4f}, INT8 {d['int8_test_top1']:.4f} "
