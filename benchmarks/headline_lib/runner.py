@@ -288,8 +288,7 @@ class Run:
         models = [load_exported(r["final"]) for r in rows]
         # a row searched again under the same name (its folder removed) is another architecture: the cached run and
         # the ONNX files are keyed by name and architecture, never by name alone
-        archs = [architecture_key(m) for m in models]
-        archs = [a + ("-int8" if r.get("dtype") == "int8" else "") for a, r in zip(archs, rows)]
+        archs = [architecture_key(m) + ("-int8" if r.get("dtype") == "int8" else "") for m, r in zip(models, rows)]
         old = self.cached(path)
         if old is not None and old["names"] == names and old.get("architectures") == archs and not self.opts.retime:
             return old
