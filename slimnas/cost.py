@@ -2,7 +2,9 @@
 
 Every layer's cost is a product of at most two channel widths (a conv is ``k·H·W·c_in·c_out``), so the cost
 of the whole network is a sum of bilinear terms ``coef · w[i] · w[j]`` over group widths. Building those terms
-once makes a subnet's FLOPs a few hundred multiply-adds, and a batch of subnets one numpy product. The
+once makes a subnet's FLOPs a few hundred multiply-adds, and a batch of subnets one numpy product. A layer inside a
+skippable block (elastic depth) has its terms multiplied by that block's on/off column as well, so a dropped block
+costs nothing. The
 counting rules are thop's (multiply-accumulates for conv and linear, ``4·numel`` for an affine BatchNorm,
 ``(k+1)·numel`` for adaptive average pooling, zero for activations), so the numbers agree with
 ``thop.profile`` on the exported model.
@@ -43,38 +45,43 @@ def _per_channel(shape: tuple[int, ...], layout: Layout | None) -> int:
 
 
 class _Terms:
+    """Terms ``coef · w[i] · w[j] · w[k]``: two widths and the on/off column of the block the layer is in (CONST
+    where it is in none)."""
+
     def __init__(self) -> None:
-        self.acc: dict[tuple[int, int], float] = defaultdict(float)
+        self.acc: dict[tuple[int, int, int], float] = defaultdict(float)
+        self.block = CONST  # the block column of the layer whose terms are being added
 
     def add(self, coef: float, a: list[tuple[int, float]], b: Optional[list[tuple[int, float]]] = None) -> None:
         b = b if b is not None else [(CONST, 1.0)]
         for i, ca in a:
             for j, cb in b:
-                key = (i, j) if i >= j else (j, i)
+                key = (i, j, self.block) if i >= j else (j, i, self.block)
                 self.acc[key] += coef * ca * cb
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(self) -> tuple[np.ndarray, ...]:
         keys = [k for k, v in self.acc.items() if v != 0]
         coef = np.array([self.acc[k] for k in keys], dtype=np.float64)
-        i = np.array([k[0] for k in keys], dtype=np.int64)
-        j = np.array([k[1] for k in keys], dtype=np.int64)
-        return coef, i, j
+        return (coef,) + tuple(np.array([k[n] for k in keys], dtype=np.int64) for n in range(3))
 
 
 class CostModel:
     """Analytic FLOPs (thop's multiply-accumulate convention) and parameter counts of subnets, per sample."""
 
-    def __init__(self, graph: ChannelGraph, modules: Mapping[str, nn.Module]):
+    def __init__(self, graph: ChannelGraph, modules: Mapping[str, nn.Module], blocks: Sequence[str] = ()):
         self.names = [g.name for g in graph.groups]
+        self.blocks = list(blocks)  # skippable blocks: columns len(names) + b of a width matrix
         self.default = np.array([g.width for g in graph.groups], dtype=np.float64)
         flops, params = _Terms(), _Terms()
         for call in graph.calls:
+            flops.block = self.block_column(call.name)
             self._flops_of(call, modules[call.name], graph, flops)
         seen = set()
         for name, module in modules.items():
             if name in seen or (name not in graph.layers and any(True for _ in module.children())):
                 continue  # thop counts the parameters of leaf modules (and of layers holding sub-modules)
             seen.add(name)
+            params.block = self.block_column(name)
             spec = graph.layers.get(name)
             if spec is None:
                 n = sum(p.numel() for p in module.parameters(recurse=False))
@@ -171,27 +178,33 @@ class CostModel:
         if bias:
             terms.add(1.0, lf_out)
 
-    # -- evaluating ------------------------------------------------------------------------------------------
-    def widths_vector(self, widths: Mapping[str, int]) -> np.ndarray:
-        v = self.default.copy()
-        for k, w in widths.items():
-            v[self.names.index(k)] = w
-        return v
+    def block_column(self, layer: str) -> int:
+        """The width-matrix column of the skippable block ``layer`` is in (CONST: in none)."""
+        for b, name in enumerate(self.blocks):
+            if layer.startswith(name + "."):
+                return len(self.names) + b
+        return CONST
 
-    def matrix(self, subnets: Sequence[Mapping[str, int]]) -> np.ndarray:
-        """Width matrix ``[n_subnets, n_groups]`` (groups a subnet does not name keep their width)."""
+    # -- evaluating ------------------------------------------------------------------------------------------
+    def matrix(self, subnets: Sequence[Mapping[str, int]], dropped: Optional[Sequence[set[str]]] = None) -> np.ndarray:
+        """Width matrix ``[n_subnets, n_groups + n_blocks]`` (groups a subnet does not name keep their width; the
+        block columns are 1, or 0 for the blocks ``dropped[r]`` names)."""
         col = {n: i for i, n in enumerate(self.names)}
-        m = np.tile(self.default, (len(subnets), 1))
+        m = np.tile(np.concatenate([self.default, np.ones(len(self.blocks))]), (len(subnets), 1))
         for r, widths in enumerate(subnets):
             for k, w in widths.items():
                 m[r, col[k]] = w
+        for r, names in enumerate(dropped or ()):
+            for b, name in enumerate(self.blocks):
+                if name in names:
+                    m[r, len(self.names) + b] = 0.0
         return m
 
-    @staticmethod
-    def _eval(arrays: tuple[np.ndarray, np.ndarray, np.ndarray], w: np.ndarray) -> np.ndarray:
-        coef, i, j = arrays
-        ext = np.concatenate([w, np.ones((w.shape[0], 1))], axis=1)  # index -1 is the constant column
-        return (ext[:, i] * ext[:, j]) @ coef
+    def _eval(self, arrays: tuple[np.ndarray, ...], w: np.ndarray) -> np.ndarray:
+        coef, i, j, k = arrays
+        ones = np.ones((w.shape[0], len(self.names) + len(self.blocks) + 1 - w.shape[1]))  # every block kept, and the constant
+        ext = np.concatenate([w, ones], axis=1)  # index -1 is the constant column
+        return (ext[:, i] * ext[:, j] * ext[:, k]) @ coef
 
     def flops(self, w: np.ndarray) -> np.ndarray:
         """FLOPs (MACs) per sample for each row of a width matrix."""
@@ -206,10 +219,13 @@ def flops_attribution(cost: CostModel, w: np.ndarray, searchable: Sequence[bool]
 
     A term ``coef·w[i]·w[j]`` of two searchable groups is split half and half, so shares add up to one.
     """
-    coef, i, j = cost._flops
-    ext = np.concatenate([np.asarray(w, dtype=np.float64), [1.0]])
-    values = coef * ext[i] * ext[j]
-    free = np.concatenate([np.asarray(searchable, dtype=bool), [False]])
+    coef, i, j, k = cost._flops
+    w = np.asarray(w, dtype=np.float64)
+    ext = np.concatenate([w[:len(cost.names)], np.ones(len(cost.blocks) + 1)])
+    if len(w) > len(cost.names):  # block columns given
+        ext[len(cost.names):-1] = w[len(cost.names):]
+    values = coef * ext[i] * ext[j] * ext[k]
+    free = np.concatenate([np.asarray(searchable, dtype=bool), np.zeros(len(cost.blocks) + 1, dtype=bool)])
     out = np.zeros(len(ext))
     for v, a, b in zip(values, i, j):
         fa, fb = free[a], free[b]

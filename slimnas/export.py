@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .dynamic import DynamicMixin
+from .dynamic.skip import SkippableBlock
 from .errors import SlimnasError
 from .fileio import atomic_path
 from .models import FORMAT, layer_shapes, load_exported, read_exported, reshape_to, save_exported  # noqa: F401
@@ -58,17 +59,20 @@ def max_output_diff(a: Any, b: Any) -> float:
 
 
 def export_subnet(supernet, subnet: Optional[Subnet] = None) -> nn.Module:
-    """A plain ``nn.Module`` (the original class) computing ``subnet`` (default: the active one)."""
+    """A plain ``nn.Module`` (the original class) computing ``subnet`` (default: the active one).
+
+    A skippable block the subnet drops becomes ``nn.Identity``; a kept one is its own module again."""
     previous = supernet.active
     if subnet is not None:
         supernet.set_subnet(subnet)
     try:
         model = copy.deepcopy(supernet.model)
-        for name, module in list(model.named_modules()):
-            if isinstance(module, DynamicMixin):
-                parent_name, _, attr = name.rpartition(".")
-                parent = model.get_submodule(parent_name) if parent_name else model
-                setattr(parent, attr, module.export())
+        for kind in (SkippableBlock, DynamicMixin):  # blocks first: a dropped one's layers are not exported
+            for name, module in list(model.named_modules()):
+                if isinstance(module, kind):
+                    parent_name, _, attr = name.rpartition(".")
+                    parent = model.get_submodule(parent_name) if parent_name else model
+                    setattr(parent, attr, module.export())
     finally:
         if subnet is not None:
             supernet.set_subnet(previous)

@@ -8,7 +8,8 @@ from .supernet import Supernet
 
 
 def describe(supernet: Supernet, members: int = 3) -> pd.DataFrame:
-    """One row per channel group: name, member layers, checkpoint width, candidates, share of FLOPs."""
+    """One row per channel group: name, member layers, checkpoint width, candidates, share of FLOPs; then one row per
+    stage of skippable blocks (elastic depth): its blocks, the depths it may keep, the share of FLOPs they hold."""
     graph = supernet.graph
     w = supernet.cost.default
     share = flops_attribution(supernet.cost, w, [g.searchable for g in graph.groups])
@@ -26,4 +27,12 @@ def describe(supernet: Supernet, members: int = 3) -> pd.DataFrame:
         })
     rows.append({"group": "(fixed)", "layers": "", "width": None, "candidates": "not width-dependent",
                  "flops_share": share[-1]})
+    full = supernet.space.original()
+    total = supernet.flops(full)
+    for st in supernet.space.stages:
+        without = supernet.flops(full.replace(depth={st.name: 0}))
+        shown = ", ".join(st.blocks[:members]) + (f" +{len(st.blocks) - members}" if len(st.blocks) > members else "")
+        rows.append({"group": f"(depth) {st.name}", "layers": shown, "width": None,
+                     "candidates": "blocks kept: " + " ".join(map(str, st.choices)),
+                     "flops_share": (total - without) / max(total, 1e-12)})
     return pd.DataFrame(rows)

@@ -367,6 +367,23 @@ def set_module_attrs(model: nn.Module, attrs: dict[str, dict[str, Any]]) -> nn.M
     return model
 
 
+def identity_modules(model: nn.Module) -> list[str]:
+    """The names of the model's ``nn.Identity`` modules (blocks an export with elastic depth dropped among them)."""
+    return [name for name, m in model.named_modules() if name and type(m) is nn.Identity]
+
+
+def to_identity(model: nn.Module, names: Sequence[str]) -> nn.Module:
+    """Replace the named modules of ``model`` by ``nn.Identity`` (in place), as :func:`identity_modules` recorded."""
+    for name in names:
+        try:
+            model.get_submodule(name)
+        except AttributeError:
+            raise SlimnasError(f"the saved model drops a block {name!r} that this architecture lacks") from None
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, nn.Identity())
+    return model
+
+
 def _candidate_archs(cls: type) -> list[str]:
     """Specs that may build ``cls``: torchvision builders returning it, then the class's own import path."""
     out = []
@@ -447,6 +464,7 @@ def save_exported(model: nn.Module, path: Union[str, Path], subnet=None, arch: O
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "layers": layer_shapes(model),
         "attrs": module_attrs(model),
+        "identity": identity_modules(model),
         "subnet": subnet.to_dict() if subnet is not None else None,
         "input": inputs.to_dict() if inputs is not None else None,
         "classes": [str(c) for c in classes] if classes is not None else None,
@@ -477,6 +495,7 @@ def load_exported(path: Union[str, Path], model: Optional[nn.Module] = None) -> 
             raise SlimnasError(f"{path} holds a {cls}, which slimnas cannot rebuild by import: pass a fresh instance, "
                                f"load_exported(path, {cls.rpartition('.')[2]}(...)), or deploy model.onnx")
         model = build_model(meta["arch"], num_classes=meta.get("num_classes"))
+    to_identity(model, meta.get("identity") or [])  # blocks the subnet dropped (elastic depth)
     reshape_to(model, meta["layers"])
     set_module_attrs(model, meta.get("attrs") or {})  # files from before channel-count attributes have none
     load_state(model, data["state_dict"], str(path))

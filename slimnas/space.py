@@ -1,4 +1,5 @@
-"""The width search space: candidate widths per channel group, and the subnet operators search uses."""
+"""The search space: candidate widths per channel group, depths per stage of skippable blocks, and the subnet
+operators search uses."""
 from __future__ import annotations
 
 import random
@@ -24,6 +25,9 @@ class SpaceConfig:
     # Grouped convs (ResNeXt, RegNet): "whole" keeps whole conv groups (the group count follows the width);
     # "narrow" keeps every conv group and narrows each (the group count stays; Torch-Pruning's way).
     conv_groups: str = "whole"
+    # Elastic depth: each stage of skippable residual blocks (see slimnas.trace.blocks) keeps its first k blocks,
+    # k from 0 to all of them. Off by default: a width-only space, and subnets without depth.
+    depth: bool = False
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.max_ratio <= 4.0:
@@ -91,16 +95,31 @@ class GroupChoices:
         return self.choices[-1]
 
 
+@dataclass(frozen=True)
+class StageChoices:
+    """One stage of skippable blocks (execution order) and how many of them a subnet may keep (ascending)."""
+
+    name: str
+    blocks: tuple[str, ...]
+    choices: tuple[int, ...]
+
+    def dropped(self, depth: int) -> tuple[str, ...]:
+        """The blocks a subnet keeping ``depth`` of them drops: the last ones."""
+        return self.blocks[depth:]
+
+
 def _rng(rng: Rng) -> random.Random:
     return rng if isinstance(rng, random.Random) else random.Random(rng)
 
 
 class SearchSpace:
-    """Candidate widths for each searchable group, and the operators on subnets built from them."""
+    """Candidate widths for each searchable group, depths for each stage, and the operators on subnets built from them."""
 
-    def __init__(self, groups: Sequence[GroupChoices]):
+    def __init__(self, groups: Sequence[GroupChoices], stages: Sequence[StageChoices] = ()):
         self.groups: tuple[GroupChoices, ...] = tuple(groups)
+        self.stages: tuple[StageChoices, ...] = tuple(stages)
         self._by_name = {g.name: g for g in self.groups}
+        self._stage = {s.name: s for s in self.stages}
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -115,14 +134,35 @@ class SearchSpace:
         return [g.name for g in self.groups]
 
     def size(self) -> int:
-        """Number of distinct subnets (widths only)."""
+        """Number of distinct subnets (widths times depths; widths inside dropped blocks still count)."""
         n = 1
         for g in self.groups:
             n *= len(g.choices)
+        for st in self.stages:
+            n *= len(st.choices)
         return n
 
-    def restricted(self, choices: Mapping[str, Iterable[int]]) -> "SearchSpace":
-        """A space whose named groups keep only the given widths (shrinking, bins)."""
+    def stage(self, name: str) -> StageChoices:
+        return self._stage[name]
+
+    def dropped(self, subnet: Subnet) -> set[str]:
+        """The blocks ``subnet`` drops (none for a stage it does not name)."""
+        return {b for st in self.stages for b in st.dropped(subnet.depth.get(st.name, len(st.blocks)))}
+
+    def restricted(self, choices: Mapping[str, Iterable[int]],
+                   depth: Optional[Mapping[str, Iterable[int]]] = None) -> "SearchSpace":
+        """A space whose named groups keep only the given widths, and named stages the given depths (shrinking, bins)."""
+        depth = depth or {}
+        stages = []
+        for st in self.stages:
+            keep = tuple(sorted({int(d) for d in depth.get(st.name, st.choices)}))
+            unknown = set(keep) - set(st.choices)
+            if unknown or not keep:
+                raise SlimnasError(f"depths {sorted(unknown) or 'none'} are not choices of stage {st.name!r}")
+            stages.append(StageChoices(st.name, st.blocks, keep))
+        unknown = [k for k in depth if k not in self._stage]
+        if unknown:
+            raise SlimnasError(f"no stage of skippable blocks is named {', '.join(unknown[:3])}")
         groups = []
         for g in self.groups:
             keep = tuple(sorted(set(choices.get(g.name, g.choices))))
@@ -130,52 +170,66 @@ class SearchSpace:
             if unknown or not keep:
                 raise SlimnasError(f"widths {sorted(unknown) or 'none'} are not candidates of group {g.name!r}")
             groups.append(GroupChoices(g.name, g.width, keep))
-        return SearchSpace(groups)
+        return SearchSpace(groups, stages)
 
     # -- fixed points --------------------------------------------------------------------------------------
+    def _full_depth(self) -> dict[str, int]:
+        return {st.name: st.choices[-1] for st in self.stages}
+
     def max(self) -> Subnet:
-        return Subnet({g.name: g.choices[-1] for g in self.groups})
+        return Subnet({g.name: g.choices[-1] for g in self.groups}, depth=self._full_depth())
 
     def min(self) -> Subnet:
-        return Subnet({g.name: g.choices[0] for g in self.groups})
+        """The narrowest widths and the fewest blocks of every stage."""
+        return Subnet({g.name: g.choices[0] for g in self.groups}, depth={st.name: st.choices[0] for st in self.stages})
 
     def original(self) -> Subnet:
-        """The checkpoint's own widths (the widest subnet unless the space is broadened)."""
-        return Subnet({g.name: g.width for g in self.groups})
+        """The checkpoint's own widths and every block (the widest subnet unless the space is broadened)."""
+        return Subnet({g.name: g.width for g in self.groups}, depth=self._full_depth())
 
     def uniform(self, ratio: float) -> Subnet:
         """Every group at the candidate nearest to ``ratio`` times its checkpoint width."""
         if ratio <= 0:
             raise SlimnasError(f"width ratio must be positive, got {ratio}")
-        return Subnet({g.name: min(g.choices, key=lambda c: (abs(c - ratio * g.width), c)) for g in self.groups})
+        return Subnet({g.name: min(g.choices, key=lambda c: (abs(c - ratio * g.width), c)) for g in self.groups},
+                      depth=self._full_depth())
 
     # -- random operators ----------------------------------------------------------------------------------
     def sample(self, rng: Rng = None) -> Subnet:
         r = _rng(rng)
-        return Subnet({g.name: r.choice(g.choices) for g in self.groups})
+        widths = {g.name: r.choice(g.choices) for g in self.groups}
+        return Subnet(widths, depth={st.name: r.choice(st.choices) for st in self.stages})
 
     def mutate(self, subnet: Subnet, prob: float = 0.1, rng: Rng = None) -> Subnet:
-        """Resample each group's width with probability ``prob``."""
+        """Resample each group's width, and each stage's depth, with probability ``prob``."""
         r = _rng(rng)
         widths = subnet.widths
         for g in self.groups:
             if r.random() < prob:
                 widths[g.name] = r.choice(g.choices)
-        return subnet.replace(widths)
+        depth = {**self._full_depth(), **subnet.depth}
+        for st in self.stages:
+            if r.random() < prob:
+                depth[st.name] = r.choice(st.choices)
+        return subnet.replace(widths, depth=depth)
 
     def crossover(self, a: Subnet, b: Subnet, rng: Rng = None) -> Subnet:
-        """Each group's width (and channel indices) from one parent or the other, at random."""
+        """Each group's width (and channel indices), and each stage's depth, from one parent or the other, at random."""
         r = _rng(rng)
-        widths, indices = {}, {}
+        widths, indices, depth = {}, {}, {}
         for g in self.groups:
             src = a if r.random() < 0.5 else b
             widths[g.name] = src[g.name]
             if g.name in src.indices:
                 indices[g.name] = src.indices[g.name]
-        return Subnet(widths, indices)
+        for st in self.stages:
+            src = a if r.random() < 0.5 else b
+            depth[st.name] = src.depth.get(st.name, st.choices[-1])
+        return Subnet(widths, indices, depth)
 
     def validate(self, subnet: Subnet) -> Subnet:
-        """Check every group is known and every width one of its candidates; missing groups get their original width.
+        """Check every group is known and every width one of its candidates; missing groups get their original width
+        (and missing stages all their blocks).
 
         A width between candidates is refused here: the latency predictor and the cost tables have no entry for
         it, and would fail later with a less helpful message.
@@ -193,4 +247,16 @@ class SearchSpace:
         for name, idx in subnet.indices.items():
             if max(idx, default=0) >= self._by_name[name].max_width:
                 raise SlimnasError(f"channel index {max(idx)} of group {name!r} is beyond its {self._by_name[name].max_width} channels")
-        return Subnet(widths, subnet.indices)
+        unknown = [k for k in subnet.depth if k not in self._stage]
+        if unknown:
+            what = "this space has no stages (convert with depth=True)" if not self.stages else \
+                f"its stages are {', '.join(self._stage)}"
+            raise SlimnasError(f"subnet names unknown stages of skippable blocks: {', '.join(unknown[:5])}; {what}")
+        depth = {}
+        for st in self.stages:
+            d = subnet.depth.get(st.name, st.choices[-1])
+            if d not in st.choices:
+                raise SlimnasError(f"depth {d} of stage {st.name!r} is not one of its choices "
+                                   f"{', '.join(map(str, st.choices))} (blocks kept of {len(st.blocks)})")
+            depth[st.name] = d
+        return Subnet(widths, subnet.indices, depth)

@@ -1,8 +1,9 @@
-"""A subnet is data: the width of every searchable channel group, plus (optionally) which channels.
+"""A subnet is data: the width of every searchable channel group, plus (optionally) which channels and depths.
 
 Widths alone mean "the first c channels in importance order". Where CafeNet's locally free sharing chose
-them, ``indices`` names the exact stored channels of a group. A subnet serialises to JSON and has a stable
-hash, so search results, caches and exports can refer to it.
+them, ``indices`` names the exact stored channels of a group. In a space with elastic depth, ``depth`` says how
+many skippable blocks of each stage are kept (the first ones). A subnet serialises to JSON and has a stable
+hash, so search results, caches and exports can refer to it; a subnet without depth hashes as it always did.
 """
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from .errors import SlimnasError
 
 
 class Subnet:
-    """Immutable ``{group: width}`` plus optional ``{group: channel indices}``."""
+    """Immutable ``{group: width}`` plus optional ``{group: channel indices}`` and ``{stage: blocks kept}``."""
 
-    __slots__ = ("_widths", "_indices", "_key")
+    __slots__ = ("_widths", "_indices", "_depth", "_key")
 
-    def __init__(self, widths: Mapping[str, int], indices: Optional[Mapping[str, Any]] = None):
+    def __init__(self, widths: Mapping[str, int], indices: Optional[Mapping[str, Any]] = None,
+                 depth: Optional[Mapping[str, int]] = None):
         self._widths = {str(k): int(v) for k, v in widths.items()}
+        self._depth = {str(k): int(v) for k, v in (depth or {}).items()}
+        if any(v < 0 for v in self._depth.values()):
+            raise SlimnasError("subnet depths count the blocks a stage keeps: give non-negative integers")
         self._indices = {str(k): tuple(int(i) for i in v) for k, v in (indices or {}).items()}
         for name, idx in self._indices.items():
             if name not in self._widths or len(idx) != self._widths[name]:
@@ -39,6 +44,11 @@ class Subnet:
     def indices(self) -> dict[str, tuple[int, ...]]:
         return dict(self._indices)
 
+    @property
+    def depth(self) -> dict[str, int]:
+        """Blocks kept per stage (empty in a width-only space)."""
+        return dict(self._depth)
+
     def __getitem__(self, group: str) -> int:
         return self._widths[group]
 
@@ -52,6 +62,8 @@ class Subnet:
         out: dict[str, Any] = {"widths": dict(self._widths)}
         if self._indices:
             out["indices"] = {k: list(v) for k, v in self._indices.items()}
+        if self._depth:
+            out["depth"] = dict(self._depth)
         return out
 
     def to_json(self, indent: Optional[int] = None) -> str:
@@ -61,7 +73,9 @@ class Subnet:
     def from_dict(cls, data: Mapping[str, Any]) -> "Subnet":
         if not isinstance(data, Mapping) or not isinstance(data.get("widths"), Mapping):
             raise SlimnasError('a subnet must be a JSON object with a "widths" mapping of group name to width')
-        return cls(data["widths"], data.get("indices"))
+        if data.get("depth") is not None and not isinstance(data["depth"], Mapping):
+            raise SlimnasError('a subnet\'s "depth" must map each stage name to the number of blocks it keeps')
+        return cls(data["widths"], data.get("indices"), data.get("depth"))
 
     @classmethod
     def from_json(cls, text: str) -> "Subnet":
@@ -71,8 +85,9 @@ class Subnet:
             raise SlimnasError(f"subnet JSON is not valid JSON ({exc})") from None
         return cls.from_dict(data)
 
-    def replace(self, widths: Optional[Mapping[str, int]] = None, indices: Optional[Mapping[str, Any]] = None) -> "Subnet":
-        """A copy with some widths (and indices) changed; indices of a group whose width changes are dropped."""
+    def replace(self, widths: Optional[Mapping[str, int]] = None, indices: Optional[Mapping[str, Any]] = None,
+                depth: Optional[Mapping[str, int]] = None) -> "Subnet":
+        """A copy with some widths (indices, depths) changed; indices of a group whose width changes are dropped."""
         new_w = dict(self._widths)
         new_i = dict(self._indices)
         for k, v in (widths or {}).items():
@@ -80,7 +95,11 @@ class Subnet:
                 new_i.pop(k, None)
             new_w[k] = int(v)
         new_i.update(indices or {})
-        return Subnet(new_w, new_i)
+        return Subnet(new_w, new_i, {**self._depth, **(depth or {})})
+
+    def without_indices(self) -> "Subnet":
+        """The same widths and depths, each group's channels the first ones in importance order."""
+        return Subnet(self._widths, None, self._depth)
 
     @property
     def hash(self) -> str:
@@ -95,4 +114,5 @@ class Subnet:
 
     def __repr__(self) -> str:
         extra = f", {len(self._indices)} with indices" if self._indices else ""
+        extra += f", depth {sum(self._depth.values())}" if self._depth else ""
         return f"Subnet({len(self._widths)} groups, hash={self.hash}{extra})"

@@ -20,11 +20,13 @@ from torch import nn
 
 from .cost import CostModel
 from .dynamic import DYNAMIC, Active, DynamicMixin, functional
+from .dynamic.skip import SkippableBlock
 from .errors import SlimnasError
 from .importance import channel_importance, importance_order, routed_votes
-from .space import GroupChoices, SearchSpace, SpaceConfig, candidate_widths
+from .space import GroupChoices, SearchSpace, SpaceConfig, StageChoices, candidate_widths
 from .subnet import Subnet
 from .trace import ChannelGraph, Layout, analyse, trace
+from .trace.blocks import find_blocks, stages_of
 from .trace.shuffle import RoutedGroup
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class Supernet(nn.Module):
         self.config = config
         self.stored = stored_widths(graph, space)  # channels each group's layers hold (broadened ones included)
         self._group_index = {g.name: i for i, g in enumerate(graph.groups)}
+        self._blocks = {b: model.get_submodule(b) for st in space.stages for b in st.blocks}
         self._active: Subnet = space.max()
 
     # -- layers ------------------------------------------------------------------------------------------------
@@ -155,6 +158,9 @@ class Supernet(nn.Module):
             widths = {i: subnet.widths.get(g.name, g.width) for i, g in enumerate(self.graph.groups)}
             for patch in self.graph.patches:
                 patch.apply(self.model, widths)
+        dropped = self.space.dropped(subnet)
+        for name, block in self._blocks.items():
+            block.skipped = name in dropped
         self._active = subnet
 
     @contextlib.contextmanager
@@ -169,7 +175,8 @@ class Supernet(nn.Module):
 
     # -- cost --------------------------------------------------------------------------------------------------
     def widths_matrix(self, subnets: Sequence[Subnet]) -> np.ndarray:
-        return self.cost.matrix([s.widths for s in subnets])
+        """``[n_subnets, n_groups + n_blocks]``: each group's width, then 1 for each kept block, 0 for a dropped one."""
+        return self.cost.matrix([s.widths for s in subnets], [self.space.dropped(s) for s in subnets])
 
     def flops(self, subnet: Optional[Subnet] = None) -> float:
         """Multiply-accumulates of one forward pass of one image (thop's convention)."""
@@ -180,7 +187,8 @@ class Supernet(nn.Module):
 
     def extra_repr(self) -> str:
         n = len(self.space)
-        return f"{len(self.graph.groups)} channel groups, {n} searchable, {self.space.size():.3g} subnets"
+        depth = f", {len(self._blocks)} skippable blocks in {len(self.space.stages)} stages" if self._blocks else ""
+        return f"{len(self.graph.groups)} channel groups, {n} searchable{depth}, {self.space.size():.3g} subnets"
 
 
 def stored_widths(graph: ChannelGraph, space: SearchSpace) -> dict[int, int]:
@@ -278,7 +286,8 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
     """Turn ``model`` into a :class:`Supernet` (the model itself is left untouched).
 
     ``input_shape`` is ``(C, H, W)`` or an image size. Search-space options (``ratios``, ``divisor``,
-    ``max_ratio``) may be passed as keywords or in ``config.space``. Groups whose channels the tracer cannot
+    ``max_ratio``, ``depth``) may be passed as keywords or in ``config.space``; ``depth=True`` also lets each stage
+    of skippable residual blocks keep only its first k blocks (see :mod:`slimnas.trace.blocks`). Groups whose channels the tracer cannot
     follow are frozen and listed in ``supernet.graph.notes``.
 
     >>> import torchvision, slimnas
@@ -357,7 +366,12 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
     if capped:
         logger.info("%d groups normalised over their channels (LayerNorm, GroupNorm) are not broadened: %s",
                     len(capped), ", ".join(capped))
-    space = SearchSpace(choices)
+    stages = []
+    if config.space.depth:
+        stages = [StageChoices(st.name, st.blocks, tuple(range(len(st.blocks) + 1))) for st in stages_of(find_blocks(gm))]
+        if not stages:
+            logger.info("depth=True but %s has no skippable residual blocks: the space is width only", type(model).__name__)
+    space = SearchSpace(choices, stages)
 
     # Broadening: make room for channels beyond the checkpoint's width (function-preserving at the start).
     stored = stored_widths(graph, space)
@@ -373,7 +387,10 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
             out_pos, out_size = where(spec.out_layout)
             layers[name].grow(in_pos, out_pos, in_size, out_size)
 
-    cost = CostModel(graph, originals)
+    for st in stages:
+        for b in st.blocks:
+            _replace(model, b, SkippableBlock(model.get_submodule(b)))
+    cost = CostModel(graph, originals, [b for st in stages for b in st.blocks])
     shape = tuple(example.shape[1:])
     net = Supernet(model, graph, space, shape, cost, config, routes)
     net.set_subnet(space.max())

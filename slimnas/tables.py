@@ -60,7 +60,8 @@ def supernet_for(table):
         raise SlimnasError(f"{table.path}'s fingerprint does not record how to build its model (model_args)")
     model = load_model(args["model"], num_classes=args.get("num_classes"), weights=args.get("weights"))
     space = SpaceConfig(ratios=tuple(args.get("ratios", SpaceConfig().ratios)), divisor=args.get("divisor", 8),
-                        max_ratio=args.get("max_ratio", 1.0), conv_groups=args.get("conv_groups", "whole"))
+                        max_ratio=args.get("max_ratio", 1.0), conv_groups=args.get("conv_groups", "whole"),
+                        depth=bool(args.get("depth", False)))
     return convert(model, tuple(table.fingerprint["input_shape"]), ConvertConfig(space=space))
 
 

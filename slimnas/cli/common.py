@@ -27,6 +27,9 @@ def add_space_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conv-groups", choices=("whole", "narrow"), default="whole",
                    help="grouped convs (ResNeXt, RegNet): keep whole conv groups, the group count following the width "
                         "(default), or narrow every conv group, the count staying")
+    p.add_argument("--depth", action="store_true",
+                   help="elastic depth: each stage of skippable residual blocks may keep only its first k blocks "
+                        "(`slimnas inspect --depth` lists them)")
 
 
 def resolve_model(args: argparse.Namespace) -> None:
@@ -59,7 +62,7 @@ def supernet_from_args(args: argparse.Namespace) -> Supernet:
 
 def space_from_args(args: argparse.Namespace) -> SpaceConfig:
     return SpaceConfig(ratios=parse_ratios(args.ratios), divisor=args.divisor, max_ratio=args.max_ratio,
-                       conv_groups=args.conv_groups)
+                       conv_groups=args.conv_groups, depth=getattr(args, "depth", False))
 
 
 def add_tensorrt_arguments(p: argparse.ArgumentParser, help_on: str) -> None:

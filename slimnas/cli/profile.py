@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
                            refine_tol=args.refine_tol, calibration_subnets=args.calibration_subnets, passes=args.passes)
     model_args = {"model": args.model, "num_classes": args.num_classes, "weights": args.weights,
                   "ratios": list(parse_ratios(args.ratios)), "divisor": args.divisor, "max_ratio": args.max_ratio,
-                  **({"conv_groups": args.conv_groups} if args.conv_groups != "whole" else {})}
+                  **({"conv_groups": args.conv_groups} if args.conv_groups != "whole" else {}),
+                  **({"depth": True} if args.depth else {})}
     profile(net, backend, out, model=str(args.model), config=config, model_args=model_args)
     return 0
 

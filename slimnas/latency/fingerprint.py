@@ -52,6 +52,8 @@ def space_hash(supernet) -> str:
     narrow = [g.name for g in supernet.graph.groups if g.narrow]
     if narrow:  # grouped convs that keep their group count time differently at the same widths
         data["narrow_conv_groups"] = narrow
+    if supernet.space.stages:  # elastic depth: the table's calibration subnets drop blocks
+        data["stages"] = [(st.name, list(st.blocks), list(st.choices)) for st in supernet.space.stages]
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

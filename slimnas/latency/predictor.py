@@ -142,7 +142,7 @@ class LatencyPredictor:
                 k = int(np.argmax(bad | np.isnan(values)))
                 raise SlimnasError(f"layer {u.layer}: widths ({int(cin[k])}, {int(cout[k])}) are not in the table; "
                                    "profile the space this subnet comes from")
-            total[:, kind] += values
+            total[:, kind] += values * u.kept(w)
         return total
 
     def raw(self, subnets: Union[Sequence[Subnet], np.ndarray]) -> np.ndarray:

@@ -92,10 +92,15 @@ class Unit:
     in_layout: Layout
     out_layout: Layout
     absorbed: tuple[str, ...]  # module calls fused into it (BN, activation)
+    block: int = -1  # the width-matrix column of the skippable block it is in (-1: none): a dropped block's units cost 0
 
     def widths(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(in width, out width) per row of a width matrix ``w`` [n, n_groups]."""
+        """(in width, out width) per row of a width matrix ``w`` [n, n_groups (+ n_blocks)]."""
         return _layout_width(self.in_layout, w), _layout_width(self.out_layout, w)
+
+    def kept(self, w: np.ndarray) -> np.ndarray:
+        """1 per row of ``w`` where the unit runs, 0 where its block is dropped."""
+        return w[:, self.block] if self.block >= 0 else np.ones(len(w))
 
 
 def _layout_width(layout: Layout, w: np.ndarray) -> np.ndarray:
@@ -201,7 +206,8 @@ def units_of(supernet) -> list[Unit]:
                 kind, gw = "conv", int(module.weight.shape[1])
             sig = Signature(kind, tuple(module.kernel_size), tuple(module.stride), tuple(pad),
                             tuple(module.dilation), bias, bn, act, hw, gw, gc)
-        units.append(Unit(call.name, sig, spec.in_layout, spec.out_layout, tuple(absorbed)))
+        units.append(Unit(call.name, sig, spec.in_layout, spec.out_layout, tuple(absorbed),
+                          supernet.cost.block_column(call.name)))
     return units
 
 

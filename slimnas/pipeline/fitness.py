@@ -95,11 +95,11 @@ class SupernetFitness:
 
     def score(self, subnet: Subnet) -> dict:
         """The record of ``subnet`` (computed once): accuracy, loss, images scored and the winning arrangement."""
-        key = Subnet(subnet.widths).hash
+        key = subnet.without_indices().hash
         if key not in self.records:
             rng = random.Random(int(key, 16) ^ self.seed)  # the same arrangements on every rerun
             self.net.eval()
-            result, best = self.evaluator.best_of(self.net, self.strategy.candidates(Subnet(subnet.widths), self.k, rng),
+            result, best = self.evaluator.best_of(self.net, self.strategy.candidates(subnet.without_indices(), self.k, rng),
                                                   self.config.estimator)
             row = self._row(key, result, best)
             self._append(row)

@@ -57,7 +57,9 @@ def _profile(plan: Plan):
     timing, and check the budgets against the predicted smallest subnet; the default target's predictor."""
     cfg = plan.config
     model_args = {"model": cfg.model.name, "num_classes": cfg.model.num_classes or plan.data.num_classes,
-                  "ratios": list(cfg.space.ratios), "divisor": cfg.space.divisor, "max_ratio": cfg.space.max_ratio}
+                  "ratios": list(cfg.space.ratios), "divisor": cfg.space.divisor, "max_ratio": cfg.space.max_ratio,
+                  **({"conv_groups": cfg.space.conv_groups} if cfg.space.conv_groups != "whole" else {}),
+                  **({"depth": True} if cfg.space.depth else {})}
     for t in plan.targets:
         if t.predictor is not None:
             continue

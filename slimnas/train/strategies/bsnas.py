@@ -14,6 +14,10 @@ the worst and the best of k equally good choices differ by 1.5 to 2 standard err
 alone, so "switch off the worst" without it removes choices at random (``confidence=0`` does exactly that,
 the rule before this one). At most one choice per group goes per round, never below ``floor`` choices. Every switch-off is logged with
 its step, score, sample count and the best choice it lost to (``shrink.csv`` in the run folder).
+
+In a space with elastic depth, each stage's depths (blocks kept) are choices too, scored and switched off by the same
+rule, BS-NAS's shrinking of operations: a row of ``shrink.csv`` then names the stage as ``depth <stage>`` and the
+depth as its ``width``.
 """
 from __future__ import annotations
 
@@ -86,6 +90,10 @@ class Record(NamedTuple):
     flops: float
     loss: float  # cross-entropy, averaged over processes
     step: int  # the step (1-based) that sampled it
+    depth: dict[str, int] = {}  # blocks kept per stage (elastic depth)
+
+
+DEPTH = "depth "  # the prefix of a stage's name among the scored choices
 
 
 @strategy("bsnas")
@@ -102,7 +110,7 @@ class BSNAS(Sandwich):
         if self.records:  # every process must score, and so shrink, alike
             losses = ctx.reduce(torch.tensor([loss for _, loss in self.records], dtype=torch.float64))
             for (sub, _), loss in zip(self.records, losses.tolist()):
-                self.window.append(Record(sub.widths, self.net.flops(sub), float(loss), ctx.step + 1))
+                self.window.append(Record(sub.widths, self.net.flops(sub), float(loss), ctx.step + 1, sub.depth))
         return metrics
 
     def scores(self) -> dict[str, dict[int, Score]]:
@@ -121,6 +129,8 @@ class BSNAS(Sandwich):
         for r, v in zip(self.window, value):
             for g, w in r.widths.items():
                 acc[g][w].append(float(v))
+            for st, d in r.depth.items():
+                acc[DEPTH + st][d].append(float(v))
         return {g: {w: Score(float(np.mean(vs)), len(vs), float(np.var(vs, ddof=1)) if len(vs) > 1 else float("nan"))
                     for w, vs in per.items()} for g, per in acc.items()}
 
@@ -160,8 +170,19 @@ class BSNAS(Sandwich):
             keep[g.name] = choices
             rows.append({"step": step, "group": g.name, "width": found["width"],
                          "ratio": round(found["width"] / g.width, 4), **found, "remaining": " ".join(map(str, choices))})
-        if keep:
-            self.space = self.space.restricted(keep)
+        depth = {}
+        for st in self.space.stages:
+            choices = list(st.choices)
+            found = self.decide(choices, scores.get(DEPTH + st.name, {}))
+            if found is None:
+                continue
+            choices.remove(found["width"])
+            depth[st.name] = choices
+            rows.append({"step": step, "group": DEPTH + st.name, "width": found["width"],
+                         "ratio": round(found["width"] / len(st.blocks), 4), **found,
+                         "remaining": " ".join(map(str, choices))})
+        if keep or depth:
+            self.space = self.space.restricted(keep, depth)
         self.log.extend(rows)
         self._forget(step)
         return rows
@@ -181,13 +202,14 @@ class BSNAS(Sandwich):
 
     def state_dict(self) -> dict:
         out = super().state_dict()
-        out["window"] = [[sorted(r.widths.items()), r.flops, r.loss, r.step] for r in self.window]
+        out["window"] = [[sorted(r.widths.items()), r.flops, r.loss, r.step, sorted(r.depth.items())] for r in self.window]
         out["log"] = [dict(r) for r in self.log]
         return out
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.window = [Record({g: int(v) for g, v in r[0]}, float(r[1]), float(r[2]), int(r[3]) if len(r) > 3 else 0)
+        self.window = [Record({g: int(v) for g, v in r[0]}, float(r[1]), float(r[2]), int(r[3]) if len(r) > 3 else 0,
+                              {s: int(d) for s, d in r[4]} if len(r) > 4 else {})
                        for r in state.get("window", [])]
         self.log = [dict(r) for r in state.get("log", [])]
 

@@ -1,0 +1,256 @@
+"""Elastic depth (issue 16): skippable residual blocks found by tracing, dropped in the supernet, the export, ONNX,
+the FLOPs count and the latency predictor alike."""
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+import numpy as np
+import onnx
+import pytest
+import thop
+import torch
+import torchvision
+from torch import nn
+
+import slimnas
+from slimnas.cost import thop_custom_ops
+from slimnas.export import onnx_max_abs_diff
+from slimnas.subnet import Subnet
+from tests.conftest import calibrate
+from tests.nets import TinyNet
+
+SIZE = 32
+ZOO = {
+    "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(num_classes=10),
+    "mobilenet_v3_large": lambda: torchvision.models.mobilenet_v3_large(num_classes=10),
+    "efficientnet_b0": lambda: torchvision.models.efficientnet_b0(num_classes=10),
+    "resnet50": lambda: torchvision.models.resnet50(num_classes=10),
+    "tiny_net": lambda: TinyNet(10),
+}
+
+
+def _net(name: str, **options) -> tuple[nn.Module, slimnas.Supernet]:
+    torch.manual_seed(0)
+    model = calibrate(ZOO[name](), (3, SIZE, SIZE))
+    return model, slimnas.convert(model, SIZE, depth=True, **options).eval()
+
+
+def _dropping(net, seed: int = 0) -> Subnet:
+    """A random subnet that drops at least one block and narrows at least one group."""
+    rng = random.Random(seed)
+    while True:
+        s = net.space.sample(rng)
+        if net.space.dropped(s) and any(s[g.name] < g.width for g in net.space.groups):
+            return s
+
+
+def test_stages_are_found_by_tracing():
+    """MobileNetV2's stride-1 inverted residuals and ResNet's identity blocks (a ReLU after the add), in stages."""
+    net = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), SIZE, depth=True)
+    assert [(st.name, len(st.blocks)) for st in net.space.stages] == [
+        ("features.3", 1), ("features.5", 2), ("features.8", 3), ("features.12", 2), ("features.15", 2)]
+    assert net.space.stage("features.8").blocks == ("features.8", "features.9", "features.10")
+    assert net.space.stage("features.8").choices == (0, 1, 2, 3)
+    r18 = slimnas.convert(torchvision.models.resnet18(num_classes=10), SIZE, depth=True)
+    # layer1.0 keeps 64 channels (no downsample): skippable; every other stage's first block changes shape
+    assert [(st.name, len(st.blocks)) for st in r18.space.stages] == [
+        ("layer1.0", 2), ("layer2.1", 1), ("layer3.1", 1), ("layer4.1", 1)]
+    # depth is opt-in: without it the space and its subnets are as they were
+    plain = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), SIZE)
+    assert plain.space.stages == () and "depth" not in plain.space.max().to_dict()
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+@torch.no_grad()
+def test_dropped_blocks_export_onnx_and_flops(name, tmp_path):
+    model, net = _net(name)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    assert net.space.stages, f"{name}: no skippable blocks found"
+    assert float((net(x) - model(x)).abs().max()) <= 1e-5  # every block kept: the original function
+    for subnet in (_dropping(net), net.space.min()):
+        net.set_subnet(subnet)
+        want = net(x)
+        plain = slimnas.export_subnet(net).eval()
+        assert float((plain(x) - want).abs().max()) <= 1e-5
+        dropped = net.space.dropped(subnet)
+        assert dropped and all(type(plain.get_submodule(b)) is nn.Identity for b in dropped)
+        assert not any("slimnas" in type(m).__module__ for m in plain.modules())  # nothing of slimnas is left
+        flops, _ = thop.profile(copy.deepcopy(plain), inputs=(x[:1],), verbose=False, custom_ops=thop_custom_ops(plain))
+        assert net.flops(subnet) == pytest.approx(flops, rel=0.01)
+        path = slimnas.export_onnx(plain, tmp_path / f"{subnet.hash}.onnx", (3, SIZE, SIZE))
+        assert onnx_max_abs_diff(plain, path, x[:1]) <= 1e-4
+    # the space really shrinks the model: the smallest subnet holds far fewer layers and FLOPs than the original
+    full = slimnas.export_subnet(net, net.space.max())
+    small = slimnas.export_subnet(net, net.space.min())
+    n_convs = lambda m: sum(isinstance(c, nn.Conv2d) for c in m.modules())  # noqa: E731
+    assert n_convs(small) < n_convs(full)
+    assert net.flops(net.space.min()) < 0.5 * net.flops(net.space.max())
+    net.set_subnet(net.space.min())
+    nodes_small = len(onnx.load(str(slimnas.export_onnx(slimnas.export_subnet(net).eval(), tmp_path / "min.onnx",
+                                                        (3, SIZE, SIZE)))).graph.node)
+    nodes_full = len(onnx.load(str(slimnas.export_onnx(full.eval(), tmp_path / "max.onnx", (3, SIZE, SIZE)))).graph.node)
+    assert nodes_small < nodes_full  # the ONNX graph runs without the dropped blocks
+
+
+@torch.no_grad()
+def test_broadened_supernet_with_depth_is_the_original_at_its_largest():
+    model, net = _net("mobilenet_v2", max_ratio=1.5)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    assert float((net(x) - model(x)).abs().max()) <= 1e-5
+    assert net.space.max().depth == {st.name: len(st.blocks) for st in net.space.stages}
+
+
+@torch.no_grad()
+def test_saved_export_with_dropped_blocks_loads_into_the_original_class(tmp_path):
+    _, net = _net("mobilenet_v2")
+    subnet = _dropping(net, seed=3)
+    plain = slimnas.export_subnet(net, subnet).eval()
+    path = slimnas.save_exported(plain, tmp_path / "model.pt", subnet, arch="mobilenet_v2", num_classes=10)
+    raw = torch.load(path, weights_only=True)
+    assert raw["slimnas"]["subnet"]["depth"] == subnet.depth
+    assert set(net.space.dropped(subnet)) <= set(raw["slimnas"]["identity"])
+    loaded = slimnas.load_exported(path)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    assert type(loaded) is torchvision.models.MobileNetV2
+    assert torch.equal(loaded(x), plain(x))
+
+
+def test_subnets_with_depth_are_plain_json_with_a_stable_hash():
+    s = Subnet({"a": 8, "b": 16}, depth={"features.5": 1})
+    assert json.loads(s.to_json()) == {"widths": {"a": 8, "b": 16}, "depth": {"features.5": 1}}
+    assert Subnet.from_json(s.to_json()) == s and Subnet.from_json(s.to_json()).hash == s.hash
+    assert s.hash == "d7d263f765d79f78"  # the same on every machine and version
+    # a subnet without depth hashes as before depth existed
+    assert Subnet({"a": 8, "b": 16}).hash == "9f87cda05cb443ad"
+    assert s != Subnet({"a": 8, "b": 16}) and s.replace({"a": 8}).depth == {"features.5": 1}
+    assert s.without_indices() == s
+    with pytest.raises(slimnas.SlimnasError, match="depth"):
+        Subnet.from_dict({"widths": {"a": 8}, "depth": [1]})
+
+
+def test_space_operators_cover_depth():
+    net = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), SIZE, depth=True)
+    space = net.space
+    assert space.dropped(space.max()) == set() and space.dropped(space.original()) == set()
+    assert space.dropped(space.min()) == {b for st in space.stages for b in st.blocks}
+    assert space.dropped(space.uniform(0.5)) == set()  # uniform width keeps every block
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(50):
+        a, b = space.sample(rng), space.sample(rng)
+        for s in (a, space.mutate(a, 0.5, rng), space.crossover(a, b, rng)):
+            assert space.validate(s) == s
+            seen.update(s.depth.items())
+    assert seen == {(st.name, d) for st in space.stages for d in st.choices}  # every depth of every stage is reached
+    # dropping keeps the first blocks of a stage
+    assert space.dropped(space.max().replace(depth={"features.8": 1})) == {"features.9", "features.10"}
+    with pytest.raises(slimnas.SlimnasError, match="depth 4 of stage 'features.8'"):
+        space.validate(space.max().replace(depth={"features.8": 4}))
+    with pytest.raises(slimnas.SlimnasError, match="unknown stages"):
+        space.validate(space.max().replace(depth={"features.4": 0}))
+    plain = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), SIZE).space
+    with pytest.raises(slimnas.SlimnasError, match="depth=True"):
+        plain.validate(Subnet(plain.max().widths, depth={"features.3": 0}))
+    # a restricted space (shrinking, bins) keeps its stages
+    assert space.restricted({space.groups[0].name: space.groups[0].choices[-1:]}).stages == space.stages
+
+
+def test_cost_and_latency_terms_of_a_dropped_block_are_zero():
+    """FLOPs and parameters of a dropped block vanish from the analytic counts (width matrix with block columns)."""
+    _, net = _net("mobilenet_v2")
+    full = net.space.max()
+    one = full.replace(depth={"features.3": 0})
+    block = net.model.get_submodule("features.3")
+    block_params = sum(p.numel() for p in block.parameters())
+    assert net.params(full) - net.params(one) == pytest.approx(block_params)
+    m = net.widths_matrix([full, one])
+    assert m.shape == (2, len(net.graph.groups) + sum(len(st.blocks) for st in net.space.stages))
+    assert m[0, len(net.graph.groups):].min() == 1 and m[1, len(net.graph.groups):].min() == 0
+
+
+def test_depth_table_predicts_dropped_blocks_at_zero(tmp_path):
+    """A latency table of a depth space: a dropped block's units add nothing, and the table's calibration subnets
+    (random ones among them) drop blocks; its fingerprint says the space has stages."""
+    from slimnas.latency import LatencyPredictor, create_backend, profile
+    from slimnas.latency.calibration_set import calibration_subnets
+    from slimnas.latency.fingerprint import space_hash
+
+    from .latency_helpers import FAST, RATIOS
+
+    net = slimnas.convert(TinyNet().eval(), 16, ratios=RATIOS, depth=True)
+    assert [st.blocks for st in net.space.stages] == [("block",)]
+    assert space_hash(net) != space_hash(slimnas.convert(TinyNet().eval(), 16, ratios=RATIOS))
+    table = profile(net, create_backend("onnxruntime"), str(tmp_path), "tiny", FAST,
+                    model_args={"model": "tests.nets:tiny_net", "num_classes": 10, "ratios": list(RATIOS), "depth": True})
+    pred = LatencyPredictor(table, net)
+    full, dropped = net.space.max(), net.space.max().replace(depth={"block": 0})
+    in_block = [u for u in pred.units if u.layer.startswith("block.")]
+    assert in_block and all(u.block >= 0 for u in in_block)
+    raw = pred.raw_by_kind([full, dropped]).sum(1)
+    w = net.widths_matrix([full])
+    saved = 0.0
+    for u, _, ins, outs, grid in pred._lookup:
+        if u.block >= 0:
+            cin, cout = u.widths(w)
+            saved += grid[np.searchsorted(ins, cin), np.searchsorted(outs, cout)][0]
+    assert raw[0] - raw[1] == pytest.approx(saved) and saved > 0
+    assert pred.predict([dropped])[0] < pred.predict([full])[0]
+    assert any(net.space.dropped(s) for s in calibration_subnets(net, 8))
+    rebuilt = slimnas.tables.supernet_for(table)
+    assert rebuilt.space.stages == net.space.stages  # `slimnas latency validate` rebuilds the depth space
+
+
+def test_inspect_lists_the_stages(capsys):
+    from slimnas.cli import main
+
+    assert main(["inspect", "mobilenet_v2", "--num-classes", "10", "--input-size", "32", "--depth"]) == 0
+    out = capsys.readouterr().out
+    assert "(depth) features.8" in out and "blocks kept: 0 1 2 3" in out
+
+
+def test_training_drops_the_blocks_of_the_narrowest_subnet():
+    """The sandwich rule's narrowest subnet drops every skippable block: one step on it gives those blocks no gradient,
+    while the widest subnet's step reaches them."""
+    import contextlib
+
+    from slimnas.data import DataConfig, load_data
+    from slimnas.train import StepContext, make_strategy
+
+    data = load_data(DataConfig("digits", image_size=16))
+    x = torch.stack([data.calib[i][0] for i in range(32)])
+    y = torch.tensor([data.calib[i][1] for i in range(32)])
+    for widest, reached in ((False, False), (True, True)):
+        torch.manual_seed(0)
+        net = slimnas.convert(calibrate(TinyNet(10), (3, 16, 16)), 16, depth=True)
+        st = make_strategy("sandwich", net, widest=widest, narrowest=not widest, n_random=0, distill=False)
+        net.train()
+        st.step(x, y, StepContext(net, lambda loss: loss.backward(), contextlib.nullcontext, lambda t: t,
+                                  random.Random(0), 0.0, 0))
+        grads = [p.grad for p in net.model.get_submodule("block").parameters()]
+        assert any(g is not None and float(g.abs().sum()) > 0 for g in grads) == reached
+        assert all(p.grad is not None for p in net.model.get_submodule("stem").parameters())
+
+
+def test_bsnas_switches_off_a_depth_on_evidence_and_resumes_it():
+    """BS-NAS shrinks over operations: a stage's depth that trains clearly worse is switched off and logged."""
+    from slimnas.train import make_strategy
+    from slimnas.train.strategies.bsnas import DEPTH, Record
+
+    net = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), SIZE, depth=True)
+    st = make_strategy("bsnas", net, shrink_every=1000, floor=2, score="loss")
+    rng, noise = random.Random(0), np.random.default_rng(0)
+    window = []
+    for i in range(400):
+        sub = st.space.sample(rng)
+        loss = 1.0 + (1.0 if sub.depth["features.8"] == 2 else 0.0) + float(noise.normal(0, 0.1))
+        window.append(Record(sub.widths, 1.0, loss, i + 1, sub.depth))
+    st.window = window
+    rows = st.shrink(1000)
+    assert [(r["group"], r["width"]) for r in rows] == [(DEPTH + "features.8", 2)]
+    assert st.space.stage("features.8").choices == (0, 1, 3) and net.space.stage("features.8").choices == (0, 1, 2, 3)
+    again = make_strategy("bsnas", net, shrink_every=1000)
+    again.load_state_dict(st.state_dict())  # a resumed run keeps the shrunk depths and the window's depths
+    assert again.space.stage("features.8").choices == (0, 1, 3)
+    assert {tuple(sorted(r.depth.items())) for r in again.window} == {tuple(sorted(r.depth.items())) for r in st.window}
