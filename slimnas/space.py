@@ -12,6 +12,7 @@ from .subnet import Subnet
 Rng = Union[int, random.Random, None]
 
 DEFAULT_RATIOS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+DEPTH_KNOB = "depth "  # a stage's depth among the knobs of a space (group names never hold a space)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,24 @@ class SearchSpace:
 
     def stage(self, name: str) -> StageChoices:
         return self._stage[name]
+
+    # -- knobs: every choice a subnet makes, widths and depths alike (for search operators that step along them) --
+    def knobs(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``(knob, choices ascending)``: each group by its name, then each stage as ``"depth <stage>"``."""
+        return [(g.name, g.choices) for g in self.groups] + [(DEPTH_KNOB + st.name, st.choices) for st in self.stages]
+
+    def value(self, subnet: Subnet, knob: str) -> int:
+        """The width (or depth, for a stage's knob) ``subnet`` gives ``knob``."""
+        if knob.startswith(DEPTH_KNOB):
+            st = self._stage[knob[len(DEPTH_KNOB):]]
+            return subnet.depth.get(st.name, st.choices[-1])
+        return subnet[knob]
+
+    def assign(self, subnet: Subnet, values: Mapping[str, int]) -> Subnet:
+        """``subnet`` with the given knobs (widths, and depths by ``"depth <stage>"``) at the given values."""
+        widths = {k: v for k, v in values.items() if not k.startswith(DEPTH_KNOB)}
+        depth = {k[len(DEPTH_KNOB):]: v for k, v in values.items() if k.startswith(DEPTH_KNOB)}
+        return subnet.replace(widths, depth=depth)
 
     def dropped(self, subnet: Subnet) -> set[str]:
         """The blocks ``subnet`` drops (none for a stage it does not name)."""

@@ -254,3 +254,36 @@ def test_bsnas_switches_off_a_depth_on_evidence_and_resumes_it():
     again.load_state_dict(st.state_dict())  # a resumed run keeps the shrunk depths and the window's depths
     assert again.space.stage("features.8").choices == (0, 1, 3)
     assert {tuple(sorted(r.depth.items())) for r in again.window} == {tuple(sorted(r.depth.items())) for r in st.window}
+
+
+def test_slim_searches_and_exports_depth_end_to_end(tmp_path):
+    """`slimnas slim` with ``space.depth``: the search scores subnets with and without TinyNet's residual block, and
+    the chosen one's model.pt and model.onnx are that subnet, with its block dropped or kept as subnet.json says."""
+    import onnxruntime as ort
+
+    from .slim_helpers import TINY_YAML, write_config
+    from .slim_helpers import slimnas as cli
+
+    text = TINY_YAML.replace("space: {ratios: [0.25, 0.5, 0.75, 1.0]}",
+                             "space: {ratios: [0.25, 0.5, 0.75, 1.0], depth: true}")
+    assert text != TINY_YAML
+    config = write_config(tmp_path, text)
+    out = tmp_path / "run"
+    r = cli("slim", "--config", str(config), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    subnet = Subnet.from_json((out / "subnet.json").read_text())
+    assert set(subnet.depth) == {"block"}
+    import pandas as pd
+
+    depths = {json.loads(s).get("depth", {}).get("block") for s in pd.read_csv(out / "pareto.csv")["subnet"]}
+    scored = {json.loads(line)["subnet"].get("depth", {}).get("block") for line in open(out / "fitness.jsonl")}
+    assert {0, 1} <= scored, f"the search scored depths {scored} (Pareto front: {depths})"
+    model = slimnas.load_exported(out / "model.pt")
+    assert type(model) is TinyNet
+    assert (type(model.block) is nn.Identity) == (subnet.depth["block"] == 0)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x).numpy()
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    assert np.abs(got - want).max() <= 1e-4

@@ -21,13 +21,14 @@ CHILD_ROUNDS = 20  # batches of children tried per generation before settling fo
 
 
 def step_down(space: SearchSpace, subnet: Subnet, rng: random.Random) -> Subnet:
-    """One random group (not yet at its smallest candidate) one candidate narrower; ``subnet`` if none can."""
-    movable = [g for g in space.groups if subnet[g.name] > g.choices[0]]
+    """One random group one candidate narrower, or one stage one block shallower (a knob not yet at its smallest
+    choice); ``subnet`` if none can."""
+    movable = [(k, c) for k, c in space.knobs() if space.value(subnet, k) > c[0]]
     if not movable:
         return subnet
-    g = rng.choice(movable)
-    w = subnet[g.name]
-    return subnet.replace({g.name: max(c for c in g.choices if c < w)})
+    k, choices = rng.choice(movable)
+    w = space.value(subnet, k)
+    return space.assign(subnet, {k: max(c for c in choices if c < w)})
 
 
 def _shrink(space: SearchSpace, subs: list[Subnet], bad: list[int], table: CostTable, rng: random.Random,
@@ -110,10 +111,10 @@ def _mutant(space: SearchSpace, parent: Subnet, prob: float, rng: random.Random)
     """``parent`` mutated; if no group changed, one random group moves to another candidate."""
     child = space.mutate(parent, prob, rng)
     if child == parent:
-        groups = [g for g in space.groups if len(g.choices) > 1]
-        if groups:
-            g = rng.choice(groups)
-            child = parent.replace({g.name: rng.choice([c for c in g.choices if c != parent[g.name]])})
+        knobs = [(k, c) for k, c in space.knobs() if len(c) > 1]
+        if knobs:
+            k, choices = rng.choice(knobs)
+            child = space.assign(parent, {k: rng.choice([c for c in choices if c != space.value(parent, k)])})
     return child
 
 

@@ -44,8 +44,10 @@ LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6)  # seeds per path: the first feasible subnet,
 
 
 def base_subnet(space: SearchSpace) -> Subnet:
-    """The checkpoint's widths, each group at its candidate nearest to it (a shrunk space may lack the width)."""
-    return Subnet({g.name: min(g.choices, key=lambda c: (abs(c - g.width), -c)) for g in space.groups})
+    """The checkpoint's widths, each group at its candidate nearest to it (a shrunk space may lack the width), and
+    every stage at its deepest choice."""
+    return Subnet({g.name: min(g.choices, key=lambda c: (abs(c - g.width), -c)) for g in space.groups},
+                  depth={st.name: st.choices[-1] for st in space.stages})
 
 
 def probe_widths(choices: Sequence[int], top: int, levels: int) -> list[int]:
@@ -61,23 +63,24 @@ def probe_widths(choices: Sequence[int], top: int, levels: int) -> list[int]:
 
 def sensitivity_map(space: SearchSpace, accuracy: Callable[[Subnet], float], base: Subnet,
                     levels: int) -> dict[str, dict[int, float]]:
-    """``{group: {width: drop}}`` over every candidate up to the base width (0 at the base width itself)."""
+    """``{knob: {value: drop}}`` over every candidate up to the base width (0 at the base width itself); a stage's
+    depths (knob ``"depth <stage>"``) are probed like a group's widths."""
     ref = float(accuracy(base))
     out = {}
-    for g in space.groups:
-        top = base[g.name]
+    for knob, choices in space.knobs():
+        top = space.value(base, knob)
         measured = {top: 0.0}
-        for w in probe_widths(g.choices, top, levels):
-            measured[w] = ref - float(accuracy(base.replace({g.name: w})))
+        for w in probe_widths(choices, top, levels):
+            measured[w] = ref - float(accuracy(space.assign(base, {knob: w})))
         xs = sorted(measured)
         ys = [max(0.0, measured[x]) for x in xs]  # a narrower group scoring higher is noise, not a gain
         ys = list(np.maximum.accumulate(ys[::-1])[::-1])  # narrower never costs less than wider
-        out[g.name] = {c: float(np.interp(c, xs, ys)) for c in g.choices if c <= top}
+        out[knob] = {c: float(np.interp(c, xs, ys)) for c in choices if c <= top}
     return out
 
 
 def greedy_path(table: CostTable, objective: str, drops: dict[str, dict[int, float]], base: Subnet,
-                tolerance: float) -> list[Subnet]:
+                tolerance: float, space: SearchSpace) -> list[Subnet]:
     """Narrow one group a step at a time, the best objective saving per unit of drop first; the seeds at
     :data:`LEVELS` of the first feasible subnet's cost (fewer if the path ends first)."""
     current, out, first = base, [], None
@@ -92,14 +95,14 @@ def greedy_path(table: CostTable, objective: str, drops: dict[str, dict[int, flo
                 break
         moves = []
         for name, d in drops.items():
-            narrower = [w for w in d if w < current[name]]
+            narrower = [w for w in d if w < space.value(current, name)]
             if narrower:
                 moves.append((name, max(narrower)))
         if not moves:
             break
-        cands = [current.replace({n: w}) for n, w in moves]
+        cands = [space.assign(current, {n: w}) for n, w in moves]
         saving = here - table.column(objective, cands)
-        extra = np.array([drops[n][w] - drops[n][current[n]] for n, w in moves])
+        extra = np.array([drops[n][w] - drops[n][space.value(current, n)] for n, w in moves])
         gain = np.where(saving > 0, saving / (extra + tolerance), -np.inf)
         if not np.isfinite(gain).any():  # nothing saves any more: the narrowest drop instead
             gain = -extra
@@ -107,13 +110,14 @@ def greedy_path(table: CostTable, objective: str, drops: dict[str, dict[int, flo
     return out
 
 
-def threshold_path(table: CostTable, objective: str, drops: dict[str, dict[int, float]], base: Subnet) -> list[Subnet]:
+def threshold_path(table: CostTable, objective: str, drops: dict[str, dict[int, float]], base: Subnet,
+                   space: SearchSpace) -> list[Subnet]:
     """Each group at its narrowest width whose drop is at most t: for the smallest t that meets the constraints
     (bisected over the distinct drops), then the first thresholds at :data:`LEVELS` of that subnet's cost."""
     levels = sorted({v for d in drops.values() for v in d.values()})
 
     def at(t: float) -> Subnet:
-        return base.replace({n: min(w for w, v in d.items() if v <= t) for n, d in drops.items()})
+        return space.assign(base, {n: min(w for w, v in d.items() if v <= t) for n, d in drops.items()})
 
     if not levels or not table.feasible([at(levels[-1])])[0]:
         return []
@@ -142,13 +146,15 @@ def sensitivity_seeds(space: SearchSpace, accuracy: Callable[[Subnet], float], t
     base = base_subnet(space)
     drops = sensitivity_map(space, accuracy, base, levels)
     seeds, seen = [], set()
-    paths = [threshold_path(table, objective, drops, base)]
-    paths += [greedy_path(table, objective, drops, base, tol) for tol in TOLERANCES]
+    paths = [threshold_path(table, objective, drops, base, space)]
+    paths += [greedy_path(table, objective, drops, base, tol, space) for tol in TOLERANCES]
     for path in paths:
         for s in path:
             if s.hash not in seen:
                 seen.add(s.hash)
                 seeds.append(s)
-    logger.info(f"sensitivity: {len(space)} groups probed at up to {levels} widths each; {len(seeds)} seeds from a "
+    n = len(space.stages)
+    stages = f" and the depths of {n} stage{'s' if n != 1 else ''}" if n else ""
+    logger.info(f"sensitivity: {len(space)} groups{stages} probed at up to {levels} widths each; {len(seeds)} seeds from a "
                 f"threshold path and {len(TOLERANCES)} latency-aware greedy paths")
     return seeds

@@ -23,8 +23,10 @@ FORMAT = 1
 
 
 def space_digest(space) -> str:
-    """Digest of the space's groups and candidate widths."""
-    data = [(g.name, g.width, list(g.choices)) for g in space.groups]
+    """Digest of the space's groups and candidate widths (and its stages' depths, where it has any)."""
+    data: list = [(g.name, g.width, list(g.choices)) for g in space.groups]
+    if space.stages:  # width-only spaces keep the digest they always had
+        data.append([(st.name, list(st.blocks), list(st.choices)) for st in space.stages])
     return hashlib.sha1(json.dumps(data).encode()).hexdigest()[:16]
 
 
