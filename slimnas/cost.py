@@ -4,7 +4,8 @@ Every layer's cost is a product of at most two channel widths (a conv is ``k·H�
 of the whole network is a sum of bilinear terms ``coef · w[i] · w[j]`` over group widths. Building those terms
 once makes a subnet's FLOPs a few hundred multiply-adds, and a batch of subnets one numpy product. A layer inside a
 skippable block (elastic depth) has its terms multiplied by that block's on/off column as well, so a dropped block
-costs nothing. The
+costs nothing. An elastic kernel (issue 16) is one more column, its kernel area k·k, in the place of the constant
+factor of a depthwise conv's terms. The
 counting rules are thop's (multiply-accumulates for conv and linear, ``4·numel`` for an affine BatchNorm,
 ``(k+1)·numel`` for adaptive average pooling, zero for activations), so the numbers agree with
 ``thop.profile`` on the exported model.
@@ -51,6 +52,7 @@ class _Terms:
     def __init__(self) -> None:
         self.acc: dict[tuple[int, int, int], float] = defaultdict(float)
         self.block = CONST  # the block column of the layer whose terms are being added
+        self.kernel: Optional[int] = None  # its kernel column, if it is an elastic conv (parameters)
 
     def add(self, coef: float, a: list[tuple[int, float]], b: Optional[list[tuple[int, float]]] = None) -> None:
         b = b if b is not None else [(CONST, 1.0)]
@@ -68,20 +70,24 @@ class _Terms:
 class CostModel:
     """Analytic FLOPs (thop's multiply-accumulate convention) and parameter counts of subnets, per sample."""
 
-    def __init__(self, graph: ChannelGraph, modules: Mapping[str, nn.Module], blocks: Sequence[str] = ()):
+    def __init__(self, graph: ChannelGraph, modules: Mapping[str, nn.Module], blocks: Sequence[str] = (),
+                 kernels: Optional[Mapping[str, int]] = None):
         self.names = [g.name for g in graph.groups]
         self.blocks = list(blocks)  # skippable blocks: columns len(names) + b of a width matrix
+        self.kernels = dict(kernels or {})  # elastic convs and their checkpoint kernel: the columns after the blocks
         self.default = np.array([g.width for g in graph.groups], dtype=np.float64)
+        self._kernel_col = {name: len(self.names) + len(self.blocks) + i for i, name in enumerate(self.kernels)}
         flops, params = _Terms(), _Terms()
         for call in graph.calls:
             flops.block = self.block_column(call.name)
-            self._flops_of(call, modules[call.name], graph, flops)
+            self._flops_of(call, modules[call.name], graph, flops, self._kernel_col.get(call.name))
         seen = set()
         for name, module in modules.items():
             if name in seen or (name not in graph.layers and any(True for _ in module.children())):
                 continue  # thop counts the parameters of leaf modules (and of layers holding sub-modules)
             seen.add(name)
             params.block = self.block_column(name)
+            params.kernel = self._kernel_col.get(name)
             spec = graph.layers.get(name)
             if spec is None:
                 n = sum(p.numel() for p in module.parameters(recurse=False))
@@ -94,7 +100,7 @@ class CostModel:
 
     # -- building --------------------------------------------------------------------------------------------
     @staticmethod
-    def _flops_of(call, module: nn.Module, graph: ChannelGraph, terms: _Terms) -> None:
+    def _flops_of(call, module: nn.Module, graph: ChannelGraph, terms: _Terms, kernel: Optional[int] = None) -> None:
         in_shape, out_shape = call.in_shape, call.out_shape
         if not in_shape or not out_shape:
             return
@@ -124,6 +130,8 @@ class CostModel:
                 terms.add(sp_out * k, lf_in, lf_out)
             elif spec is not None and _narrowing(spec, graph):  # width/groups inputs per output, groups fixed
                 terms.add(sp_out * k / module.groups, lf_out, lf_out)
+            elif spec is not None and kernel is not None:  # an elastic depthwise conv: k·k is its kernel column
+                terms.add(sp_out * (module.in_channels // module.groups), lf_out, [(kernel, 1.0)])
             elif spec is not None and spec.kind in ("dwconv", "gconv"):  # in_channels/groups inputs per output
                 terms.add(sp_out * k * (module.in_channels // module.groups), lf_out)
             else:
@@ -168,6 +176,8 @@ class CostModel:
             terms.add(math.prod(module.kernel_size), _linear_form(spec.in_layout, 0), lf_out)
         elif _narrowing(spec, graph):
             terms.add(math.prod(module.kernel_size) / module.groups, lf_out, lf_out)
+        elif getattr(terms, "kernel", None) is not None:  # an elastic depthwise conv: k·k weights per channel
+            terms.add(float(module.in_channels // module.groups), lf_out, [(terms.kernel, 1.0)])
         elif spec.kind in ("dwconv", "gconv"):
             terms.add(math.prod(module.kernel_size) * (module.in_channels // module.groups), lf_out)
         elif spec.kind == "linear":
@@ -178,6 +188,10 @@ class CostModel:
         if bias:
             terms.add(1.0, lf_out)
 
+    def kernel_column(self, layer: str) -> Optional[int]:
+        """The width-matrix column of ``layer``'s elastic kernel (its area k·k), or None for a fixed kernel."""
+        return self._kernel_col.get(layer)
+
     def block_column(self, layer: str) -> int:
         """The width-matrix column of the skippable block ``layer`` is in (CONST: in none)."""
         for b, name in enumerate(self.blocks):
@@ -186,11 +200,17 @@ class CostModel:
         return CONST
 
     # -- evaluating ------------------------------------------------------------------------------------------
-    def matrix(self, subnets: Sequence[Mapping[str, int]], dropped: Optional[Sequence[set[str]]] = None) -> np.ndarray:
-        """Width matrix ``[n_subnets, n_groups + n_blocks]`` (groups a subnet does not name keep their width; the
-        block columns are 1, or 0 for the blocks ``dropped[r]`` names)."""
+    def _defaults(self) -> np.ndarray:
+        """A full row at the checkpoint: its widths, every block kept, its kernels' areas, and the constant 1."""
+        return np.concatenate([self.default, np.ones(len(self.blocks)), [float(k * k) for k in self.kernels.values()], [1.0]])
+
+    def matrix(self, subnets: Sequence[Mapping[str, int]], dropped: Optional[Sequence[set[str]]] = None,
+               kernels: Optional[Sequence[Mapping[str, int]]] = None) -> np.ndarray:
+        """Width matrix ``[n_subnets, n_groups + n_blocks + n_kernels]`` (groups a subnet does not name keep their
+        width; the block columns are 1, or 0 for the blocks ``dropped[r]`` names; the kernel columns are k·k of the
+        kernels ``kernels[r]`` gives, the checkpoint's where it gives none)."""
         col = {n: i for i, n in enumerate(self.names)}
-        m = np.tile(np.concatenate([self.default, np.ones(len(self.blocks))]), (len(subnets), 1))
+        m = np.tile(self._defaults()[:-1], (len(subnets), 1))
         for r, widths in enumerate(subnets):
             for k, w in widths.items():
                 m[r, col[k]] = w
@@ -198,12 +218,21 @@ class CostModel:
             for b, name in enumerate(self.blocks):
                 if name in names:
                     m[r, len(self.names) + b] = 0.0
+        for r, sizes in enumerate(kernels or ()):
+            for name, k in sizes.items():
+                m[r, self._kernel_col[name]] = float(k * k)
         return m
+
+    def extended(self, w: np.ndarray) -> np.ndarray:
+        """Rows of ``w`` completed with the checkpoint's values for the columns it lacks, then the constant column
+        (index -1): a groups-only matrix means every block kept at its checkpoint kernels."""
+        w = np.atleast_2d(np.asarray(w, dtype=np.float64))
+        rest = np.tile(self._defaults()[w.shape[1]:], (w.shape[0], 1))
+        return np.concatenate([w, rest], axis=1)
 
     def _eval(self, arrays: tuple[np.ndarray, ...], w: np.ndarray) -> np.ndarray:
         coef, i, j, k = arrays
-        ones = np.ones((w.shape[0], len(self.names) + len(self.blocks) + 1 - w.shape[1]))  # every block kept, and the constant
-        ext = np.concatenate([w, ones], axis=1)  # index -1 is the constant column
+        ext = self.extended(w)
         return (ext[:, i] * ext[:, j] * ext[:, k]) @ coef
 
     def flops(self, w: np.ndarray) -> np.ndarray:
@@ -220,12 +249,9 @@ def flops_attribution(cost: CostModel, w: np.ndarray, searchable: Sequence[bool]
     A term ``coef·w[i]·w[j]`` of two searchable groups is split half and half, so shares add up to one.
     """
     coef, i, j, k = cost._flops
-    w = np.asarray(w, dtype=np.float64)
-    ext = np.concatenate([w[:len(cost.names)], np.ones(len(cost.blocks) + 1)])
-    if len(w) > len(cost.names):  # block columns given
-        ext[len(cost.names):-1] = w[len(cost.names):]
+    ext = cost.extended(w)[0]
     values = coef * ext[i] * ext[j] * ext[k]
-    free = np.concatenate([np.asarray(searchable, dtype=bool), np.zeros(len(cost.blocks) + 1, dtype=bool)])
+    free = np.concatenate([np.asarray(searchable, dtype=bool), np.zeros(len(ext) - len(cost.names), dtype=bool)])
     out = np.zeros(len(ext))
     for v, a, b in zip(values, i, j):
         fa, fb = free[a], free[b]

@@ -9,7 +9,8 @@ from .supernet import Supernet
 
 def describe(supernet: Supernet, members: int = 3) -> pd.DataFrame:
     """One row per channel group: name, member layers, checkpoint width, candidates, share of FLOPs; then one row per
-    stage of skippable blocks (elastic depth): its blocks, the depths it may keep, the share of FLOPs they hold."""
+    stage of skippable blocks (elastic depth): its blocks, the depths it may keep, the share of FLOPs they hold; then
+    one row per elastic kernel: its sizes."""
     graph = supernet.graph
     w = supernet.cost.default
     share = flops_attribution(supernet.cost, w, [g.searchable for g in graph.groups])
@@ -35,4 +36,8 @@ def describe(supernet: Supernet, members: int = 3) -> pd.DataFrame:
         rows.append({"group": f"(depth) {st.name}", "layers": shown, "width": None,
                      "candidates": "blocks kept: " + " ".join(map(str, st.choices)),
                      "flops_share": (total - without) / max(total, 1e-12)})
+    for k in supernet.space.kernels:
+        rows.append({"group": f"(kernel) {k.name}", "layers": k.name, "width": None,
+                     "candidates": f"kernel sizes: {' '.join(map(str, k.choices))} (checkpoint {k.kernel})",
+                     "flops_share": None})
     return pd.DataFrame(rows)

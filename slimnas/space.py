@@ -13,6 +13,7 @@ Rng = Union[int, random.Random, None]
 
 DEFAULT_RATIOS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 DEPTH_KNOB = "depth "  # a stage's depth among the knobs of a space (group names never hold a space)
+KERNEL_KNOB = "kernel "  # an elastic conv's kernel size among the knobs
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class SpaceConfig:
     # Elastic depth: each stage of skippable residual blocks (see slimnas.trace.blocks) keeps its first k blocks,
     # k from 0 to all of them. Off by default: a width-only space, and subnets without depth.
     depth: bool = False
+    # Elastic kernels: each depthwise conv with "same" padding chooses its kernel size from these (and its own); a
+    # larger kernel than the checkpoint's starts as it with a zero border, a smaller one is its centre. () : off.
+    kernel_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.max_ratio <= 4.0:
@@ -48,6 +52,9 @@ class SpaceConfig:
                                f"group), got {self.conv_groups!r}")
         if not 0.0 < self.broaden_step <= 4.0:  # all_ratios() steps up by it: zero or less would never end
             raise SlimnasError(f"broaden_step must be in (0, 4], got {self.broaden_step}")
+        bad = [k for k in self.kernel_sizes if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0]
+        if bad:
+            raise SlimnasError(f"kernel_sizes must be odd positive integers such as 3,5,7, got {', '.join(map(str, bad))}")
 
     def all_ratios(self) -> list[float]:
         extra = []
@@ -109,6 +116,15 @@ class StageChoices:
         return self.blocks[depth:]
 
 
+@dataclass(frozen=True)
+class KernelChoices:
+    """One conv with an elastic kernel: its checkpoint kernel size and the sizes it may take (ascending)."""
+
+    name: str
+    kernel: int
+    choices: tuple[int, ...]
+
+
 def _rng(rng: Rng) -> random.Random:
     return rng if isinstance(rng, random.Random) else random.Random(rng)
 
@@ -116,11 +132,14 @@ def _rng(rng: Rng) -> random.Random:
 class SearchSpace:
     """Candidate widths for each searchable group, depths for each stage, and the operators on subnets built from them."""
 
-    def __init__(self, groups: Sequence[GroupChoices], stages: Sequence[StageChoices] = ()):
+    def __init__(self, groups: Sequence[GroupChoices], stages: Sequence[StageChoices] = (),
+                 kernels: Sequence[KernelChoices] = ()):
         self.groups: tuple[GroupChoices, ...] = tuple(groups)
         self.stages: tuple[StageChoices, ...] = tuple(stages)
+        self.kernels: tuple[KernelChoices, ...] = tuple(kernels)
         self._by_name = {g.name: g for g in self.groups}
         self._stage = {s.name: s for s in self.stages}
+        self._kernel = {k.name: k for k in self.kernels}
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -141,37 +160,58 @@ class SearchSpace:
             n *= len(g.choices)
         for st in self.stages:
             n *= len(st.choices)
+        for k in self.kernels:
+            n *= len(k.choices)
         return n
+
+    def kernel(self, name: str) -> KernelChoices:
+        return self._kernel[name]
 
     def stage(self, name: str) -> StageChoices:
         return self._stage[name]
 
     # -- knobs: every choice a subnet makes, widths and depths alike (for search operators that step along them) --
     def knobs(self) -> list[tuple[str, tuple[int, ...]]]:
-        """``(knob, choices ascending)``: each group by its name, then each stage as ``"depth <stage>"``."""
-        return [(g.name, g.choices) for g in self.groups] + [(DEPTH_KNOB + st.name, st.choices) for st in self.stages]
+        """``(knob, choices ascending)``: each group by its name, then each stage as ``"depth <stage>"``, then each
+        elastic conv as ``"kernel <conv>"``."""
+        return ([(g.name, g.choices) for g in self.groups] + [(DEPTH_KNOB + st.name, st.choices) for st in self.stages]
+                + [(KERNEL_KNOB + k.name, k.choices) for k in self.kernels])
 
     def value(self, subnet: Subnet, knob: str) -> int:
-        """The width (or depth, for a stage's knob) ``subnet`` gives ``knob``."""
+        """The width (the depth, the kernel size, for a stage's or a conv's knob) ``subnet`` gives ``knob``."""
         if knob.startswith(DEPTH_KNOB):
             st = self._stage[knob[len(DEPTH_KNOB):]]
             return subnet.depth.get(st.name, st.choices[-1])
+        if knob.startswith(KERNEL_KNOB):
+            k = self._kernel[knob[len(KERNEL_KNOB):]]
+            return subnet.kernels.get(k.name, k.kernel)
         return subnet[knob]
 
     def assign(self, subnet: Subnet, values: Mapping[str, int]) -> Subnet:
-        """``subnet`` with the given knobs (widths, and depths by ``"depth <stage>"``) at the given values."""
-        widths = {k: v for k, v in values.items() if not k.startswith(DEPTH_KNOB)}
+        """``subnet`` with the given knobs (widths; depths by ``"depth <stage>"``, kernels by ``"kernel <conv>"``)."""
+        widths = {k: v for k, v in values.items() if not k.startswith((DEPTH_KNOB, KERNEL_KNOB))}
         depth = {k[len(DEPTH_KNOB):]: v for k, v in values.items() if k.startswith(DEPTH_KNOB)}
-        return subnet.replace(widths, depth=depth)
+        kernels = {k[len(KERNEL_KNOB):]: v for k, v in values.items() if k.startswith(KERNEL_KNOB)}
+        return subnet.replace(widths, depth=depth, kernels=kernels)
 
     def dropped(self, subnet: Subnet) -> set[str]:
         """The blocks ``subnet`` drops (none for a stage it does not name)."""
         return {b for st in self.stages for b in st.dropped(subnet.depth.get(st.name, len(st.blocks)))}
 
-    def restricted(self, choices: Mapping[str, Iterable[int]],
-                   depth: Optional[Mapping[str, Iterable[int]]] = None) -> "SearchSpace":
-        """A space whose named groups keep only the given widths, and named stages the given depths (shrinking, bins)."""
-        depth = depth or {}
+    def restricted(self, choices: Mapping[str, Iterable[int]], depth: Optional[Mapping[str, Iterable[int]]] = None,
+                   kernels: Optional[Mapping[str, Iterable[int]]] = None) -> "SearchSpace":
+        """A space whose named groups keep only the given widths, named stages the given depths and named convs the
+        given kernel sizes (shrinking, bins)."""
+        depth, kernels = depth or {}, kernels or {}
+        elastic = []
+        for k in self.kernels:
+            keep = tuple(sorted({int(v) for v in kernels.get(k.name, k.choices)}))
+            if set(keep) - set(k.choices) or not keep:
+                raise SlimnasError(f"kernel sizes {sorted(set(keep) - set(k.choices)) or 'none'} are not choices of "
+                                   f"conv {k.name!r}")
+            elastic.append(KernelChoices(k.name, k.kernel, keep))
+        if set(kernels) - set(self._kernel):
+            raise SlimnasError(f"no conv with an elastic kernel is named {', '.join(sorted(set(kernels) - set(self._kernel))[:3])}")
         stages = []
         for st in self.stages:
             keep = tuple(sorted({int(d) for d in depth.get(st.name, st.choices)}))
@@ -189,35 +229,43 @@ class SearchSpace:
             if unknown or not keep:
                 raise SlimnasError(f"widths {sorted(unknown) or 'none'} are not candidates of group {g.name!r}")
             groups.append(GroupChoices(g.name, g.width, keep))
-        return SearchSpace(groups, stages)
+        return SearchSpace(groups, stages, elastic)
 
     # -- fixed points --------------------------------------------------------------------------------------
     def _full_depth(self) -> dict[str, int]:
         return {st.name: st.choices[-1] for st in self.stages}
 
+    def _original_kernels(self) -> dict[str, int]:
+        """Each elastic conv at its checkpoint kernel, or the choice nearest to it (a shrunk space may lack it)."""
+        return {k.name: min(k.choices, key=lambda c: (abs(c - k.kernel), -c)) for k in self.kernels}
+
     def max(self) -> Subnet:
-        return Subnet({g.name: g.choices[-1] for g in self.groups}, depth=self._full_depth())
+        """The widest widths, every block and the largest kernels."""
+        return Subnet({g.name: g.choices[-1] for g in self.groups}, depth=self._full_depth(),
+                      kernels={k.name: k.choices[-1] for k in self.kernels})
 
     def min(self) -> Subnet:
-        """The narrowest widths and the fewest blocks of every stage."""
-        return Subnet({g.name: g.choices[0] for g in self.groups}, depth={st.name: st.choices[0] for st in self.stages})
+        """The narrowest widths, the fewest blocks of every stage and the smallest kernels."""
+        return Subnet({g.name: g.choices[0] for g in self.groups}, depth={st.name: st.choices[0] for st in self.stages},
+                      kernels={k.name: k.choices[0] for k in self.kernels})
 
     def original(self) -> Subnet:
-        """The checkpoint's own widths and every block (the widest subnet unless the space is broadened)."""
-        return Subnet({g.name: g.width for g in self.groups}, depth=self._full_depth())
+        """The checkpoint's own widths, every block and its kernels (the widest subnet unless the space is broadened)."""
+        return Subnet({g.name: g.width for g in self.groups}, depth=self._full_depth(), kernels=self._original_kernels())
 
     def uniform(self, ratio: float) -> Subnet:
         """Every group at the candidate nearest to ``ratio`` times its checkpoint width."""
         if ratio <= 0:
             raise SlimnasError(f"width ratio must be positive, got {ratio}")
         return Subnet({g.name: min(g.choices, key=lambda c: (abs(c - ratio * g.width), c)) for g in self.groups},
-                      depth=self._full_depth())
+                      depth=self._full_depth(), kernels=self._original_kernels())
 
     # -- random operators ----------------------------------------------------------------------------------
     def sample(self, rng: Rng = None) -> Subnet:
         r = _rng(rng)
         widths = {g.name: r.choice(g.choices) for g in self.groups}
-        return Subnet(widths, depth={st.name: r.choice(st.choices) for st in self.stages})
+        depth = {st.name: r.choice(st.choices) for st in self.stages}
+        return Subnet(widths, depth=depth, kernels={k.name: r.choice(k.choices) for k in self.kernels})
 
     def mutate(self, subnet: Subnet, prob: float = 0.1, rng: Rng = None) -> Subnet:
         """Resample each group's width, and each stage's depth, with probability ``prob``."""
@@ -230,7 +278,11 @@ class SearchSpace:
         for st in self.stages:
             if r.random() < prob:
                 depth[st.name] = r.choice(st.choices)
-        return subnet.replace(widths, depth=depth)
+        kernels = {**self._original_kernels(), **subnet.kernels}
+        for k in self.kernels:
+            if r.random() < prob:
+                kernels[k.name] = r.choice(k.choices)
+        return subnet.replace(widths, depth=depth, kernels=kernels)
 
     def crossover(self, a: Subnet, b: Subnet, rng: Rng = None) -> Subnet:
         """Each group's width (and channel indices), and each stage's depth, from one parent or the other, at random."""
@@ -244,7 +296,11 @@ class SearchSpace:
         for st in self.stages:
             src = a if r.random() < 0.5 else b
             depth[st.name] = src.depth.get(st.name, st.choices[-1])
-        return Subnet(widths, indices, depth)
+        kernels = {}
+        for k in self.kernels:
+            src = a if r.random() < 0.5 else b
+            kernels[k.name] = src.kernels.get(k.name, k.kernel)
+        return Subnet(widths, indices, depth, kernels)
 
     def validate(self, subnet: Subnet) -> Subnet:
         """Check every group is known and every width one of its candidates; missing groups get their original width
@@ -278,4 +334,16 @@ class SearchSpace:
                 raise SlimnasError(f"depth {d} of stage {st.name!r} is not one of its choices "
                                    f"{', '.join(map(str, st.choices))} (blocks kept of {len(st.blocks)})")
             depth[st.name] = d
-        return Subnet(widths, subnet.indices, depth)
+        unknown = [k for k in subnet.kernels if k not in self._kernel]
+        if unknown:
+            what = "this space has no elastic kernels (convert with kernel_sizes=(3, 5, 7))" if not self.kernels else \
+                "`slimnas inspect --kernel-sizes` lists the convs that have one"
+            raise SlimnasError(f"subnet names convs without an elastic kernel: {', '.join(unknown[:5])}; {what}")
+        kernels, default = {}, self._original_kernels()
+        for k in self.kernels:
+            v = subnet.kernels.get(k.name, default[k.name])
+            if v not in k.choices:
+                raise SlimnasError(f"kernel size {v} of conv {k.name!r} is not one of its choices "
+                                   f"{', '.join(map(str, k.choices))}")
+            kernels[k.name] = v
+        return Subnet(widths, subnet.indices, depth, kernels)

@@ -23,7 +23,7 @@ from .dynamic import DYNAMIC, Active, DynamicMixin, functional
 from .dynamic.skip import SkippableBlock
 from .errors import SlimnasError
 from .importance import channel_importance, importance_order, routed_votes
-from .space import GroupChoices, SearchSpace, SpaceConfig, StageChoices, candidate_widths
+from .space import GroupChoices, KernelChoices, SearchSpace, SpaceConfig, StageChoices, candidate_widths
 from .subnet import Subnet
 from .trace import ChannelGraph, Layout, analyse, trace
 from .trace.blocks import find_blocks, stages_of
@@ -85,6 +85,7 @@ class Supernet(nn.Module):
         self.stored = stored_widths(graph, space)  # channels each group's layers hold (broadened ones included)
         self._group_index = {g.name: i for i, g in enumerate(graph.groups)}
         self._blocks = {b: model.get_submodule(b) for st in space.stages for b in st.blocks}
+        self._kernels = {k.name: model.get_submodule(k.name) for k in space.kernels}  # elastic convs
         self._active: Subnet = space.max()
 
     # -- layers ------------------------------------------------------------------------------------------------
@@ -161,6 +162,9 @@ class Supernet(nn.Module):
         dropped = self.space.dropped(subnet)
         for name, block in self._blocks.items():
             block.skipped = name in dropped
+        for name, conv in self._kernels.items():
+            k = subnet.kernels[name]
+            conv.active_kernel = None if k == conv.kernel_size[0] else k
         self._active = subnet
 
     @contextlib.contextmanager
@@ -175,8 +179,10 @@ class Supernet(nn.Module):
 
     # -- cost --------------------------------------------------------------------------------------------------
     def widths_matrix(self, subnets: Sequence[Subnet]) -> np.ndarray:
-        """``[n_subnets, n_groups + n_blocks]``: each group's width, then 1 for each kept block, 0 for a dropped one."""
-        return self.cost.matrix([s.widths for s in subnets], [self.space.dropped(s) for s in subnets])
+        """``[n_subnets, n_groups + n_blocks + n_kernels]``: each group's width, then 1 for each kept block (0 for a
+        dropped one), then each elastic conv's kernel area (k·k)."""
+        return self.cost.matrix([s.widths for s in subnets], [self.space.dropped(s) for s in subnets],
+                                [s.kernels for s in subnets])
 
     def flops(self, subnet: Optional[Subnet] = None) -> float:
         """Multiply-accumulates of one forward pass of one image (thop's convention)."""
@@ -188,6 +194,7 @@ class Supernet(nn.Module):
     def extra_repr(self) -> str:
         n = len(self.space)
         depth = f", {len(self._blocks)} skippable blocks in {len(self.space.stages)} stages" if self._blocks else ""
+        depth += f", {len(self._kernels)} elastic kernels" if self._kernels else ""
         return f"{len(self.graph.groups)} channel groups, {n} searchable{depth}, {self.space.size():.3g} subnets"
 
 
@@ -272,6 +279,26 @@ def _repeats(graph: ChannelGraph) -> dict[int, int]:
             if layout is not None:
                 for gi, n in Counter(seg.space for seg in layout.segs).items():
                     out[gi] = max(out.get(gi, 1), n)
+    return out
+
+
+def _elastic_kernels(graph: ChannelGraph, modules: dict[str, nn.Module], sizes: Sequence[int]) -> list[KernelChoices]:
+    """The depthwise convs that may change their kernel size: plain ``nn.Conv2d`` modules (not a functional conv, not a
+    subclass that pads itself) with a square odd kernel, zero "same" padding (so every size keeps the output's size),
+    each choosing from ``sizes`` and its own size."""
+    out = []
+    for name, spec in graph.layers.items():
+        m = modules[name]
+        if spec.kind != "dwconv" or spec.op or type(m) is not nn.Conv2d or m.padding_mode != "zeros":
+            continue
+        kh, kw = m.kernel_size
+        if kh != kw or kh % 2 == 0 or isinstance(m.padding, str) or m.dilation[0] != m.dilation[1]:
+            continue
+        if tuple(m.padding) != (m.dilation[0] * (kh - 1) // 2,) * 2:
+            continue
+        out.append(KernelChoices(name, kh, tuple(sorted(set(sizes) | {kh}))))
+    if not out:
+        logger.info("kernel_sizes given but no depthwise conv has a square odd kernel with 'same' zero padding")
     return out
 
 
@@ -371,7 +398,8 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
         stages = [StageChoices(st.name, st.blocks, tuple(range(len(st.blocks) + 1))) for st in stages_of(find_blocks(gm))]
         if not stages:
             logger.info("depth=True but %s has no skippable residual blocks: the space is width only", type(model).__name__)
-    space = SearchSpace(choices, stages)
+    elastic = _elastic_kernels(graph, originals, config.space.kernel_sizes) if config.space.kernel_sizes else []
+    space = SearchSpace(choices, stages, elastic)
 
     # Broadening: make room for channels beyond the checkpoint's width (function-preserving at the start).
     stored = stored_widths(graph, space)
@@ -387,10 +415,12 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
             out_pos, out_size = where(spec.out_layout)
             layers[name].grow(in_pos, out_pos, in_size, out_size)
 
+    for k in elastic:  # the largest kernel stored, the checkpoint's in its centre (function-preserving)
+        layers[k.name].grow_kernel(k.choices[-1])
     for st in stages:
         for b in st.blocks:
             _replace(model, b, SkippableBlock(model.get_submodule(b)))
-    cost = CostModel(graph, originals, [b for st in stages for b in st.blocks])
+    cost = CostModel(graph, originals, [b for st in stages for b in st.blocks], {k.name: k.kernel for k in elastic})
     shape = tuple(example.shape[1:])
     net = Supernet(model, graph, space, shape, cost, config, routes)
     net.set_subnet(space.max())

@@ -61,7 +61,7 @@ def supernet_for(table):
     model = load_model(args["model"], num_classes=args.get("num_classes"), weights=args.get("weights"))
     space = SpaceConfig(ratios=tuple(args.get("ratios", SpaceConfig().ratios)), divisor=args.get("divisor", 8),
                         max_ratio=args.get("max_ratio", 1.0), conv_groups=args.get("conv_groups", "whole"),
-                        depth=bool(args.get("depth", False)))
+                        depth=bool(args.get("depth", False)), kernel_sizes=tuple(args.get("kernel_sizes") or ()))
     return convert(model, tuple(table.fingerprint["input_shape"]), ConvertConfig(space=space))
 
 

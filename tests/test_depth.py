@@ -84,7 +84,7 @@ def test_dropped_blocks_export_onnx_and_flops(name, tmp_path):
     # the space really shrinks the model: the smallest subnet holds far fewer layers and FLOPs than the original
     full = slimnas.export_subnet(net, net.space.max())
     small = slimnas.export_subnet(net, net.space.min())
-    n_convs = lambda m: sum(isinstance(c, nn.Conv2d) for c in m.modules())  # noqa: E731
+    n_convs = lambda m: sum(isinstance(c, nn.Conv2d) for c in m.modules())
     assert n_convs(small) < n_convs(full)
     assert net.flops(net.space.min()) < 0.5 * net.flops(net.space.max())
     net.set_subnet(net.space.min())
@@ -235,8 +235,9 @@ def test_training_drops_the_blocks_of_the_narrowest_subnet():
 
 def test_bsnas_switches_off_a_depth_on_evidence_and_resumes_it():
     """BS-NAS shrinks over operations: a stage's depth that trains clearly worse is switched off and logged."""
+    from slimnas.space import DEPTH_KNOB as DEPTH
     from slimnas.train import make_strategy
-    from slimnas.train.strategies.bsnas import DEPTH, Record
+    from slimnas.train.strategies.bsnas import Record
 
     net = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), SIZE, depth=True)
     st = make_strategy("bsnas", net, shrink_every=1000, floor=2, score="loss")
@@ -245,7 +246,7 @@ def test_bsnas_switches_off_a_depth_on_evidence_and_resumes_it():
     for i in range(400):
         sub = st.space.sample(rng)
         loss = 1.0 + (1.0 if sub.depth["features.8"] == 2 else 0.0) + float(noise.normal(0, 0.1))
-        window.append(Record(sub.widths, 1.0, loss, i + 1, sub.depth))
+        window.append(Record(sub.widths, 1.0, loss, i + 1, {DEPTH + k: v for k, v in sub.depth.items()}))
     st.window = window
     rows = st.shrink(1000)
     assert [(r["group"], r["width"]) for r in rows] == [(DEPTH + "features.8", 2)]
@@ -253,7 +254,7 @@ def test_bsnas_switches_off_a_depth_on_evidence_and_resumes_it():
     again = make_strategy("bsnas", net, shrink_every=1000)
     again.load_state_dict(st.state_dict())  # a resumed run keeps the shrunk depths and the window's depths
     assert again.space.stage("features.8").choices == (0, 1, 3)
-    assert {tuple(sorted(r.depth.items())) for r in again.window} == {tuple(sorted(r.depth.items())) for r in st.window}
+    assert {tuple(sorted(r.operations.items())) for r in again.window} == {tuple(sorted(r.operations.items())) for r in st.window}
 
 
 def test_slim_searches_and_exports_depth_end_to_end(tmp_path):
@@ -276,7 +277,8 @@ def test_slim_searches_and_exports_depth_end_to_end(tmp_path):
     import pandas as pd
 
     depths = {json.loads(s).get("depth", {}).get("block") for s in pd.read_csv(out / "pareto.csv")["subnet"]}
-    scored = {json.loads(line)["subnet"].get("depth", {}).get("block") for line in open(out / "fitness.jsonl")}
+    scored = {json.loads(line)["subnet"].get("depth", {}).get("block")
+              for line in (out / "fitness.jsonl").read_text().splitlines()}
     assert {0, 1} <= scored, f"the search scored depths {scored} (Pareto front: {depths})"
     model = slimnas.load_exported(out / "model.pt")
     assert type(model) is TinyNet
@@ -287,3 +289,83 @@ def test_slim_searches_and_exports_depth_end_to_end(tmp_path):
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
     assert np.abs(got - want).max() <= 1e-4
+
+
+# -- elastic kernels ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0", "mobilenet_v3_large", "tiny_net"])
+@torch.no_grad()
+def test_elastic_kernels_preserve_the_function_then_export_onnx_and_flops(name, tmp_path):
+    """Broadened to 7x7 the supernet is the original, at its largest and as converted; a subnet with changed
+    kernels (and dropped blocks) exports to the original class with those kernels, ONNX and thop agree."""
+    torch.manual_seed(0)
+    model = calibrate(ZOO[name](), (3, SIZE, SIZE))
+    net = slimnas.convert(model, SIZE, depth=True, kernel_sizes=(3, 5, 7)).eval()
+    assert net.space.kernels and all(k.choices[-1] == 7 for k in net.space.kernels)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    assert float((net(x) - model(x)).abs().max()) <= 1e-5  # as converted: the largest kernels, zero borders
+    net.set_subnet(net.space.max())
+    assert float((net(x) - model(x)).abs().max()) <= 1e-5
+    net.set_subnet(net.space.original())
+    assert float((net(x) - model(x)).abs().max()) <= 1e-5
+    rng = random.Random(2)
+    sub = net.space.sample(rng)
+    while len(set(sub.kernels.values())) < 2 or not net.space.dropped(sub):
+        sub = net.space.sample(rng)
+    for subnet in (sub, net.space.min()):
+        net.set_subnet(subnet)
+        want = net(x)
+        plain = slimnas.export_subnet(net).eval()
+        assert float((plain(x) - want).abs().max()) <= 1e-5
+        for conv, k in subnet.kernels.items():
+            if not any(conv.startswith(b + ".") for b in net.space.dropped(subnet)):
+                assert plain.get_submodule(conv).kernel_size == (k, k)
+        flops, _ = thop.profile(copy.deepcopy(plain), inputs=(x[:1],), verbose=False, custom_ops=thop_custom_ops(plain))
+        assert net.flops(subnet) == pytest.approx(flops, rel=0.01)
+        assert net.params(subnet) == pytest.approx(sum(p.numel() for p in plain.parameters()), rel=0.01)
+        path = slimnas.export_onnx(plain, tmp_path / f"{subnet.hash}.onnx", (3, SIZE, SIZE))
+        assert onnx_max_abs_diff(plain, path, x[:1]) <= 1e-4
+    # the kernels change the cost: the largest kernels cost more FLOPs than the smallest at the same widths
+    widest = net.space.max()
+    assert net.flops(widest) > net.flops(widest.replace(kernels={k.name: 3 for k in net.space.kernels}))
+
+
+def test_kernel_choices_and_their_subnets():
+    net = slimnas.convert(torchvision.models.efficientnet_b0(num_classes=10), SIZE, kernel_sizes=(3, 5))
+    by = {k.name: k for k in net.space.kernels}
+    assert by["features.1.0.block.0.0"].kernel == 3 and by["features.1.0.block.0.0"].choices == (3, 5)
+    five = [k for k in net.space.kernels if k.kernel == 5]
+    assert five and all(k.choices == (3, 5) for k in five)  # the checkpoint's 5x5 convs may shrink to their centre
+    assert net.space.original().kernels == {k.name: k.kernel for k in net.space.kernels}
+    s = net.space.original().replace(kernels={five[0].name: 3})
+    assert Subnet.from_json(s.to_json()) == s and json.loads(s.to_json())["kernels"][five[0].name] == 3
+    with pytest.raises(slimnas.SlimnasError, match="kernel size 7"):
+        net.space.validate(s.replace(kernels={five[0].name: 7}))
+    with pytest.raises(slimnas.SlimnasError, match="without an elastic kernel"):
+        net.space.validate(s.replace(kernels={"features.0.0": 3}))  # the stem is a dense conv
+    with pytest.raises(slimnas.SlimnasError, match="odd positive"):
+        slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), SIZE, kernel_sizes=(4,))
+    # a centre crop: the 3x3 of a 5x5 conv is its middle
+    net.set_subnet(s)
+    conv = net.model.get_submodule(five[0].name)
+    plain = slimnas.export_subnet(net).get_submodule(five[0].name)
+    assert torch.equal(plain.weight, conv.weight[:, :, 1:4, 1:4]) and plain.padding == (1, 1)
+
+
+def test_kernel_table_times_a_unit_per_kernel_size(tmp_path):
+    from slimnas.latency import LatencyPredictor, create_backend, profile
+
+    from .latency_helpers import FAST, RATIOS
+
+    net = slimnas.convert(TinyNet().eval(), 16, ratios=RATIOS, kernel_sizes=(3, 5))
+    (k,) = net.space.kernels
+    assert k.name == "block.dw.0"
+    table = profile(net, create_backend("onnxruntime"), str(tmp_path), "tiny", FAST,
+                    model_args={"model": "tests.nets:tiny_net", "num_classes": 10, "ratios": list(RATIOS),
+                                "kernel_sizes": [3, 5]})
+    pred = LatencyPredictor(table, net)
+    units = [u for u in pred.units if u.layer == k.name]
+    assert sorted(u.sig.kernel for u in units) == [(3, 3), (5, 5)]
+    three, five = net.space.max().replace(kernels={k.name: 3}), net.space.max()
+    raw = pred.raw_by_kind([three, five]).sum(1)
+    assert raw[0] != raw[1]  # each size's own entries
+    assert slimnas.tables.supernet_for(table).space.kernels == net.space.kernels

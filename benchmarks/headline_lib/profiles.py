@@ -53,10 +53,13 @@ class SlimnasArmConfig:
     # initial population (0: random start, the search before the seeds; 3, slim's default: +4.0 pt at 0.5x in
     # benchmarks/results/headline/terms)
     search_sensitivity_levels: int = 3
+    # 1: elastic depth beside width (SpaceConfig.depth: each stage of skippable residual blocks keeps its first k
+    # blocks; issue 16); its own supernet and latency table
+    depth: int = 0
 
 
 # the SlimnasArmConfig fields that decide how the supernet trains (a variant changing only others reuses the supernet)
-SUPERNET_FIELDS = ("supernet_epochs", "supernet_steps_per_epoch", "supernet_lr", "latency_bins", "supernet_teacher")
+SUPERNET_FIELDS = ("supernet_epochs", "supernet_steps_per_epoch", "supernet_lr", "latency_bins", "supernet_teacher", "depth")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from slimnas.models import load_model
 from .finetune import deployed_scores, finetune, flops_params, test_evaluator
 from .measure import Meter, architecture_key, onnx_for
 from .methods import Budget, Context, Timers, get_method
-from .profiles import Profile
+from .profiles import Profile, SlimnasArmConfig
 from .report import row_name, write_report
 
 ARCH = "mobilenet_v2"
@@ -104,11 +104,20 @@ class Run:
             self.write(path, mine)
             return
 
+        # An arm setting added since the folder was made, at its default, is the folder's setting too.
+        defaults = json.loads(json.dumps(asdict(SlimnasArmConfig()), default=str))
+        added = {k for k, v in (mine["profile"].get("slimnas") or {}).items()
+                 if k not in (old["profile"].get("slimnas") or {}) and defaults.get(k) == v}
+
         def same(d: dict) -> dict:  # each budget has its own folders: a run may add budgets to a work folder
-            return {**d, "profile": {k: v for k, v in d["profile"].items() if k != "budgets"}}
+            profile = {k: v for k, v in d["profile"].items() if k != "budgets"}
+            if isinstance(profile.get("slimnas"), dict):
+                profile["slimnas"] = {k: v for k, v in profile["slimnas"].items() if k not in added}
+            return {**d, "profile": profile}
 
         if same(old) != same(mine):
-            changed = sorted(k for k in set(old["profile"]) | set(mine["profile"]) if old["profile"].get(k) != mine["profile"].get(k))
+            changed = sorted(k for k in set(same(old)["profile"]) | set(same(mine)["profile"])
+                             if same(old)["profile"].get(k) != same(mine)["profile"].get(k))
             changed += [k for k in ("weights", "train_base") if old[k] != mine[k]]
             raise SlimnasError(f"{self.work} holds a run with other settings ({', '.join(changed)}): "
                                "pass another --work folder or delete that one")

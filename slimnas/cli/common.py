@@ -30,6 +30,9 @@ def add_space_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", action="store_true",
                    help="elastic depth: each stage of skippable residual blocks may keep only its first k blocks "
                         "(`slimnas inspect --depth` lists them)")
+    p.add_argument("--kernel-sizes", default="",
+                   help="elastic kernels: each depthwise conv with 'same' padding chooses its kernel size from these, "
+                        "comma-separated (e.g. 3,5,7; default: fixed kernels)")
 
 
 def resolve_model(args: argparse.Namespace) -> None:
@@ -62,7 +65,16 @@ def supernet_from_args(args: argparse.Namespace) -> Supernet:
 
 def space_from_args(args: argparse.Namespace) -> SpaceConfig:
     return SpaceConfig(ratios=parse_ratios(args.ratios), divisor=args.divisor, max_ratio=args.max_ratio,
-                       conv_groups=args.conv_groups, depth=getattr(args, "depth", False))
+                       conv_groups=args.conv_groups, depth=getattr(args, "depth", False),
+                       kernel_sizes=parse_kernels(getattr(args, "kernel_sizes", "")))
+
+
+def parse_kernels(text: str) -> tuple[int, ...]:
+    """``--kernel-sizes 3,5,7`` as a tuple of ints (empty: fixed kernels)."""
+    try:
+        return tuple(int(k) for k in str(text or "").split(",") if k.strip())
+    except ValueError:
+        raise SlimnasError(f"--kernel-sizes takes odd integers separated by commas (e.g. 3,5,7), got {text!r}") from None
 
 
 def add_tensorrt_arguments(p: argparse.ArgumentParser, help_on: str) -> None:

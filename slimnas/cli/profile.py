@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import SlimnasError
 from ..latency import BackendConfig, ProfileConfig, TimingConfig, backend_names, create_backend, profile
 from . import command
-from .common import add_model_arguments, add_space_arguments, parse_ratios, supernet_from_args
+from .common import add_model_arguments, add_space_arguments, parse_kernels, parse_ratios, supernet_from_args
 
 
 MIN_SAMPLES = 30  # timed samples per table entry: the timing protocol's floor (see slimnas.latency.timing)
@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     model_args = {"model": args.model, "num_classes": args.num_classes, "weights": args.weights,
                   "ratios": list(parse_ratios(args.ratios)), "divisor": args.divisor, "max_ratio": args.max_ratio,
                   **({"conv_groups": args.conv_groups} if args.conv_groups != "whole" else {}),
-                  **({"depth": True} if args.depth else {})}
+                  **({"depth": True} if args.depth else {}),
+                  **({"kernel_sizes": list(parse_kernels(args.kernel_sizes))} if args.kernel_sizes else {})}
     profile(net, backend, out, model=str(args.model), config=config, model_args=model_args)
     return 0
 

@@ -4,6 +4,10 @@ A grouped conv with as many outputs as inputs slices like a depthwise one (input
 group) but in whole groups of ``group_width`` channels: the group count follows the width. With
 ``fixed_groups`` set (``SpaceConfig.conv_groups="narrow"``) it keeps its group count instead and every conv group
 narrows: the active channels are the same number from each group, and each filter keeps as many inputs.
+
+An elastic kernel (``SpaceConfig.kernel_sizes``, issue 16) stores the largest kernel of its choices; a smaller one
+is the centre of it, with the padding that keeps the output's size (:meth:`DynamicConv2d.grow_kernel` makes the
+stored kernel larger with a zero border, so the layer computes what it did).
 """
 from __future__ import annotations
 
@@ -28,11 +32,38 @@ class DynamicConv2d(DynamicMixin, nn.Conv2d):
         new.depthwise = conv.groups > 1 and conv.in_channels == conv.out_channels
         new.group_width = conv.in_channels // conv.groups  # 1 when depthwise
         new.fixed_groups = 0  # > 0: a grouped conv that keeps this many groups, each narrowing
+        new.active_kernel = None  # an elastic kernel's active size (None: the stored one)
         return new
+
+    @property
+    def is_full(self) -> bool:
+        return self.active_in is None and self.active_out is None and self.active_kernel is None
+
+    @torch.no_grad()
+    def grow_kernel(self, size: int) -> None:
+        """Store a ``size`` x ``size`` kernel: the present one in its centre, zeros around it, the padding grown so the
+        output keeps its size (function-preserving: the border multiplies the zero padding or adds zero terms)."""
+        k = self.kernel_size[0]
+        if size == k:
+            return
+        off = (size - k) // 2
+        w = self.weight.new_zeros(self.weight.shape[:2] + (size, size))
+        w[:, :, off:off + k, off:off + k] = self.weight
+        self.weight = nn.Parameter(w)
+        self.kernel_size = (size, size)
+        self.padding = tuple(d * (size - 1) // 2 for d in self.dilation)
+
+    def _kernel(self) -> tuple[int, tuple[int, ...]]:
+        """The active kernel size and its padding."""
+        k = self.active_kernel or self.kernel_size[0]
+        return k, tuple(d * (k - 1) // 2 for d in self.dilation) if self.active_kernel else self.padding
 
     def _weight(self) -> tuple[torch.Tensor, int]:
         """The active filters and the group count."""
         w = take(self.weight, 0, self.active_out)
+        if self.active_kernel is not None and self.active_kernel != self.kernel_size[0]:
+            off = (self.kernel_size[0] - self.active_kernel) // 2
+            w = w[:, :, off:off + self.active_kernel, off:off + self.active_kernel]
         if not self.depthwise:
             return take(w, 1, self.active_in), 1
         if self.fixed_groups:  # the active channels are as many from each group: each filter keeps that many inputs
@@ -47,14 +78,15 @@ class DynamicConv2d(DynamicMixin, nn.Conv2d):
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return F.conv2d(x, w, b, self.stride, _pair(0), self.dilation, groups)
-        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, groups)
+        return F.conv2d(x, w, b, self.stride, self._kernel()[1], self.dilation, groups)
 
     def export(self) -> nn.Conv2d:
         out_c = count(self.active_out, self.out_channels)
         in_c = out_c if self.depthwise else count(self.active_in, self.in_channels)
         w, groups = self._weight()
+        k, padding = self._kernel()
         conv = nn.Conv2d(
-            in_c, out_c, self.kernel_size, self.stride, self.padding, self.dilation,
+            in_c, out_c, (k, k) if self.active_kernel else self.kernel_size, self.stride, padding, self.dilation,
             groups=groups, bias=self.bias is not None,
             padding_mode=self.padding_mode, device=self.weight.device, dtype=self.weight.dtype,
         )

@@ -22,6 +22,10 @@ were timed on a busy machine their compute part is noisy, and FLOPs carry it mor
 lowest is kept, the simpler on a tie, so a machine whose entries add up keeps the entries-only form; a term's
 slope is never negative.
 
+A third, ``blocks``, counts the skippable residual blocks a subnet keeps (elastic depth): each kept block runs a
+residual add and, on a small input, the per-kernel overhead of its three or so kernels, which no unit entry (timed
+with the runtime's session overhead subtracted) holds; a dropped block saves that too.
+
 Measured (``benchmarks/results/latency_terms``): on a 2-core Xeon VM (MobileNetV2 at 32 px, onnxruntime), the
 table's leave-one-out error on its 30 calibration subnets is 14.2% with the entries alone and 4.4% with both
 terms; on 35 subnets of six shape families timed apart, the error of the predicted ratio to the original falls
@@ -41,8 +45,11 @@ RIDGES = (1e-3, 1e-2, 1e-1, math.inf)  # candidate ridge strengths (inf: one com
 MIN_POINTS_PER_PARAM = 3  # fewer points than this per fitted parameter: one slope only
 
 
-TERMS = ("weights", "flops")  # analytic terms a form may add: millions of parameters, MFLOPs
-FORMS = ((), ("weights",), ("flops",), ("weights", "flops"))  # the term sets tried, simplest first
+TERMS = ("weights", "flops", "blocks")  # analytic terms a form may add: millions of parameters, MFLOPs, kept blocks
+# The term sets tried, simplest first. ``blocks`` (the skippable blocks a subnet keeps, elastic depth) varies only in
+# a space with depth, so a width-only table never fits it: its forms are the four they always were.
+FORMS = ((), ("weights",), ("flops",), ("blocks",), ("weights", "flops"), ("weights", "blocks"), ("flops", "blocks"),
+         ("weights", "flops", "blocks"))
 
 
 def fit(raw_k: np.ndarray, measured: np.ndarray, ridge: float = math.inf,

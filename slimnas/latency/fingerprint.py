@@ -54,6 +54,8 @@ def space_hash(supernet) -> str:
         data["narrow_conv_groups"] = narrow
     if supernet.space.stages:  # elastic depth: the table's calibration subnets drop blocks
         data["stages"] = [(st.name, list(st.blocks), list(st.choices)) for st in supernet.space.stages]
+    if supernet.space.kernels:  # elastic kernels: a unit per kernel size
+        data["kernels"] = [(k.name, k.kernel, list(k.choices)) for k in supernet.space.kernels]
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -150,10 +150,13 @@ class LatencyPredictor:
         return self.raw_by_kind(subnets).sum(1)
 
     def term_values(self, subnets: Union[Sequence[Subnet], np.ndarray], names: Sequence[str] = TERMS) -> dict[str, np.ndarray]:
-        """The analytic terms per subnet: ``weights`` (millions of parameters) and ``flops`` (MFLOPs)."""
+        """The analytic terms per subnet: ``weights`` (millions of parameters), ``flops`` (MFLOPs) and ``blocks`` (the
+        skippable blocks kept: the width matrix's block columns summed)."""
         w = self.widths(subnets)
-        fns = {"weights": self.supernet.cost.params, "flops": self.supernet.cost.flops}
-        return {t: np.asarray(fns[t](w), float).reshape(-1) / 1e6 for t in names}
+        n_groups = len(self.supernet.cost.names)
+        fns = {"weights": lambda m: self.supernet.cost.params(m) / 1e6, "flops": lambda m: self.supernet.cost.flops(m) / 1e6,
+               "blocks": lambda m: m[:, n_groups:].sum(1)}
+        return {t: np.asarray(fns[t](w), float).reshape(-1) for t in names}
 
     def predict(self, subnets: Union[Sequence[Subnet], np.ndarray]) -> np.ndarray:
         """Predicted end-to-end latency in ms for each subnet (or each row of a width matrix)."""

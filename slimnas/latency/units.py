@@ -9,6 +9,7 @@ pooling, frozen layers, the session call itself) is the network's *fixed part*.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import Counter
@@ -93,14 +94,20 @@ class Unit:
     out_layout: Layout
     absorbed: tuple[str, ...]  # module calls fused into it (BN, activation)
     block: int = -1  # the width-matrix column of the skippable block it is in (-1: none): a dropped block's units cost 0
+    # An elastic kernel's unit is one per kernel size: (its kernel column, this size's area k·k); it runs where the
+    # subnet gives the conv this size. (-1, 0): a fixed kernel.
+    kernel: tuple[int, int] = (-1, 0)
 
     def widths(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(in width, out width) per row of a width matrix ``w`` [n, n_groups (+ n_blocks)]."""
+        """(in width, out width) per row of a width matrix ``w`` [n, n_groups (+ n_blocks + n_kernels)]."""
         return _layout_width(self.in_layout, w), _layout_width(self.out_layout, w)
 
     def kept(self, w: np.ndarray) -> np.ndarray:
-        """1 per row of ``w`` where the unit runs, 0 where its block is dropped."""
-        return w[:, self.block] if self.block >= 0 else np.ones(len(w))
+        """1 per row of ``w`` where the unit runs, 0 where its block is dropped or its conv has another kernel size."""
+        on = w[:, self.block] if self.block >= 0 else np.ones(len(w))
+        if self.kernel[0] >= 0:
+            on = on * (w[:, self.kernel[0]] == self.kernel[1])
+        return on
 
 
 def _layout_width(layout: Layout, w: np.ndarray) -> np.ndarray:
@@ -206,8 +213,15 @@ def units_of(supernet) -> list[Unit]:
                 kind, gw = "conv", int(module.weight.shape[1])
             sig = Signature(kind, tuple(module.kernel_size), tuple(module.stride), tuple(pad),
                             tuple(module.dilation), bias, bn, act, hw, gw, gc)
-        units.append(Unit(call.name, sig, spec.in_layout, spec.out_layout, tuple(absorbed),
-                          supernet.cost.block_column(call.name)))
+        block = supernet.cost.block_column(call.name)
+        col = supernet.cost.kernel_column(call.name)
+        if col is None:
+            units.append(Unit(call.name, sig, spec.in_layout, spec.out_layout, tuple(absorbed), block))
+            continue
+        for k in supernet.space.kernel(call.name).choices:  # an elastic kernel: a unit (a table signature) per size
+            pad = tuple(d * (k - 1) // 2 for d in module.dilation)
+            sig_k = dataclasses.replace(sig, kernel=(k, k), padding=pad)
+            units.append(Unit(call.name, sig_k, spec.in_layout, spec.out_layout, tuple(absorbed), block, (col, k * k)))
     return units
 
 

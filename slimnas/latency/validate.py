@@ -174,6 +174,9 @@ def _compare(predictor: LatencyPredictor, net, subnets, chunks: list[dict], e2e:
                          "half_diff_pct": [m["half_diff_pct"] for m in models],
                          "best_half_diff_pct": [m["best_half_diff_pct"] for m in models], "chunk": chunk_of,
                          "flops_m": [net.flops(s) / 1e6 for s in subnets]})
+    if net.space.stages:  # elastic depth: how many skippable blocks each subnet keeps
+        n_blocks = sum(len(st.blocks) for st in net.space.stages)
+        rows["blocks_kept"] = [n_blocks - len(net.space.dropped(s)) for s in subnets]
     return result, rows
 
 

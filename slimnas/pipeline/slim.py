@@ -59,7 +59,8 @@ def _profile(plan: Plan):
     model_args = {"model": cfg.model.name, "num_classes": cfg.model.num_classes or plan.data.num_classes,
                   "ratios": list(cfg.space.ratios), "divisor": cfg.space.divisor, "max_ratio": cfg.space.max_ratio,
                   **({"conv_groups": cfg.space.conv_groups} if cfg.space.conv_groups != "whole" else {}),
-                  **({"depth": True} if cfg.space.depth else {})}
+                  **({"depth": True} if cfg.space.depth else {}),
+                  **({"kernel_sizes": list(cfg.space.kernel_sizes)} if cfg.space.kernel_sizes else {})}
     for t in plan.targets:
         if t.predictor is not None:
             continue

@@ -27,6 +27,8 @@ def space_digest(space) -> str:
     data: list = [(g.name, g.width, list(g.choices)) for g in space.groups]
     if space.stages:  # width-only spaces keep the digest they always had
         data.append([(st.name, list(st.blocks), list(st.choices)) for st in space.stages])
+    if space.kernels:
+        data.append([(k.name, k.kernel, list(k.choices)) for k in space.kernels])
     return hashlib.sha1(json.dumps(data).encode()).hexdigest()[:16]
 
 

@@ -17,7 +17,7 @@ from .. import paths
 from ..data import DataConfig, Datasets, load_data
 from ..errors import SlimnasError
 from ..models import load_model
-from ..space import SearchSpace, SpaceConfig
+from ..space import DEPTH_KNOB, KERNEL_KNOB, SearchSpace, SpaceConfig
 from ..supernet import ConvertConfig, Supernet, convert
 from .config import TrainConfig
 from .layout import BinLayout, make_layout
@@ -53,6 +53,7 @@ class RunSpec:
     def from_dict(cls, d: dict) -> "RunSpec":
         space = dict(d.get("space", {}))
         space["ratios"] = tuple(space.get("ratios", SpaceConfig().ratios))
+        space["kernel_sizes"] = tuple(space.get("kernel_sizes", ()))
         return cls(**{**d, "space": SpaceConfig(**space), "data": DataConfig(**d.get("data", {})),
                       "train": TrainConfig(**d.get("train", {}))})
 
@@ -173,12 +174,16 @@ def _read_space(path: Path, net) -> SearchSpace:
         choices = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SlimnasError(f"{path} cannot be read ({exc}): train the run again into a new --out") from None
-    return net.space.restricted(choices)
+    widths = {k: v for k, v in choices.items() if not k.startswith((DEPTH_KNOB, KERNEL_KNOB))}
+    depth = {k[len(DEPTH_KNOB):]: v for k, v in choices.items() if k.startswith(DEPTH_KNOB)}
+    kernels = {k[len(KERNEL_KNOB):]: v for k, v in choices.items() if k.startswith(KERNEL_KNOB)}
+    return net.space.restricted(widths, depth, kernels)
 
 
 def _write_space(space, path: Path) -> None:
-    """The candidate widths still switched on, per group (BS-NAS shrinks them during training)."""
-    atomic_write_text(path, json.dumps({g.name: list(g.choices) for g in space.groups}, indent=1))
+    """The choices still switched on, per knob (BS-NAS shrinks them during training): each group's widths, and each
+    stage's depths and each elastic conv's kernel sizes where the space has them."""
+    atomic_write_text(path, json.dumps({k: list(c) for k, c in space.knobs()}, indent=1))
 
 
 def load_run(run_dir: Union[str, Path], device: Optional[str] = None) -> tuple[RunSpec, Supernet, Strategy, Datasets]:

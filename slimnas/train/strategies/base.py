@@ -103,11 +103,13 @@ class Strategy:
             out["space"] = {g.name: list(g.choices) for g in self.space.groups}
             if self.space.stages:
                 out["depth"] = {st.name: list(st.choices) for st in self.space.stages}
+            if self.space.kernels:
+                out["kernels"] = {k.name: list(k.choices) for k in self.space.kernels}
         return out
 
     def load_state_dict(self, state: dict) -> None:
         if "space" in state and self.space is not None:
-            self.space = self.space.restricted(state["space"], state.get("depth"))
+            self.space = self.space.restricted(state["space"], state.get("depth"), state.get("kernels"))
 
     def logs(self) -> dict[str, list[dict]]:
         """Tables (name → rows) the trainer writes to ``<run>/<name>.csv``."""

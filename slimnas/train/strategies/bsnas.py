@@ -15,9 +15,9 @@ alone, so "switch off the worst" without it removes choices at random (``confide
 the rule before this one). At most one choice per group goes per round, never below ``floor`` choices. Every switch-off is logged with
 its step, score, sample count and the best choice it lost to (``shrink.csv`` in the run folder).
 
-In a space with elastic depth, each stage's depths (blocks kept) are choices too, scored and switched off by the same
-rule, BS-NAS's shrinking of operations: a row of ``shrink.csv`` then names the stage as ``depth <stage>`` and the
-depth as its ``width``.
+In a space with elastic depth or kernels, each stage's depths (blocks kept) and each elastic conv's kernel sizes are
+choices too, scored and switched off by the same rule, BS-NAS's shrinking of operations: a row of ``shrink.csv`` then
+names the knob as ``depth <stage>`` or ``kernel <conv>`` and the depth or kernel size as its ``width``.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ...errors import SlimnasError
+from ...space import DEPTH_KNOB, KERNEL_KNOB
 from .base import StepContext
 from .registry import strategy
 from .sandwich import Sandwich, SandwichOptions
@@ -90,10 +91,7 @@ class Record(NamedTuple):
     flops: float
     loss: float  # cross-entropy, averaged over processes
     step: int  # the step (1-based) that sampled it
-    depth: dict[str, int] = {}  # blocks kept per stage (elastic depth)
-
-
-DEPTH = "depth "  # the prefix of a stage's name among the scored choices
+    operations: dict[str, int] = {}  # the other knobs: "depth <stage>" (blocks kept), "kernel <conv>" (kernel size)
 
 
 @strategy("bsnas")
@@ -110,7 +108,8 @@ class BSNAS(Sandwich):
         if self.records:  # every process must score, and so shrink, alike
             losses = ctx.reduce(torch.tensor([loss for _, loss in self.records], dtype=torch.float64))
             for (sub, _), loss in zip(self.records, losses.tolist()):
-                self.window.append(Record(sub.widths, self.net.flops(sub), float(loss), ctx.step + 1, sub.depth))
+                ops = {k: self.space.value(sub, k) for k, _ in self.space.knobs() if k.startswith((DEPTH_KNOB, KERNEL_KNOB))}
+                self.window.append(Record(sub.widths, self.net.flops(sub), float(loss), ctx.step + 1, ops))
         return metrics
 
     def scores(self) -> dict[str, dict[int, Score]]:
@@ -129,8 +128,8 @@ class BSNAS(Sandwich):
         for r, v in zip(self.window, value):
             for g, w in r.widths.items():
                 acc[g][w].append(float(v))
-            for st, d in r.depth.items():
-                acc[DEPTH + st][d].append(float(v))
+            for k, d in r.operations.items():
+                acc[k][d].append(float(v))
         return {g: {w: Score(float(np.mean(vs)), len(vs), float(np.var(vs, ddof=1)) if len(vs) > 1 else float("nan"))
                     for w, vs in per.items()} for g, per in acc.items()}
 
@@ -170,19 +169,23 @@ class BSNAS(Sandwich):
             keep[g.name] = choices
             rows.append({"step": step, "group": g.name, "width": found["width"],
                          "ratio": round(found["width"] / g.width, 4), **found, "remaining": " ".join(map(str, choices))})
-        depth = {}
-        for st in self.space.stages:
-            choices = list(st.choices)
-            found = self.decide(choices, scores.get(DEPTH + st.name, {}))
+        ops: dict[str, dict[str, list[int]]] = {"depth": {}, "kernels": {}}
+        for knob, knob_choices in self.space.knobs():
+            if not knob.startswith((DEPTH_KNOB, KERNEL_KNOB)):
+                continue
+            choices = list(knob_choices)
+            found = self.decide(choices, scores.get(knob, {}))
             if found is None:
                 continue
             choices.remove(found["width"])
-            depth[st.name] = choices
-            rows.append({"step": step, "group": DEPTH + st.name, "width": found["width"],
-                         "ratio": round(found["width"] / len(st.blocks), 4), **found,
-                         "remaining": " ".join(map(str, choices))})
-        if keep or depth:
-            self.space = self.space.restricted(keep, depth)
+            depth = knob.startswith(DEPTH_KNOB)
+            name = knob[len(DEPTH_KNOB if depth else KERNEL_KNOB):]
+            ops["depth" if depth else "kernels"][name] = choices
+            scale = len(self.space.stage(name).blocks) if depth else self.space.kernel(name).kernel
+            rows.append({"step": step, "group": knob, "width": found["width"], "ratio": round(found["width"] / scale, 4),
+                         **found, "remaining": " ".join(map(str, choices))})
+        if keep or ops["depth"] or ops["kernels"]:
+            self.space = self.space.restricted(keep, ops["depth"], ops["kernels"])
         self.log.extend(rows)
         self._forget(step)
         return rows
@@ -202,7 +205,7 @@ class BSNAS(Sandwich):
 
     def state_dict(self) -> dict:
         out = super().state_dict()
-        out["window"] = [[sorted(r.widths.items()), r.flops, r.loss, r.step, sorted(r.depth.items())] for r in self.window]
+        out["window"] = [[sorted(r.widths.items()), r.flops, r.loss, r.step, sorted(r.operations.items())] for r in self.window]
         out["log"] = [dict(r) for r in self.log]
         return out
 

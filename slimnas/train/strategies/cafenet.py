@@ -89,7 +89,7 @@ class CafeNet(Sandwich):
     @staticmethod
     def _with(subnet: Subnet, indices: dict[str, tuple[int, ...]]) -> Subnet:
         keep = {g: idx for g, idx in indices.items() if idx is not None and idx != tuple(range(len(idx)))}
-        return Subnet(subnet.widths, keep, subnet.depth)
+        return Subnet(subnet.widths, keep, subnet.depth, subnet.kernels)
 
     def arrangements(self, subnet: Subnet, k: int, rng: random.Random) -> list[Subnet]:
         """``k`` arrangements of ``subnet``: the remembered best (leftmost where none yet), then random ones."""
