@@ -367,6 +367,32 @@ def set_module_attrs(model: nn.Module, attrs: dict[str, dict[str, Any]]) -> nn.M
     return model
 
 
+def conv_kernels(model: nn.Module) -> dict[str, dict[str, list[int]]]:
+    """Kernel size and padding of every conv with a kernel larger than 1x1: what an export with elastic kernels
+    changes (kept apart from :func:`layer_shapes`, whose digest names an architecture's widths)."""
+    return {name: {"kernel": list(m.kernel_size), "padding": list(m.padding)} for name, m in model.named_modules()
+            if isinstance(m, _CONV) and not isinstance(m.padding, str) and max(m.kernel_size) > 1}
+
+
+def set_conv_kernels(model: nn.Module, kernels: dict[str, dict[str, list[int]]]) -> nn.Module:
+    """Give ``model``'s convs the kernel sizes and paddings :func:`conv_kernels` recorded (in place; weights are
+    placeholders the state_dict fills)."""
+    for name, spec in kernels.items():
+        try:
+            old = model.get_submodule(name)
+        except AttributeError:
+            raise SlimnasError(f"the saved model has a conv {name!r} that this architecture lacks") from None
+        k, pad = tuple(spec["kernel"]), tuple(spec["padding"])
+        if not isinstance(old, _CONV):
+            raise SlimnasError(f"the saved model has a conv {name!r} where this architecture has a {type(old).__name__}")
+        if tuple(old.kernel_size) == k and tuple(old.padding) == pad:
+            continue
+        new = _resized(old, {"kernel_size": k, "padding": pad}, {"weight": tuple(old.weight.shape[:2]) + k})
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+    return model
+
+
 def identity_modules(model: nn.Module) -> list[str]:
     """The names of the model's ``nn.Identity`` modules (blocks an export with elastic depth dropped among them)."""
     return [name for name, m in model.named_modules() if name and type(m) is nn.Identity]
@@ -465,6 +491,7 @@ def save_exported(model: nn.Module, path: Union[str, Path], subnet=None, arch: O
         "layers": layer_shapes(model),
         "attrs": module_attrs(model),
         "identity": identity_modules(model),
+        "kernels": conv_kernels(model),
         "subnet": subnet.to_dict() if subnet is not None else None,
         "input": inputs.to_dict() if inputs is not None else None,
         "classes": [str(c) for c in classes] if classes is not None else None,
@@ -496,6 +523,7 @@ def load_exported(path: Union[str, Path], model: Optional[nn.Module] = None) -> 
                                f"load_exported(path, {cls.rpartition('.')[2]}(...)), or deploy model.onnx")
         model = build_model(meta["arch"], num_classes=meta.get("num_classes"))
     to_identity(model, meta.get("identity") or [])  # blocks the subnet dropped (elastic depth)
+    set_conv_kernels(model, meta.get("kernels") or {})  # elastic kernels (files from before them have none)
     reshape_to(model, meta["layers"])
     set_module_attrs(model, meta.get("attrs") or {})  # files from before channel-count attributes have none
     load_state(model, data["state_dict"], str(path))

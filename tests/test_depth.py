@@ -329,6 +329,19 @@ def test_elastic_kernels_preserve_the_function_then_export_onnx_and_flops(name, 
     assert net.flops(widest) > net.flops(widest.replace(kernels={k.name: 3 for k in net.space.kernels}))
 
 
+@torch.no_grad()
+def test_saved_export_with_changed_kernels_loads_into_the_original_class(tmp_path):
+    _, net = _net("mobilenet_v2", kernel_sizes=(3, 5, 7))
+    rng = random.Random(4)
+    subnet = net.space.sample(rng)
+    plain = slimnas.export_subnet(net, subnet).eval()
+    assert {m.kernel_size for m in plain.modules() if isinstance(m, nn.Conv2d) and m.groups > 1} > {(3, 3)}
+    path = slimnas.save_exported(plain, tmp_path / "model.pt", subnet, arch="mobilenet_v2", num_classes=10)
+    loaded = slimnas.load_exported(path)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    assert torch.equal(loaded(x), plain(x))
+
+
 def test_kernel_choices_and_their_subnets():
     net = slimnas.convert(torchvision.models.efficientnet_b0(num_classes=10), SIZE, kernel_sizes=(3, 5))
     by = {k.name: k for k in net.space.kernels}
