@@ -205,9 +205,13 @@ def test_depth_table_predicts_dropped_blocks_at_zero(tmp_path):
 def test_inspect_lists_the_stages(capsys):
     from slimnas.cli import main
 
-    assert main(["inspect", "mobilenet_v2", "--num-classes", "10", "--input-size", "32", "--depth"]) == 0
+    assert main(["inspect", "mobilenet_v2", "--num-classes", "10", "--input-size", "32", "--depth",
+                 "--kernel-sizes", "3,5,7"]) == 0
     out = capsys.readouterr().out
     assert "(depth) features.8" in out and "blocks kept: 0 1 2 3" in out
+    assert "(kernel) features.1.conv.0.0" in out and "kernel sizes: 3 5 7 (checkpoint 3)" in out
+    assert main(["inspect", "mobilenet_v2", "--kernel-sizes", "3,x"]) == 2  # one line, exit code 2
+    assert "--kernel-sizes takes odd integers" in capsys.readouterr().err
 
 
 def test_training_drops_the_blocks_of_the_narrowest_subnet():
@@ -257,32 +261,38 @@ def test_bsnas_switches_off_a_depth_on_evidence_and_resumes_it():
     assert {tuple(sorted(r.operations.items())) for r in again.window} == {tuple(sorted(r.operations.items())) for r in st.window}
 
 
-def test_slim_searches_and_exports_depth_end_to_end(tmp_path):
-    """`slimnas slim` with ``space.depth``: the search scores subnets with and without TinyNet's residual block, and
-    the chosen one's model.pt and model.onnx are that subnet, with its block dropped or kept as subnet.json says."""
+def test_slim_searches_and_exports_depth_and_kernels_end_to_end(tmp_path):
+    """`slimnas slim` with ``space.depth`` and ``space.kernel_sizes``: the search scores subnets with and without
+    TinyNet's residual block and with both kernel sizes of its depthwise conv, and the chosen one's model.pt and
+    model.onnx are that subnet, its block dropped or kept and its kernel as subnet.json says."""
     import onnxruntime as ort
 
     from .slim_helpers import TINY_YAML, write_config
     from .slim_helpers import slimnas as cli
 
     text = TINY_YAML.replace("space: {ratios: [0.25, 0.5, 0.75, 1.0]}",
-                             "space: {ratios: [0.25, 0.5, 0.75, 1.0], depth: true}")
+                             "space: {ratios: [0.25, 0.5, 0.75, 1.0], depth: true, kernel_sizes: [3, 5]}")
     assert text != TINY_YAML
     config = write_config(tmp_path, text)
     out = tmp_path / "run"
     r = cli("slim", "--config", str(config), "--out", str(out), "--no-progress")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     subnet = Subnet.from_json((out / "subnet.json").read_text())
-    assert set(subnet.depth) == {"block"}
+    assert set(subnet.depth) == {"block"} and set(subnet.kernels) == {"block.dw.0"}
     import pandas as pd
 
     depths = {json.loads(s).get("depth", {}).get("block") for s in pd.read_csv(out / "pareto.csv")["subnet"]}
     scored = {json.loads(line)["subnet"].get("depth", {}).get("block")
               for line in (out / "fitness.jsonl").read_text().splitlines()}
     assert {0, 1} <= scored, f"the search scored depths {scored} (Pareto front: {depths})"
+    kernels = {json.loads(line)["subnet"].get("kernels", {}).get("block.dw.0")
+               for line in (out / "fitness.jsonl").read_text().splitlines()}
+    assert {3, 5} <= kernels, f"the search scored kernel sizes {kernels}"
     model = slimnas.load_exported(out / "model.pt")
     assert type(model) is TinyNet
     assert (type(model.block) is nn.Identity) == (subnet.depth["block"] == 0)
+    if subnet.depth["block"]:
+        assert model.block.dw[0].kernel_size == (subnet.kernels["block.dw.0"],) * 2
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         want = model(x).numpy()

@@ -15,11 +15,12 @@ from slimnas.train.distributed import state_digest
 from tests.conftest import ROOT
 
 
-@pytest.mark.parametrize("strategy", ["cafenet"])
-def test_two_process_replicas_agree(tmp_path, strategy):
+@pytest.mark.parametrize("strategy,space", [("cafenet", ""), ("sandwich", "depth")])
+def test_two_process_replicas_agree(tmp_path, strategy, space):
+    """``depth``: elastic depth and kernels, whose dropped blocks leave parameters without gradients in some steps."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), strategy]
+           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), strategy, *([space] if space else [])]
     res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
@@ -32,7 +33,7 @@ def test_two_process_replicas_agree(tmp_path, strategy):
         assert torch.equal(start["model"][k], a[k])
     from tests.nets import TinyNet
     import slimnas
-    fresh = slimnas.convert(TinyNet(10), 16).state_dict()
+    fresh = slimnas.convert(TinyNet(10), 16, **({"depth": True, "kernel_sizes": (3, 5)} if space else {})).state_dict()
     moved = sum(not torch.allclose(fresh[k].float(), a[k].float()) for k in a if a[k].is_floating_point())
     assert moved > 5, "training must have changed the weights"
 

@@ -44,10 +44,10 @@ LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6)  # seeds per path: the first feasible subnet,
 
 
 def base_subnet(space: SearchSpace) -> Subnet:
-    """The checkpoint's widths, each group at its candidate nearest to it (a shrunk space may lack the width), and
-    every stage at its deepest choice."""
-    return Subnet({g.name: min(g.choices, key=lambda c: (abs(c - g.width), -c)) for g in space.groups},
-                  depth={st.name: st.choices[-1] for st in space.stages})
+    """The checkpoint's widths, each group at its candidate nearest to it (a shrunk space may lack the width), every
+    stage at its deepest choice and every elastic conv at its checkpoint kernel (or the nearest choice)."""
+    widths = {g.name: min(g.choices, key=lambda c: (abs(c - g.width), -c)) for g in space.groups}
+    return Subnet(widths, depth={st.name: st.choices[-1] for st in space.stages}, kernels=space.original().kernels)
 
 
 def probe_widths(choices: Sequence[int], top: int, levels: int) -> list[int]:

@@ -121,7 +121,10 @@ class Trainer:
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.forward_module = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+            # a subnet that drops skippable blocks (elastic depth) leaves their parameters without gradients
+            unused = bool(getattr(getattr(self.model, "space", None), "stages", ()))
+            self.forward_module = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=unused)
         self.optimizer = build_optimizer(self.model, config)
         self.teacher = self._frozen(teacher) if teacher is not None and strategy.wants_teacher() else None
         if strategy.wants_teacher() and self.teacher is None:
