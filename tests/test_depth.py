@@ -287,7 +287,7 @@ def test_slim_searches_and_exports_depth_and_kernels_end_to_end(tmp_path):
     assert {0, 1} <= scored, f"the search scored depths {scored} (Pareto front: {depths})"
     kernels = {json.loads(line)["subnet"].get("kernels", {}).get("block.dw.0")
                for line in (out / "fitness.jsonl").read_text().splitlines()}
-    assert {3, 5} <= kernels, f"the search scored kernel sizes {kernels}"
+    assert kernels and kernels <= {3, 5}, f"the search scored kernel sizes {kernels}"  # 5 is often over the budget
     model = slimnas.load_exported(out / "model.pt")
     assert type(model) is TinyNet
     assert (type(model.block) is nn.Identity) == (subnet.depth["block"] == 0)
@@ -318,9 +318,13 @@ def test_elastic_kernels_preserve_the_function_then_export_onnx_and_flops(name, 
     net.set_subnet(net.space.original())
     assert float((net(x) - model(x)).abs().max()) <= 1e-5
     rng = random.Random(2)
-    sub = net.space.sample(rng)
-    while len(set(sub.kernels.values())) < 2 or not net.space.dropped(sub):
-        sub = net.space.sample(rng)
+    samples = [net.space.sample(rng) for _ in range(200)]
+    changed = [s for s in samples if any(v != net.space.kernel(k).kernel for k, v in s.kernels.items())]
+    # a changed kernel in a block that runs, and a dropped block (TinyNet's one kernel is in its one block: either)
+    both = [s for s in changed if net.space.dropped(s) and any(
+        v != net.space.kernel(k).kernel and not any(k.startswith(b + ".") for b in net.space.dropped(s))
+        for k, v in s.kernels.items())]
+    sub = (both or changed)[0]
     for subnet in (sub, net.space.min()):
         net.set_subnet(subnet)
         want = net(x)
@@ -359,6 +363,10 @@ def test_kernel_choices_and_their_subnets():
     five = [k for k in net.space.kernels if k.kernel == 5]
     assert five and all(k.choices == (3, 5) for k in five)  # the checkpoint's 5x5 convs may shrink to their centre
     assert net.space.original().kernels == {k.name: k.kernel for k in net.space.kernels}
+    rng = random.Random(0)
+    drawn = {v for _ in range(20) for v in net.space.sample(rng).kernels.values()}
+    mutated = {v for _ in range(20) for v in net.space.mutate(net.space.original(), 0.5, rng).kernels.values()}
+    assert drawn == mutated == {3, 5}  # the search's operators reach every kernel size
     s = net.space.original().replace(kernels={five[0].name: 3})
     assert Subnet.from_json(s.to_json()) == s and json.loads(s.to_json())["kernels"][five[0].name] == 3
     with pytest.raises(slimnas.SlimnasError, match="kernel size 7"):
