@@ -187,11 +187,17 @@ class SearchSpace:
             return subnet.kernels.get(k.name, k.kernel)
         return subnet[knob]
 
-    def assign(self, subnet: Subnet, values: Mapping[str, int]) -> Subnet:
-        """``subnet`` with the given knobs (widths; depths by ``"depth <stage>"``, kernels by ``"kernel <conv>"``)."""
+    @staticmethod
+    def split_knobs(values: Mapping[str, object]) -> tuple[dict, dict, dict]:
+        """Knob-keyed values as (per group, per stage, per elastic conv), the prefixes taken off."""
         widths = {k: v for k, v in values.items() if not k.startswith((DEPTH_KNOB, KERNEL_KNOB))}
         depth = {k[len(DEPTH_KNOB):]: v for k, v in values.items() if k.startswith(DEPTH_KNOB)}
         kernels = {k[len(KERNEL_KNOB):]: v for k, v in values.items() if k.startswith(KERNEL_KNOB)}
+        return widths, depth, kernels
+
+    def assign(self, subnet: Subnet, values: Mapping[str, int]) -> Subnet:
+        """``subnet`` with the given knobs (widths; depths by ``"depth <stage>"``, kernels by ``"kernel <conv>"``)."""
+        widths, depth, kernels = self.split_knobs(values)
         return subnet.replace(widths, depth=depth, kernels=kernels)
 
     def dropped(self, subnet: Subnet) -> set[str]:

@@ -17,7 +17,7 @@ from .. import paths
 from ..data import DataConfig, Datasets, load_data
 from ..errors import SlimnasError
 from ..models import load_model
-from ..space import DEPTH_KNOB, KERNEL_KNOB, SearchSpace, SpaceConfig
+from ..space import SearchSpace, SpaceConfig
 from ..supernet import ConvertConfig, Supernet, convert
 from .config import TrainConfig
 from .layout import BinLayout, make_layout
@@ -174,10 +174,7 @@ def _read_space(path: Path, net) -> SearchSpace:
         choices = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SlimnasError(f"{path} cannot be read ({exc}): train the run again into a new --out") from None
-    widths = {k: v for k, v in choices.items() if not k.startswith((DEPTH_KNOB, KERNEL_KNOB))}
-    depth = {k[len(DEPTH_KNOB):]: v for k, v in choices.items() if k.startswith(DEPTH_KNOB)}
-    kernels = {k[len(KERNEL_KNOB):]: v for k, v in choices.items() if k.startswith(KERNEL_KNOB)}
-    return net.space.restricted(widths, depth, kernels)
+    return net.space.restricted(*SearchSpace.split_knobs(choices))
 
 
 def _write_space(space, path: Path) -> None:
