@@ -7,7 +7,10 @@
    the ``blocks`` term (skippable blocks kept) beside the others.
 2. ``slimnas latency validate --table OUT/table --samples 60 --out OUT/validate``: 60 random subnets of the depth
    space (widths and depths drawn together) timed end to end in fresh processes and compared with the predictions.
-3. With ``--width-only-too`` (the default), the same two commands without ``--depth`` into ``OUT/width_table`` and
+With ``--kernel-sizes 3,5,7`` the space's depthwise convs choose their kernel size too (``slimnas profile ...
+--kernel-sizes 3,5,7``): one unit per kernel size, validated on subnets that draw widths, depths and kernels together.
+
+3. By default (``--no-width-only`` skips it), the same two commands without ``--depth`` into ``OUT/width_table`` and
    ``OUT/width_validate``, right after: the width-only table on the same machine in the same run, to tell what depth
    changes from what the machine does.
 
@@ -42,6 +45,8 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results/depth_latency")
     ap.add_argument("--samples", type=int, default=60, help="subnets validated end to end (default: 60)")
     ap.add_argument("--input-size", type=int, default=32)
+    ap.add_argument("--kernel-sizes", default=None, metavar="K,K,...",
+                    help="the depthwise convs' kernel choices too, e.g. 3,5,7 (default: the checkpoint's kernels only)")
     ap.add_argument("--no-width-only", dest="width_only", action="store_false",
                     help="skip the width-only table timed beside the depth one")
     args = ap.parse_args()
@@ -50,7 +55,7 @@ def main() -> int:
     table, val = out / "table", out / "validate"
     slim = [sys.executable, "-m", "slimnas"]
     profile_cmd = [*slim, "profile", "mobilenet_v2", "--num-classes", "10", "--input-size", str(args.input_size), "--depth",
-                   "--out", str(table)]
+                   *(["--kernel-sizes", args.kernel_sizes] if args.kernel_sizes else []), "--out", str(table)]
     validate_cmd = [*slim, "latency", "validate", "--table", str(table), "--samples", str(args.samples), "--out", str(val)]
     wall = {"profile_s": _run(profile_cmd)}
     val.mkdir(exist_ok=True)
@@ -59,7 +64,8 @@ def main() -> int:
     if args.width_only:
         wt, wv = out / "width_table", out / "width_validate"
         wv.mkdir(exist_ok=True)
-        width_cmds = [[c for c in profile_cmd if c != "--depth"][:-1] + [str(wt)],
+        width_cmds = [[*slim, "profile", "mobilenet_v2", "--num-classes", "10", "--input-size", str(args.input_size),
+                       "--out", str(wt)],
                       [*validate_cmd[:6], str(wt), *validate_cmd[7:-1], str(wv)]]
         wall["width_profile_s"] = _run(width_cmds[0])
         wall["width_validate_s"] = _run(width_cmds[1])
@@ -80,6 +86,12 @@ def main() -> int:
     by_kept = {int(k): {"n": len(g), "mean_error_pct": float(g["error_pct"].mean()),
                         "within_10pct": float((g["error_pct"].abs() <= 10).mean())}
                for k, g in rows.groupby("blocks_kept")}
+    by_kernel = {}
+    if "kernel_mean" in rows:  # elastic kernels: the error by the mean kernel size, in three bins
+        bins = pd.cut(rows["kernel_mean"], bins=[0, 4, 5.5, 99], labels=["<= 4", "4-5.5", "> 5.5"])
+        by_kernel = {str(k): {"n": len(g), "mean_error_pct": float(g["error_pct"].mean()),
+                              "within_10pct": float((g["error_pct"].abs() <= 10).mean())}
+                     for k, g in rows.groupby(bins, observed=True)}
     m = res["metrics"]
     summary = {
         "commands": [" ".join(c[3:]).replace(str(ROOT) + "/", "") for c in (profile_cmd, validate_cmd)],
@@ -89,7 +101,7 @@ def main() -> int:
         "median_round_spread_pct": res["median_round_spread_pct"], "width_only": width,
         "calibration": {"terms": cal.get("terms"), "ridge": cal.get("ridge"), "loo_rmspe_pct": cal.get("loo_rmspe_pct"),
                         "loo_rmspe_pct_by_form": cal.get("loo_rmspe_pct_by_ridge"), "n": cal.get("n")},
-        "by_blocks_kept": by_kept,
+        "by_blocks_kept": by_kept, "kernel_sizes": args.kernel_sizes, "by_mean_kernel": by_kernel,
         "goal": {"within_10pct": 0.95, "met": bool(m["within_10pct"] >= 0.95),
                  "met_anchored": bool((res.get("metrics_anchored_on_original") or {}).get("within_10pct", 0) >= 0.95)},
     }
@@ -116,7 +128,7 @@ def main() -> int:
     b.set_xlabel("skippable blocks kept")
     b.set_ylabel("prediction error (%)")
     b.set_title("error by depth")
-    fig.suptitle(f"MobileNetV2 {args.input_size}px, elastic depth and width, onnxruntime 1 thread ({res['device'].get('cpu_model')})")
+    fig.suptitle(f"MobileNetV2 {args.input_size}px, elastic {'kernels, ' if args.kernel_sizes else ''}depth and width, onnxruntime 1 thread ({res['device'].get('cpu_model')})")
     fig.tight_layout()
     fig.savefig(out / "depth_latency.png", dpi=110)
 
@@ -127,6 +139,8 @@ def main() -> int:
         f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.2f}%")
         return f"{f(metric[key])} raw, {f(anchored[key])} anchored" if anchored else f(metric[key])
 
+    space = f"depth and kernel-size ({args.kernel_sizes})" if args.kernel_sizes else "depth"
+    drawn = "widths, depths and kernel sizes" if args.kernel_sizes else "widths and depths"
     width_rows = []
     if width:
         wm, wa = width["metrics"], width["metrics_anchored_on_original"] or {}
@@ -135,13 +149,13 @@ def main() -> int:
             f"RMSPE {pair(wm, wa, 'rmspe_pct', False)}; mean error {wm['mean_error_pct']:+.1f}%; round spread "
             f"{width['median_round_spread_pct']:.0f}% |"]
     lines = [
-        "# Latency table of a depth space (issue 16)", "",
+        f"# Latency table of a {space} space (issue 16)", "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {res['device'].get('cpu_model')} "
         f"({res['device'].get('cores')} cores), onnxruntime {res['device'].get('backend_version')}, 1 thread, batch 1.", "",
         "Commands (from the repository root):", "",
         *[f"    slimnas {c}" for c in summary["commands"] + (width["commands"] if width else [])], "",
         "| figure | goal | measured |", "|---|---|---|",
-        f"| subnets within ±10% ({args.samples} random subnets, widths and depths), the table's own calibration | >= 95% | "
+        f"| subnets within ±10% ({args.samples} random subnets, {drawn}), the table's own calibration | >= 95% | "
         f"**{100 * m['within_10pct']:.1f}%** ({'met' if summary['goal']['met'] else 'missed'}) |",
         *([f"| ... anchored on the original timed beside them (as a slim run predicts) | >= 95% | "
            f"**{100 * an['within_10pct']:.1f}%** ({'met' if summary['goal']['met_anchored'] else 'missed'}) |"] if an else []),
@@ -153,6 +167,10 @@ def main() -> int:
         *width_rows,
         "", "Error by skippable blocks kept:", "", "| blocks kept | subnets | mean error | within ±10% |", "|---|---|---|---|",
         *[f"| {k} | {v['n']} | {v['mean_error_pct']:+.1f}% | {100 * v['within_10pct']:.0f}% |" for k, v in by_kept.items()],
+        *(["", "Error by the mean kernel size of the elastic convs:", "", "| mean kernel | subnets | mean error | within ±10% |",
+            "|---|---|---|---|",
+            *[f"| {k} | {v['n']} | {v['mean_error_pct']:+.1f}% | {100 * v['within_10pct']:.0f}% |" for k, v in by_kernel.items()]]
+          if by_kernel else []),
         "", "Leave-one-out error of each calibration form on the table's own calibration subnets:", "",
         *[f"- `{k}`: {v:.2f}%" for k, v in sorted((cal.get("loo_rmspe_pct_by_ridge") or {}).items(), key=lambda kv: kv[1])],
         "", "![predicted against measured](depth_latency.png)", "",

@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 import thop
 import torch
@@ -400,3 +401,10 @@ def test_kernel_table_times_a_unit_per_kernel_size(tmp_path):
     raw = pred.raw_by_kind([three, five]).sum(1)
     assert raw[0] != raw[1]  # each size's own entries
     assert slimnas.tables.supernet_for(table).space.kernels == net.space.kernels
+    # `slimnas latency validate` on it: real subnets timed end to end, each row with its mean kernel size
+    from slimnas.latency.validate import validate
+
+    out = tmp_path / "validate"
+    validate(tmp_path, slimnas.tables.supernet_for(table), samples=4, seed=1, out=out, rounds=2)
+    rows = pd.read_csv(out / "validate.csv")
+    assert len(rows) == 4 and set(rows["kernel_mean"]) <= {3.0, 5.0} and rows["measured_ms"].gt(0).all()

@@ -177,6 +177,8 @@ def headline_main():
     (["--methods", "uniform:verify_fill=0.9"], "with ARM one of slimnas-sandwich"),
     (["--methods", "slimnas-bsnas:"], "name at least one KEY=VALUE"),
     (["--methods", "slimnas-bsnas:supernet_teacher=teacher"], "choose from none, original, both"),
+    (["--methods", "slimnas-bsnas:kernel_sizes=3-4"], "kernel_sizes='3-4': write odd sizes joined by '-'"),
+    (["--methods", "slimnas-bsnas:kernel_sizes=3,5"], "unknown method '5'"),  # a comma separates methods
     (["--methods", "uniform", "--budgets", "0.5,1.5"], "--budgets '0.5,1.5': give distinct fractions"),
     # per-method budgets and INT8
     (["--methods", "uniform@0.3", "--budgets", "0.5"], "0.3 is not among --budgets (0.5); add it there"),
@@ -273,6 +275,11 @@ def test_an_arm_variant_changes_its_settings_and_shares_the_supernet_it_does_not
     # the BS-NAS shrink schedule follows a variant's own supernet length
     short = arm("slimnas-bsnas:supernet_epochs=1:supernet_steps_per_epoch=6")
     assert short.train_config().epochs == 1 and short.strategy_options()["shrink_every"] == 1
+    # elastic depth and kernels (issue 16): the space slim searches, and a supernet of their own
+    joint = arm("slimnas-bsnas:depth=1:kernel_sizes=3-5-7")
+    assert (joint.space().depth, joint.space().kernel_sizes) == (True, (3, 5, 7))
+    assert (plain.space().depth, plain.space().kernel_sizes) == (False, ())
+    assert joint.supernet_dir.name == "supernet[depth=1:kernel_sizes=3-5-7]"
     assert ctx.profile.slimnas.supernet_teacher == "original"  # the profile itself is untouched
 
 

@@ -56,10 +56,18 @@ class SlimnasArmConfig:
     # 1: elastic depth beside width (SpaceConfig.depth: each stage of skippable residual blocks keeps its first k
     # blocks; issue 16); its own supernet and latency table
     depth: int = 0
+    # the depthwise convs' kernel choices, "-"-separated ("3-5-7"; SpaceConfig.kernel_sizes, issue 16): the checkpoint's
+    # kernel is broadened with a zero border; "" keeps every kernel as it is. Its own supernet and latency table
+    kernel_sizes: str = ""
+
+    def kernels(self) -> tuple[int, ...]:
+        """:attr:`kernel_sizes` as a tuple of ints (empty: fixed kernels)."""
+        return tuple(int(k) for k in self.kernel_sizes.split("-") if k.strip())
 
 
 # the SlimnasArmConfig fields that decide how the supernet trains (a variant changing only others reuses the supernet)
-SUPERNET_FIELDS = ("supernet_epochs", "supernet_steps_per_epoch", "supernet_lr", "latency_bins", "supernet_teacher", "depth")
+SUPERNET_FIELDS = ("supernet_epochs", "supernet_steps_per_epoch", "supernet_lr", "latency_bins", "supernet_teacher", "depth",
+                   "kernel_sizes")
 
 
 @dataclass(frozen=True)
@@ -183,6 +191,14 @@ def parse_arm(text: str) -> dict:
                 changes[key] = value.strip()
         except ValueError:
             raise SlimnasError(f"arm setting {item!r}: {key} needs a number, got {value!r}") from None
+    if "kernel_sizes" in changes:
+        try:
+            ks = SlimnasArmConfig(kernel_sizes=changes["kernel_sizes"]).kernels()
+        except ValueError:
+            ks = ()
+        if not ks or any(k < 1 or k % 2 == 0 for k in ks):
+            raise SlimnasError(f"arm setting kernel_sizes={changes['kernel_sizes']!r}: write odd sizes joined by '-', "
+                               "e.g. kernel_sizes=3-5-7")
     if "supernet_teacher" in changes:
         from slimnas.train.strategies.sandwich import TEACHERS
 

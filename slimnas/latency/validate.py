@@ -24,6 +24,7 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from ..fileio import atomic_write_text
+from ..space import KERNEL_KNOB
 from .backends import BackendConfig, create_backend
 from .e2e import STATISTICS, E2EConfig, export_subnets, time_onnx_files
 from .fingerprint import DEVICE_KEYS, machine
@@ -177,6 +178,9 @@ def _compare(predictor: LatencyPredictor, net, subnets, chunks: list[dict], e2e:
     if net.space.stages:  # elastic depth: how many skippable blocks each subnet keeps
         n_blocks = sum(len(st.blocks) for st in net.space.stages)
         rows["blocks_kept"] = [n_blocks - len(net.space.dropped(s)) for s in subnets]
+    if net.space.kernels:  # elastic kernels: the mean kernel size over the elastic convs
+        rows["kernel_mean"] = [float(np.mean([net.space.value(s, KERNEL_KNOB + k.name) for k in net.space.kernels]))
+                               for s in subnets]
     return result, rows
 
 

@@ -57,7 +57,7 @@ class SlimnasArm(Method):
 
     # -- the supernet, once per strategy ---------------------------------------------------------------------
     def space(self) -> SpaceConfig:
-        return SpaceConfig(max_ratio=self.max_ratio, depth=bool(self.arm.depth))
+        return SpaceConfig(max_ratio=self.max_ratio, depth=bool(self.arm.depth), kernel_sizes=self.arm.kernels())
 
     def train_config(self) -> TrainConfig:
         a, ft = self.arm, self.ctx.profile.finetune
@@ -78,7 +78,8 @@ class SlimnasArm(Method):
         table = find_table(net, backend)
         if table is not None:
             return table.resolve()
-        name = "latency_table" + ("_depth" if self.arm.depth else "") + ("" if dtype == "fp32" else f"_{dtype}")
+        kernels = "".join(f"_k{k}" for k in self.arm.kernels())  # latency_table_depth_k3_k5_k7
+        name = "latency_table" + ("_depth" if self.arm.depth else "") + kernels + ("" if dtype == "fp32" else f"_{dtype}")
         table = (self.ctx.work / (self.base_name or self.name) if self.ctx.work else self.folder) / name  # shared by the seeds
         s = self.space()
         from slimnas.latency.table import CALIBRATION
@@ -88,7 +89,8 @@ class SlimnasArm(Method):
                      + (f"using the one profiled into {table}" if done else f"profiling one into {table}"))
         profile(net, backend, table, model=self.ctx.arch, config=ProfileConfig(),
                 model_args={"model": self.ctx.arch, "num_classes": self.ctx.data.num_classes, "ratios": list(s.ratios),
-                            "divisor": s.divisor, "max_ratio": s.max_ratio, **({"depth": True} if s.depth else {})})
+                            "divisor": s.divisor, "max_ratio": s.max_ratio, **({"depth": True} if s.depth else {}),
+                            **({"kernel_sizes": list(s.kernel_sizes)} if s.kernel_sizes else {})})
         return table.resolve()
 
     def prepare(self) -> dict:
