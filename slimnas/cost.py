@@ -200,6 +200,12 @@ class CostModel:
         return CONST
 
     # -- evaluating ------------------------------------------------------------------------------------------
+    def kept_blocks(self, w: np.ndarray) -> np.ndarray:
+        """Skippable blocks each row of width matrix ``w`` keeps: its block columns summed (a groups-only matrix
+        keeps them all). The kernel-area columns that follow them are not blocks."""
+        start = len(self.names)
+        return self.extended(w)[:, start:start + len(self.blocks)].sum(1)
+
     def _defaults(self) -> np.ndarray:
         """A full row at the checkpoint: its widths, every block kept, its kernels' areas, and the constant 1."""
         return np.concatenate([self.default, np.ones(len(self.blocks)), [float(k * k) for k in self.kernels.values()], [1.0]])

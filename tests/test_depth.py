@@ -388,18 +388,21 @@ def test_kernel_table_times_a_unit_per_kernel_size(tmp_path):
 
     from .latency_helpers import FAST, RATIOS
 
-    net = slimnas.convert(TinyNet().eval(), 16, ratios=RATIOS, kernel_sizes=(3, 5))
+    net = slimnas.convert(TinyNet().eval(), 16, ratios=RATIOS, depth=True, kernel_sizes=(3, 5))
     (k,) = net.space.kernels
     assert k.name == "block.dw.0"
     table = profile(net, create_backend("onnxruntime"), str(tmp_path), "tiny", FAST,
                     model_args={"model": "tests.nets:tiny_net", "num_classes": 10, "ratios": list(RATIOS),
-                                "kernel_sizes": [3, 5]})
+                                "depth": True, "kernel_sizes": [3, 5]})
     pred = LatencyPredictor(table, net)
     units = [u for u in pred.units if u.layer == k.name]
     assert sorted(u.sig.kernel for u in units) == [(3, 3), (5, 5)]
     three, five = net.space.max().replace(kernels={k.name: 3}), net.space.max()
     raw = pred.raw_by_kind([three, five]).sum(1)
     assert raw[0] != raw[1]  # each size's own entries
+    # the calibration's `blocks` term counts kept blocks only, never the kernel-area columns beside them
+    dropped = five.replace(depth={"block": 0})
+    assert pred.term_values([three, five, dropped], ["blocks"])["blocks"].tolist() == [1.0, 1.0, 0.0]
     assert slimnas.tables.supernet_for(table).space.kernels == net.space.kernels
     # `slimnas latency validate` on it: real subnets timed end to end, each row with its mean kernel size
     from slimnas.latency.validate import validate

@@ -153,9 +153,8 @@ class LatencyPredictor:
         """The analytic terms per subnet: ``weights`` (millions of parameters), ``flops`` (MFLOPs) and ``blocks`` (the
         skippable blocks kept: the width matrix's block columns summed)."""
         w = self.widths(subnets)
-        n_groups = len(self.supernet.cost.names)
-        fns = {"weights": lambda m: self.supernet.cost.params(m) / 1e6, "flops": lambda m: self.supernet.cost.flops(m) / 1e6,
-               "blocks": lambda m: m[:, n_groups:].sum(1)}
+        cost = self.supernet.cost
+        fns = {"weights": lambda m: cost.params(m) / 1e6, "flops": lambda m: cost.flops(m) / 1e6, "blocks": cost.kept_blocks}
         return {t: np.asarray(fns[t](w), float).reshape(-1) for t in names}
 
     def predict(self, subnets: Union[Sequence[Subnet], np.ndarray]) -> np.ndarray:
