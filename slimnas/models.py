@@ -22,7 +22,7 @@ import inspect
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 import torchvision
@@ -410,6 +410,23 @@ def to_identity(model: nn.Module, names: Sequence[str]) -> nn.Module:
     return model
 
 
+def architecture(model: nn.Module) -> dict:
+    """What a slimmed model changed of its class, as plain JSON: layer shapes, channel-count attributes, the blocks
+    it dropped (``nn.Identity``) and its conv kernels. :func:`apply_architecture` gives a fresh instance the same."""
+    return {"layers": layer_shapes(model), "attrs": module_attrs(model), "identity": identity_modules(model),
+            "kernels": conv_kernels(model)}
+
+
+def apply_architecture(model: nn.Module, arch: Mapping) -> nn.Module:
+    """Give a fresh instance of the original class what :func:`architecture` recorded (in place; weights are
+    placeholders a state_dict fills). Records from before depth, kernels or attributes lack those keys."""
+    to_identity(model, arch.get("identity") or [])  # blocks the subnet dropped (elastic depth)
+    set_conv_kernels(model, arch.get("kernels") or {})  # elastic kernels
+    reshape_to(model, arch["layers"])
+    set_module_attrs(model, arch.get("attrs") or {})
+    return model
+
+
 def _candidate_archs(cls: type) -> list[str]:
     """Specs that may build ``cls``: torchvision builders returning it, then the class's own import path."""
     out = []
@@ -488,10 +505,7 @@ def save_exported(model: nn.Module, path: Union[str, Path], subnet=None, arch: O
         "arch": arch,
         "num_classes": num_classes,
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "layers": layer_shapes(model),
-        "attrs": module_attrs(model),
-        "identity": identity_modules(model),
-        "kernels": conv_kernels(model),
+        **architecture(model),
         "subnet": subnet.to_dict() if subnet is not None else None,
         "input": inputs.to_dict() if inputs is not None else None,
         "classes": [str(c) for c in classes] if classes is not None else None,
@@ -522,9 +536,6 @@ def load_exported(path: Union[str, Path], model: Optional[nn.Module] = None) -> 
             raise SlimnasError(f"{path} holds a {cls}, which slimnas cannot rebuild by import: pass a fresh instance, "
                                f"load_exported(path, {cls.rpartition('.')[2]}(...)), or deploy model.onnx")
         model = build_model(meta["arch"], num_classes=meta.get("num_classes"))
-    to_identity(model, meta.get("identity") or [])  # blocks the subnet dropped (elastic depth)
-    set_conv_kernels(model, meta.get("kernels") or {})  # elastic kernels (files from before them have none)
-    reshape_to(model, meta["layers"])
-    set_module_attrs(model, meta.get("attrs") or {})  # files from before channel-count attributes have none
+    apply_architecture(model, meta)
     load_state(model, data["state_dict"], str(path))
     return model.eval()

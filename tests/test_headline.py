@@ -373,3 +373,26 @@ def test_int8_rows_are_judged_against_their_own_goals():
     assert "not judged" in lines["0.4x"]  # no INT8 row at 0.4x
     fp32 = goal_lines(rows, 0.77)
     assert "best arm slimnas-bsnas 74.00" in fp32[0] and "MISSED" in fp32[0]  # the chained 99% row is not an arm
+
+
+@torch.no_grad()
+def test_plain_copy_keeps_dropped_blocks_and_changed_kernels():
+    """What every method hands to fine-tuning: the original class with the subnet's widths, its dropped blocks as
+    nn.Identity and its kernel sizes (a 5x5 depthwise conv the search chose used to fail to load)."""
+    import random
+
+    import slimnas
+    from headline_lib.methods.base import plain_copy
+    from slimnas.export import export_subnet
+
+    base = calibrate(torchvision.models.mobilenet_v2(num_classes=10), SHAPE)
+    net = slimnas.convert(base, 32, depth=True, kernel_sizes=(3, 5)).eval()
+    rng = random.Random(0)
+    subnet = next(s for s in (net.space.sample(rng) for _ in range(500))
+                  if net.space.dropped(s) and any(v == 5 for v in s.kernels.values()))
+    exported = export_subnet(net, subnet)
+    copy = plain_copy(base, exported)
+    assert type(copy) is type(base) and any(type(m) is nn.Identity for m in copy.modules())
+    assert any(m.kernel_size == (5, 5) for m in copy.modules() if isinstance(m, nn.Conv2d))
+    x = torch.randn(2, *SHAPE)
+    assert float((copy(x) - exported(x)).abs().max()) <= 1e-5

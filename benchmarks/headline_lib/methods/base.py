@@ -17,8 +17,7 @@ from torch import nn
 
 from slimnas.data import DataConfig, Datasets
 from slimnas.errors import SlimnasError
-from slimnas.export import layer_shapes, reshape_to
-from slimnas.models import identity_modules, to_identity
+from slimnas.models import apply_architecture, architecture
 
 from ..bisect import bisect_by_measurement
 from ..measure import architecture_key
@@ -149,7 +148,7 @@ def int8_variant(cls: type[Method], name: str) -> type[Method]:
 def plain_copy(template: nn.Module, model: nn.Module) -> nn.Module:
     """``model``'s layer shapes and weights in a fresh copy of ``template``'s class, free of any library's
     wrappers, hooks or attributes (what every method hands on to fine-tuning and export)."""
-    out = reshape_to(to_identity(copy.deepcopy(template), identity_modules(model)), layer_shapes(model))
+    out = apply_architecture(copy.deepcopy(template), architecture(model))  # widths, dropped blocks, kernels
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     missing = set(out.state_dict()) - set(state)
     if missing:
