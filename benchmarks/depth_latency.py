@@ -54,6 +54,20 @@ def main() -> int:
                     help="skip the width-only table timed beside the depth one")
     args = ap.parse_args()
     out = (ROOT / args.out).resolve()
+    if args.kernel_sizes:  # checked here as `slimnas profile` checks it, before any folder is made
+        from slimnas.cli.common import parse_kernels
+        from slimnas.errors import SlimnasError
+        from slimnas.space import SpaceConfig
+
+        try:
+            SpaceConfig(kernel_sizes=parse_kernels(args.kernel_sizes))
+        except SlimnasError as e:
+            print(f"depth_latency: error: {e}", file=sys.stderr)
+            return 2
+    if args.report_only and not ((out / "validate" / "validate.json").is_file() and (out / "results.json").is_file()):
+        print(f"depth_latency: error: --report-only needs a finished run in {out} (validate/validate.json and "
+              "results.json); run without --report-only first", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     table, val = out / "table", out / "validate"
     slim = [sys.executable, "-m", "slimnas"]
@@ -62,9 +76,6 @@ def main() -> int:
     validate_cmd = [*slim, "latency", "validate", "--table", str(table), "--samples", str(args.samples), "--out", str(val)]
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if args.report_only:  # the outputs are there: nothing is timed again, the first run's wall times and date stay
-        if not (val / "validate.json").is_file() or not (out / "results.json").is_file():
-            raise SystemExit(f"depth_latency: error: --report-only needs a finished run in {out} (validate/validate.json "
-                             "and results.json); run without --report-only first")
         previous = json.loads((out / "results.json").read_text())
         stamp = previous.get("run_utc", "(date of the first run not recorded)")
     wall = previous["wall_s"] if args.report_only else {}
@@ -99,16 +110,16 @@ def main() -> int:
     rows = pd.read_csv(val / "validate.csv")
     cal = json.loads((table / "calibration.json").read_text())
     rows["error_pct"] = 100 * (rows["predicted_ms"] - rows["measured_ms"]) / rows["measured_ms"]
-    by_kept = {int(k): {"n": len(g), "mean_error_pct": float(g["error_pct"].mean()),
-                        "within_10pct": float((g["error_pct"].abs() <= 10).mean())}
-               for k, g in rows.groupby("blocks_kept")}
+    def error_by(groups) -> dict:
+        return {k: {"n": len(g), "mean_error_pct": float(g["error_pct"].mean()),
+                    "within_10pct": float((g["error_pct"].abs() <= 10).mean())} for k, g in groups}
+
+    by_kept = {int(k): v for k, v in error_by(rows.groupby("blocks_kept")).items()}
     by_kernel = {}
     if "kernel_mean" in rows:  # elastic kernels: the error by the mean kernel size, in three bins
         # a random draw over 3/5/7 puts the mean near 5 (sd about 0.4 over MobileNetV2's 17 convs): bins around it
         bins = pd.cut(rows["kernel_mean"], bins=[0, 4.7, 5.3, 99], labels=["< 4.7", "4.7-5.3", "> 5.3"])
-        by_kernel = {str(k): {"n": len(g), "mean_error_pct": float(g["error_pct"].mean()),
-                              "within_10pct": float((g["error_pct"].abs() <= 10).mean())}
-                     for k, g in rows.groupby(bins, observed=True)}
+        by_kernel = {str(k): v for k, v in error_by(rows.groupby(bins, observed=True)).items()}
     m = res["metrics"]
     summary = {
         "commands": [" ".join(c[3:]).replace(str(ROOT) + "/", "") for c in (profile_cmd, validate_cmd)],

@@ -411,3 +411,21 @@ def test_kernel_table_times_a_unit_per_kernel_size(tmp_path):
     validate(tmp_path, slimnas.tables.supernet_for(table), samples=4, seed=1, out=out, rounds=2)
     rows = pd.read_csv(out / "validate.csv")
     assert len(rows) == 4 and set(rows["kernel_mean"]) <= {3.0, 5.0} and rows["measured_ms"].gt(0).all()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kernel-sizes", "3,4"], "kernel_sizes must be odd positive integers"),
+    (["--kernel-sizes", "3,x"], "--kernel-sizes takes odd integers"),
+    (["--report-only"], "--report-only needs a finished run"),
+])
+def test_depth_latency_bench_bad_input_is_one_line_and_makes_no_folder(tmp_path, args, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "depth_latency.py"), *args, "--out", str(out)],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and message in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+    assert not out.exists()

@@ -191,12 +191,15 @@ def parse_arm(text: str) -> dict:
                 changes[key] = value.strip()
         except ValueError:
             raise SlimnasError(f"arm setting {item!r}: {key} needs a number, got {value!r}") from None
-    if "kernel_sizes" in changes:
+    if "kernel_sizes" in changes:  # SpaceConfig checks the sizes, as it does for slim's config
+        from slimnas.space import SpaceConfig
+
         try:
             ks = SlimnasArmConfig(kernel_sizes=changes["kernel_sizes"]).kernels()
-        except ValueError:
+            SpaceConfig(kernel_sizes=ks)
+        except (ValueError, SlimnasError):
             ks = ()
-        if not ks or any(k < 1 or k % 2 == 0 for k in ks):
+        if not ks:
             raise SlimnasError(f"arm setting kernel_sizes={changes['kernel_sizes']!r}: write odd sizes joined by '-', "
                                "e.g. kernel_sizes=3-5-7")
     if "supernet_teacher" in changes:
