@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[-1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arm", type=Path, required=True, help="a headline slimnas arm's seed folder (supernet/ and BUDGET/slim/)")
+    p.add_argument("--supernet", type=Path, help="the arm's trained supernet run (default ARM/supernet; a variant arm's "
+                   "lies under the base arm, e.g. runs/headline/W/slimnas-bsnas/seed0/supernet[depth=1:...])")
     p.add_argument("--budget", default="0.5x", help="the budget folder of that arm (default 0.5x)")
     p.add_argument("--lo", type=float, default=0.85, help="lowest predicted share of the budget (default 0.85)")
     p.add_argument("--hi", type=float, default=1.0, help="highest predicted share of the budget (default 1.0)")
@@ -78,11 +80,13 @@ def main(argv=None) -> int:
     from slimnas.errors import SlimnasError
 
     slim_run = args.arm / args.budget / "slim"
+    args.supernet = args.supernet or args.arm / "supernet"
     try:
-        for need in (args.arm / "supernet", slim_run / "search_history.csv", slim_run / "verify.csv", args.weights):
+        for need in (args.supernet, slim_run / "search_history.csv", slim_run / "verify.csv", args.weights):
             if not need.exists():
                 raise SlimnasError(f"{need} not found: --arm must be a finished headline slimnas arm "
-                                   "(runs/headline/quick/slimnas-bsnas/seed0) and --weights the base checkpoint")
+                                   "(runs/headline/quick/slimnas-bsnas/seed0), --supernet its supernet run "
+                                   "and --weights the base checkpoint")
         if args.subnets < 3 or not 0 < args.lo < args.hi:
             raise SlimnasError("--subnets must be at least 3 and 0 < --lo < --hi")
         fraction = float(args.budget.rstrip("x"))
@@ -126,7 +130,7 @@ def run(args, slim_run: Path, fraction: float) -> int:
     data = load_data(DataConfig("cifar10", image_size=INPUT_SHAPE[1], val_subset=profile.val_subset, seed=0))
     base = load_model(ARCH, num_classes=NUM_CLASSES, weights=str(args.weights)).eval()
     evaluator = test_evaluator(data, profile.calib_images, torch.device("cpu"))
-    _, net, _, _ = load_run(args.arm / "supernet", "cpu")
+    _, net, _, _ = load_run(args.supernet, "cpu")
     recipe = replace(profile.finetune, seed=seed)
     rows, t_all = [], time.time()
     for i, r in enumerate(picked.itertuples(), 1):
