@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import near_budget_rank  # noqa: E402
+import near_budget_rank
 
 
 def _arm(tmp_path: Path) -> Path:
