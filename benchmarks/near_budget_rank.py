@@ -8,7 +8,8 @@ profile's fine-tune (the same recipe as every headline model: 4 x 300 steps, dis
 of the arm) and the headline's test score (all 10,000 CIFAR-10 test images, BN re-estimated). It reports
 Kendall's tau between the supernet estimates (validation top-1, and validation cross-entropy with its sign
 flipped) and the fine-tuned test top-1, with every estimate's standard error. Each subnet's fine-tune is
-cached in ``--work``: rerun the same command to resume.
+cached in ``--work``: rerun the same command to resume. The supernet is the one the slim run searched (its
+``config.yaml``), so a variant arm (``ARM:depth=1``) needs no ``--supernet``.
 
     flock /tmp/slimnas-cpu.lock env PYTHONPATH=. python benchmarks/near_budget_rank.py \\
         --arm runs/headline/quick/slimnas-bsnas/seed0 --budget 0.5x --subnets 12 --out benchmarks/results/near_budget_rank
@@ -60,12 +61,24 @@ def spread(band, n: int):
     return band.iloc[idx].reset_index(drop=True)
 
 
+def searched_supernet(slim_run: Path) -> Path | None:
+    """The supernet run that ``slim_run`` searched (``supernet.run`` of its ``config.yaml``, read as slimnas reads it
+    on resume), or None if it names none."""
+    from slimnas.pipeline.config import load_config
+    from slimnas.pipeline.prepare import CONFIG
+
+    config = slim_run / CONFIG
+    run = load_config(config).supernet.run if config.is_file() else None
+    return Path(run) if run else None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[-1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arm", type=Path, required=True, help="a headline slimnas arm's seed folder (supernet/ and BUDGET/slim/)")
-    p.add_argument("--supernet", type=Path, help="the arm's trained supernet run (default ARM/supernet; a variant arm's "
-                   "lies under the base arm, e.g. runs/headline/W/slimnas-bsnas/seed0/supernet[depth=1:...])")
+    p.add_argument("--supernet", type=Path, help="the arm's trained supernet run (default: the one the slim run of "
+                   "--budget searched, its config.yaml's supernet.run; a variant arm's lies under the base arm, e.g. "
+                   "runs/headline/W/slimnas-bsnas/seed0/supernet[depth=1:...])")
     p.add_argument("--budget", default="0.5x", help="the budget folder of that arm (default 0.5x)")
     p.add_argument("--lo", type=float, default=0.85, help="lowest predicted share of the budget (default 0.85)")
     p.add_argument("--hi", type=float, default=1.0, help="highest predicted share of the budget (default 1.0)")
@@ -80,7 +93,7 @@ def main(argv=None) -> int:
     from slimnas.errors import SlimnasError
 
     slim_run = args.arm / args.budget / "slim"
-    args.supernet = args.supernet or args.arm / "supernet"
+    args.supernet = args.supernet or searched_supernet(slim_run) or args.arm / "supernet"
     try:
         for need in (args.supernet, slim_run / "search_history.csv", slim_run / "verify.csv", args.weights):
             if not need.exists():

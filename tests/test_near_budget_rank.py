@@ -53,3 +53,21 @@ def test_a_variant_arms_supernet_is_found_under_supernet(tmp_path, capsys):
                                   "--weights", str(tmp_path / "base.pth"), "--out", str(tmp_path / "out")])
     assert code == 2
     assert "--subnets must be at least 3" in capsys.readouterr().err
+
+
+def test_the_default_supernet_is_the_one_the_slim_run_searched(tmp_path, capsys):
+    """Without --supernet, the script takes the supernet that the budget's slim run names in its config.yaml (a
+    variant arm's lies under the base arm's folder, not ARM/supernet). Before, it looked for ARM/supernet and said
+    "not found"; now that check passes and the next one (--subnets) speaks."""
+    from slimnas.pipeline.config import SlimConfig, SupernetConfig, dump_config
+
+    arm = _arm(tmp_path)
+    elsewhere = tmp_path / "base_arm" / "seed0" / "supernet[depth=1]"
+    elsewhere.mkdir(parents=True)
+    (arm / "0.5x" / "slim" / "config.yaml").write_text(dump_config(SlimConfig(supernet=SupernetConfig(run=str(elsewhere)))))
+    assert near_budget_rank.searched_supernet(arm / "0.5x" / "slim") == elsewhere
+    code = near_budget_rank.main(["--arm", str(arm), "--subnets", "2", "--weights", str(tmp_path / "base.pth"),
+                                  "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "--subnets must be at least 3" in capsys.readouterr().err
+    assert not (arm / "supernet").exists()
