@@ -93,8 +93,8 @@ def main(argv=None) -> int:
     from slimnas.errors import SlimnasError
 
     slim_run = args.arm / args.budget / "slim"
-    args.supernet = args.supernet or searched_supernet(slim_run) or args.arm / "supernet"
     try:
+        args.supernet = args.supernet or searched_supernet(slim_run) or args.arm / "supernet"
         for need in (args.supernet, slim_run / "search_history.csv", slim_run / "verify.csv", args.weights):
             if not need.exists():
                 raise SlimnasError(f"{need} not found: --arm must be a finished headline slimnas arm "

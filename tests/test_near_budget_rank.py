@@ -71,3 +71,13 @@ def test_the_default_supernet_is_the_one_the_slim_run_searched(tmp_path, capsys)
     assert code == 2
     assert "--subnets must be at least 3" in capsys.readouterr().err
     assert not (arm / "supernet").exists()
+
+
+def test_a_broken_slim_config_is_one_line_and_exit_2(tmp_path, capsys):
+    arm = _arm(tmp_path)
+    (arm / "0.5x" / "slim" / "config.yaml").write_text("supernet: [unclosed\n")
+    code = near_budget_rank.main(["--arm", str(arm), "--weights", str(tmp_path / "base.pth"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("near_budget_rank: error:") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
