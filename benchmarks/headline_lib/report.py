@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -273,7 +274,30 @@ def _quant(rows: list[dict]) -> str:
     return ", ".join(f"{k} {v}" for k, v in q.items()) or "slimnas.quantize.SETTINGS"
 
 
+LEGEND_WIDTH = 60  # characters per legend line: an arm variant's name is long
+
+
+def legend_label(text: str, width: int = LEGEND_WIDTH) -> str:
+    """``text`` on lines of at most ``width`` characters, broken after the ":" of an arm variant's fields."""
+    lines = [""]
+    for piece in re.findall(r"[^:]+:?|:", text):
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(chunk for line in lines for chunk in (line[i:i + width] for i in range(0, len(line), width)))
+
+
 def plot(results: dict, rows: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(results, rows)
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def figure(results: dict, rows: list[dict]):
+    """The accuracy-vs-latency figure, its legend beside the axes (never over the points)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -281,7 +305,7 @@ def plot(results: dict, rows: list[dict], path: Path) -> None:
 
     base = results["base"]
     base_ms = results["final_timing"]["base"]["latency_ms"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 5))  # the legend takes the right third
     markers = dict(zip(list(PEERS) + list(SLIMNAS_ARMS), "osD^v<"))
     groups = summary(rows)
     seeds = results.get("seeds", 1)
@@ -294,7 +318,8 @@ def plot(results: dict, rows: list[dict], path: Path) -> None:
             gs = sorted((g for g in groups if g["method"] == name), key=lambda g: g["ratio_mean"])
             ax.errorbar([g["ratio_mean"] for g in gs], [g["top1_mean"] for g in gs], yerr=[g["top1_sd"] for g in gs],
                         xerr=[[g["ratio_mean"] - g["ratio_min"] for g in gs], [g["ratio_max"] - g["ratio_mean"] for g in gs]],
-                        capsize=2, color=dots[0].get_color(), label=f"{name} (mean ± sd, {seeds} seeds)", **style)
+                        capsize=2, color=dots[0].get_color(), label=legend_label(f"{name} (mean ± sd, {seeds} seeds)"),
+                        **style)
             continue
         rs = sorted((r for r in rows if r["method"] == name), key=lambda r: r["latency_ratio"])
         ax.errorbar([r["latency_ratio"] for r in rs], [100 * r["test_top1"] for r in rs],
@@ -302,22 +327,21 @@ def plot(results: dict, rows: list[dict], path: Path) -> None:
                     # the same round, so it can fall outside the per-round ratios' p10-p90: no negative bar then
                     xerr=[[max(0.0, r["latency_ratio"] - r["ratio_p10"]) for r in rs],
                           [max(0.0, r["ratio_p90"] - r["latency_ratio"]) for r in rs]],
-                    capsize=2, label=name, **style)
+                    capsize=2, label=legend_label(name), **style)
     ax.plot([1.0], [100 * base["test_top1"]], "k*", ms=12, label=f"base ({base_ms:.3f} ms)")
     for frac in results["budgets"]["fractions"]:
         ax.axvline(frac, color="grey", ls="--", lw=0.8)
-        ax.text(frac, ax.get_ylim()[0], f" {frac:g}x budget", color="grey", va="bottom", fontsize=8)
+        ax.text(frac, ax.get_ylim()[0], f" {frac:g}x budget", color="grey", va="bottom", ha="right", rotation=90,
+                fontsize=8)
     backend = results["final_timing"]["backend"]
     xbars = "min–max over seeds" if seeds > 1 else "p10–p90 of the per-round ratios"
     ax.set(xlabel=f"measured latency / base in the same run (bars: {xbars})\n"
                   f"{backend.get('backend')} {backend.get('backend_version')} CPU, {backend.get('threads')} thread, batch 1",
            ylabel="CIFAR-10 test top-1 (%)", title=f"MobileNetV2 CIFAR-10: accuracy vs measured latency ({results['profile']})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    return fig
 
 
 def write_report(results: dict, out: Path) -> None:
