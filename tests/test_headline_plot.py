@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from headline_lib.report import LEGEND_WIDTH, figure, legend_label, plot  # noqa: E402
+from headline_lib.report import LEGEND_WIDTH, figure, legend_label, plot
 
 # a committed report with two long arm-variant names, INT8 rows and two seeds (no ../shared needed)
 REPORT = ROOT / "benchmarks/results/headline/int8/depth-xeon/results.json"
