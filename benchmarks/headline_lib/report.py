@@ -288,9 +288,9 @@ def legend_label(text: str, width: int = LEGEND_WIDTH) -> str:
 
 
 def plot(results: dict, rows: list[dict], path: Path) -> None:
+    fig = figure(results, rows)  # first: it selects the Agg backend before pyplot is imported
     import matplotlib.pyplot as plt
 
-    fig = figure(results, rows)
     with atomic_path(path, suffix=".tmp.png") as tmp:
         fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
     plt.close(fig)
