@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import SlimnasError
 from ..latency import BackendConfig, ProfileConfig, TimingConfig, backend_names, create_backend, profile
+from ..latency.probe import PROBES
 from . import command
 from .common import add_model_arguments, add_space_arguments, parse_kernels, parse_ratios, supernet_from_args
 
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     net = supernet_from_args(args)
     out = Path(args.out) if args.out else default_table_dir(args)
     config = ProfileConfig(timing=TimingConfig(samples=args.samples), grid_step=args.grid_step,
-                           refine_tol=args.refine_tol, calibration_subnets=args.calibration_subnets, passes=args.passes)
+                           refine_tol=args.refine_tol, calibration_subnets=args.calibration_subnets, passes=args.passes,
+                           probe=args.probe)
     model_args = {"model": args.model, "num_classes": args.num_classes, "weights": args.weights,
                   "ratios": list(parse_ratios(args.ratios)), "divisor": args.divisor, "max_ratio": args.max_ratio,
                   **({"conv_groups": args.conv_groups} if args.conv_groups != "whole" else {}),
@@ -60,3 +62,7 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--passes", type=int, default=2, help="time every measured entry this many times, keep the best (default: 2)")
     p.add_argument("--calibration-subnets", type=int, default=30, help="whole subnets timed end to end for calibration (default: 30)")
     p.add_argument("--out", help="table directory (default: latency_tables/<model>_<size>_<backend>_...)")
+    p.add_argument("--probe", choices=PROBES, default=None,
+                   help="the reference probe that follows the machine's speed (slimnas.latency.probe): conv (a dense "
+                        "3x3 kernel) or net (a small whole network); default: net for int8 tables, conv otherwise; "
+                        "a resumed table keeps its own")

@@ -111,7 +111,7 @@ def export_subnets(supernet, subnets: Sequence[Subnet], folder: Path, batch: int
 
 def time_onnx_files(paths: Sequence[Path], backend: str, config: BackendConfig, timing: TimingConfig,
                     e2e: E2EConfig = E2EConfig(), output_shape: Sequence[int] = (),
-                    dtypes: Optional[Sequence[str]] = None) -> dict:
+                    dtypes: Optional[Sequence[str]] = None, probe: str = "conv", extra_probes: Sequence[str] = ()) -> dict:
     """Time exported models (``.onnx`` files, or ``.pt`` files from :func:`export_subnets` for the torch
     backend) end to end in ``e2e.processes`` fresh worker processes, one after another.
 
@@ -121,13 +121,20 @@ def time_onnx_files(paths: Sequence[Path], backend: str, config: BackendConfig, 
     and at the end. With several processes these are combined over them (:func:`combine_processes`) and
     ``processes`` keeps each one's own output. A worker that fails (a backend refusing the files, say) is a
     one-line :class:`SlimnasError`. ``dtypes`` (one per path) times a file in another dtype than
-    ``config.dtype`` (an FP32 original among INT8 candidates), in the same process and rounds.
+    ``config.dtype`` (an FP32 original among INT8 candidates), in the same process and rounds. ``probe`` names the
+    reference probe (:data:`slimnas.latency.probe.PROBES`; the table's own), ``extra_probes`` others timed beside
+    it (``probe_ms_by_kind`` holds each one's rounds).
     """
+    from .probe import PROBES
+
+    for kind in (probe, *extra_probes):
+        if kind not in PROBES:
+            raise SlimnasError(f"no reference probe {kind!r}; the probes are {', '.join(PROBES)}")
     if dtypes is not None and len(dtypes) != len(paths):
         raise SlimnasError(f"{len(dtypes)} dtypes for {len(paths)} files to time")
     job = {"paths": [str(p) for p in paths], "backend": backend, "config": asdict(config),
            "timing": asdict(timing), "e2e": asdict(e2e), "output_shape": list(output_shape),
-           "dtypes": list(dtypes) if dtypes is not None else None}
+           "dtypes": list(dtypes) if dtypes is not None else None, "probe": probe, "extra_probes": list(extra_probes)}
     raws = [_run_worker(job, config.threads) for _ in range(e2e.processes)]
     return combine_processes(raws) if len(raws) > 1 else {**raws[0], "processes": raws}
 
@@ -195,8 +202,10 @@ def combine_processes(raws: Sequence[dict]) -> dict:
         rm = m["round_medians_ms"]
         m["spread_pct"] = (max(rm) - min(rm)) / m["median_ms"] * 100 if rm and m["median_ms"] else 0.0
     probes = [float(p) for r in raws for p in r["probe_ms"]]
-    return {**{k_: v_ for k_, v_ in raws[0].items() if k_ not in ("models", "probe_ms")}, "models": out_models,
-            "probe_ms": probes, "processes": list(raws)}
+    by_kind = {kind: [float(p) for r in raws for p in r.get("probe_ms_by_kind", {}).get(kind, [])]
+               for kind in raws[0].get("probe_ms_by_kind", {})}
+    return {**{k_: v_ for k_, v_ in raws[0].items() if k_ not in ("models", "probe_ms", "probe_ms_by_kind")},
+            "models": out_models, "probe_ms": probes, "probe_ms_by_kind": by_kind, "processes": list(raws)}
 
 
 def repeat_error_pct(half_diff_pct: Sequence[float]) -> float:

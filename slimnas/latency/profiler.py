@@ -25,8 +25,8 @@ from .e2e import E2EConfig, export_subnets, time_onnx_files
 from .fingerprint import machine, space_hash
 from .grid import adaptive
 from .predictor import LatencyPredictor
-from .probe import time_baseline, time_probe, unit_workload
-from .table import LatencyTable
+from .probe import PROBES, default_probe, table_probe, time_baseline, time_probe, unit_workload
+from .table import FINGERPRINT, LatencyTable
 from .timing import TimingConfig
 from .units import candidate_pairs, units_of
 
@@ -47,6 +47,7 @@ class ProfileConfig:
     # timings of whole networks were off by up to 20% per network on a shared VM, benchmarks/results/timing_processes/)
     e2e: E2EConfig = field(default_factory=lambda: E2EConfig(processes=3))
     drift_corrected: bool = True  # calibrate on entries rescaled by the probe timed before each
+    probe: Optional[str] = None  # the reference probe (slimnas.latency.probe.PROBES); None: the dtype's default
 
 
 def fingerprint_for(supernet, backend: Backend, model: str, model_args: Optional[dict], config: ProfileConfig) -> dict:
@@ -56,6 +57,7 @@ def fingerprint_for(supernet, backend: Backend, model: str, model_args: Optional
         "model_args": model_args or {}, "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "timing": asdict(config.timing), "grid_step": config.grid_step, "refine_tol": config.refine_tol,
         "e2e": asdict(config.e2e), "passes": config.passes, "format": "slimnas.latency_table/1",
+        "probe": config.probe or default_probe(backend.config.dtype),
     }
 
 
@@ -65,7 +67,16 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
     config = config or ProfileConfig()
     out = Path(out)
     t_start = time.time()
-    table = LatencyTable.create_or_resume(out, fingerprint_for(supernet, backend, model, model_args, config))
+    fp = fingerprint_for(supernet, backend, model, model_args, config)
+    if fp["probe"] not in PROBES:
+        raise SlimnasError(f"no reference probe {fp['probe']!r}; the probes are {', '.join(PROBES)}")
+    if (out / FINGERPRINT).is_file() and config.probe is None:  # a resumed table stays on its own probe
+        fp["probe"] = table_probe(LatencyTable.load(out).fingerprint)
+    table = LatencyTable.create_or_resume(out, fp)
+    if table.probe != fp["probe"]:
+        raise SlimnasError(f"{out} holds a table on the {table.probe!r} reference probe, not {fp['probe']!r}: "
+                           "resume it without --probe, or choose another --out")
+    kind = table.probe
     batch = backend.config.batch
     timing = config.timing
     first: dict[tuple, float] = {}  # each entry's first timing: the grid's decisions replay from these
@@ -78,7 +89,7 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
 
     def probe() -> float:
         if state["probe"] is None or time.time() - state["probe_at"] > config.probe_every_s:
-            t = time_probe(backend, timing)
+            t = time_probe(backend, timing, kind)
             table.append({"kind": "probe", "signature": "probe", "cin": 0, "cout": 0, **_stats(t), "source": "measured",
                           "probe_ms": t.median_ms})
             state["probe"], state["probe_at"] = t.median_ms, time.time()
@@ -169,7 +180,7 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
         logger.info(f"timing {len(missing)} whole subnets end to end (fresh process)")
         folder = out / backend.model_format
         paths = export_subnets(supernet, missing, folder, batch, fmt=backend.model_format)
-        res = time_onnx_files(paths, backend.name, backend.config, timing, config.e2e)
+        res = time_onnx_files(paths, backend.name, backend.config, timing, config.e2e, probe=kind)
         p = config.e2e.probe_ms(res["probe_ms"])
         for s, m in zip(missing, res["models"]):
             table.append({"kind": "model", "signature": s.hash, "cin": 0, "cout": 0, "median_ms": config.e2e.latency_ms(m),

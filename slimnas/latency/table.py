@@ -110,6 +110,13 @@ class LatencyTable:
         b = self.of_kind("baseline")
         return float(b["median_ms"].median()) if len(b) else 0.0
 
+    @property
+    def probe(self) -> str:
+        """The reference probe this table is on (:mod:`.probe`): every later timing must time the same one."""
+        from .probe import table_probe
+
+        return table_probe(self.fingerprint)
+
     def probe_ms(self) -> float:
         """The reference probe's speed when the table was built (median over the build's probes)."""
         p = self.of_kind("probe")

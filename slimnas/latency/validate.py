@@ -59,19 +59,20 @@ def e2e_for(table: LatencyTable, rounds: Optional[int] = None) -> E2EConfig:
 
 
 def _time_chunks(net, subnets, backend, timing, e2e, work: Path, chunk: int, max_chunks: Optional[int],
-                 original: bool = False) -> list[dict]:
+                 original: bool = False, probe: str = "conv") -> list[dict]:
     """Time ``subnets`` in chunks (each in its own fresh worker run); a finished chunk is kept in
     ``work/chunk_NNN.json`` and not timed again. Returns the chunks finished so far, in order.
 
     ``original``: each chunk also times the supernet's original subnet in the same rounds (kept apart, under
-    ``"original"``: a chunk's ``"models"`` stay one per subnet), the anchor of :func:`_compare`'s anchored metrics."""
+    ``"original"``: a chunk's ``"models"`` stay one per subnet), the anchor of :func:`_compare`'s anchored metrics.
+    ``probe``: the table's reference probe, timed in every round."""
     size = chunk or len(subnets)
     parts = [subnets[i:i + size] for i in range(0, len(subnets), size)]
     done, timed = [], 0
     for k, part in enumerate(parts):
         f = work / f"chunk_{k:03d}.json"
         job = {"subnets": [s.hash for s in part], "e2e": asdict(e2e), "timing": asdict(timing),
-               **({"original": net.space.original().hash} if original else {})}
+               **({"original": net.space.original().hash} if original else {}), **({"probe": probe} if probe != "conv" else {})}
         if f.is_file():
             data = json.loads(f.read_text())
             if data.get("job") == job:
@@ -82,7 +83,7 @@ def _time_chunks(net, subnets, backend, timing, e2e, work: Path, chunk: int, max
         t0 = time.time()
         timed_subnets = [*part, net.space.original()] if original else part
         paths = export_subnets(net, timed_subnets, work / backend.model_format, backend.config.batch, fmt=backend.model_format)
-        res = time_onnx_files(paths, backend.name, backend.config, timing, e2e)
+        res = time_onnx_files(paths, backend.name, backend.config, timing, e2e, probe=probe)
         for p in paths:
             p.unlink(missing_ok=True)
         models = res["models"]
@@ -120,13 +121,13 @@ def validate(table_path, supernet, samples: int = 50, seed: int = 0, out: Option
     with tempfile.TemporaryDirectory(prefix="slimnas-validate-") as tmp:
         work = Path(out) / "work" if out is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        chunks = _time_chunks(net, subnets, backend, timing, e2e, work, chunk, max_chunks, original=True)
+        chunks = _time_chunks(net, subnets, backend, timing, e2e, work, chunk, max_chunks, original=True, probe=table.probe)
     n_done = sum(len(c["models"]) for c in chunks)
     if n_done < samples:
         logger.info(f"{n_done}/{samples} subnets timed; run again to time the rest")
         return {"finished": False, "timed": n_done, "samples": samples}
     result, rows = _compare(predictor, net, subnets, chunks, e2e)
-    result.update({"finished": True, "table": str(table.path), "samples": samples, "seed": seed, "chunk": chunk,
+    result.update({"finished": True, "table": str(table.path), "probe": table.probe, "samples": samples, "seed": seed, "chunk": chunk,
                    "e2e": asdict(e2e), "wall_s_this_run": round(time.time() - t0, 1),
                    "device": {k: fp.get(k) for k in DEVICE_KEYS}})
     if out is not None:

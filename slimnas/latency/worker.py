@@ -3,8 +3,9 @@
 JOB (JSON) names the files (``.onnx``, or ``.pt`` modules from :func:`.e2e.export_subnets` for the torch
 backend), backend, config, timing and the end-to-end settings (rounds, samples per round); OUT receives
 per-model medians over all rounds, each round's median, the even-vs-odd rounds' difference, and the reference
-probe of every round. PyTorch is imported only for ``.pt`` files or the torch backend. A backend that refuses
-the files ends the worker with one line on stderr and exit code 2.
+probe of every round (the job's ``probe`` kind, ``conv`` by default; ``extra_probes`` are timed beside it).
+PyTorch is imported only for ``.pt`` files or the torch backend. A backend that refuses the files ends the
+worker with one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -77,16 +78,26 @@ def run(job: dict) -> dict:
     out_shape = tuple(job.get("output_shape") or ())
     calls = [twins[d].loader(_workload(p, out_shape)) for p, d in zip(job["paths"], dtypes)]
     samples: list[list[list[float]]] = [[] for _ in calls]
-    probes = []
+    # ``probe``: the reference probe the caller's table is on (slimnas.latency.probe); ``extra_probes``: others
+    # timed in the same rounds (to compare how well each follows the models' speed)
+    kind = job.get("probe") or "conv"
+    kinds = [kind] + [k for k in job.get("extra_probes") or () if k != kind]
+    probes: dict[str, list[float]] = {k: [] for k in kinds}
+
+    def time_probes() -> None:
+        for k in kinds:
+            probes[k].append(time_probe(backend, round_timing, k).median_ms)
+
     with backend.session_threads():
         for r in range(rounds):
-            probes.append(time_probe(backend, round_timing).median_ms)
+            time_probes()
             order = range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))
             for i in order:
                 samples[i].append(sample_calls(calls[i], round_timing)[0].tolist())
-        probes.append(time_probe(backend, round_timing).median_ms)
+        time_probes()
     models = [{"path": p, "dtype": d, **summarise(s)} for p, d, s in zip(job["paths"], dtypes, samples)]
-    return {"models": models, "probe_ms": probes, "backend": backend.describe()}
+    return {"models": models, "probe_ms": probes[kind], "probe": kind, "probe_ms_by_kind": probes,
+            "backend": backend.describe()}
 
 
 def main(job_file: str, out_file: str) -> int:

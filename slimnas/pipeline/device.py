@@ -112,7 +112,7 @@ def summary(record: dict, e2e: E2EConfig) -> dict:
 
 
 def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig,
-                dtypes: Optional[Sequence[str]] = None) -> tuple[list[dict], float, list[float]]:
+                dtypes: Optional[Sequence[str]] = None, probe: str = "conv") -> tuple[list[dict], float, list[float]]:
     """Time ONNX files end to end in one fresh process, interleaved: per-model summaries, probe median, probes.
 
     A shared machine is sometimes busy for a while: when some model's even and odd rounds disagree by
@@ -121,12 +121,14 @@ def time_models(paths: Sequence[Path], backend: Backend, config: LatencyConfig,
     rounds of the one before: the quietest round of a longer timing is less a matter of luck, so a machine that
     is noisy throughout (a VM whose 10-round timings disagreed by 6-11% with nothing else running) gets a
     longer measurement instead of the same short one again. ``dtypes`` (one per path): files timed in another
-    dtype than the backend's (:func:`slimnas.latency.e2e.time_onnx_files`).
+    dtype than the backend's (:func:`slimnas.latency.e2e.time_onnx_files`). ``probe``: the reference probe of
+    the table the timings are set against (:attr:`slimnas.pipeline.targets.Target.probe`).
     """
     best = None
     for attempt in range(1, config.attempts + 1):
         e2e = e2e_config(config, scale=2 ** (attempt - 1))
-        res = time_onnx_files(list(paths), backend.name, backend.config, TimingConfig(samples=config.samples), e2e, dtypes=dtypes)
+        res = time_onnx_files(list(paths), backend.name, backend.config, TimingConfig(samples=config.samples), e2e, dtypes=dtypes,
+                              probe=probe)
         models = [summary(m, e2e) for m in res["models"]]
         probes = [float(p) for p in res["probe_ms"]]
         worst = max((m["repeat_pct"] for m in models if np.isfinite(m["repeat_pct"])), default=0.0)

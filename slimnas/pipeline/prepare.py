@@ -198,8 +198,11 @@ def anchor(predictor: LatencyPredictor, net: Supernet, reference: dict) -> tuple
     reference probe, then anchored on the original model timed end to end in that same run (the small probe does
     not follow every slowdown of a shared machine: on this project's CPU the original timed 6% and 33% above the
     probe-rescaled prediction on two occasions). Relative budgets then mean the same on both sides of the
-    comparison. The predictor given is left as it was (a predictor is a value)."""
-    rescaled = predictor.rescale(reference["probe_ms"])
+    comparison. The predictor given is left as it was (a predictor is a value). A reference timed with another
+    probe than the table's (a run folder from before its table's probe was chosen) is anchored without the rescale.
+    """
+    same_probe = reference.get("probe", "conv") == predictor.table.probe
+    rescaled = predictor.rescale(reference["probe_ms"]) if same_probe else predictor
     predicted = float(rescaled.predict([net.space.original()])[0])
     factor = reference["original"]["median_ms"] / predicted
     anchored = rescaled.at_speed(rescaled.speed * factor)
@@ -228,12 +231,12 @@ def check_steady(original: dict, cfg: LatencyConfig) -> None:
 
 
 def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg: LatencyConfig, folder: Path,
-                      budget_dtype: Optional[str] = None) -> dict:
+                      budget_dtype: Optional[str] = None, probe: str = "conv") -> dict:
     """The original model and the smallest subnet, timed end to end in one fresh process with the probe.
 
     ``budget_dtype`` other than the backend's (fp32 on an INT8 target): the original is also timed in that dtype,
     interleaved in the same rounds (``original_fp32``: what a relative budget is a fraction of, see
-    :mod:`.targets`)."""
+    :mod:`.targets`). ``probe``: the target table's reference probe."""
     smallest = net.space.min()
     logger.info(f"timing the original model and the smallest subnet end to end on {backend.name} ({backend.config.device}, "
         f"{cfg.threads} thread(s), batch {cfg.batch}, {cfg.dtype}; fresh process)")
@@ -243,14 +246,14 @@ def measure_reference(original: nn.Module, net: Supernet, backend: Backend, cfg:
     small = small.rename(folder / "smallest.onnx")
     extra = budget_dtype is not None and budget_dtype != cfg.dtype
     paths, dtypes = ([orig, orig, small], [cfg.dtype, budget_dtype, cfg.dtype]) if extra else ([orig, small], None)
-    timings, probe, probes = time_models(paths, backend, cfg, dtypes)
+    timings, probe_ms, probes = time_models(paths, backend, cfg, dtypes, probe)
     o, s = timings[0], timings[-1]
     check_steady(o, cfg)
     logger.info(f"original model: {o['median_ms']:.4f} ms (quietest round's median), repeat error {o['repeat_pct']:.1f}% "
         f"(even vs odd rounds; steady below {cfg.steady_pct:g}%), spread of the round medians {o['spread_pct']:.0f}%, "
         f"timing attempt {o.get('attempt', 1)} of at most {cfg.attempts}")
-    out = {"original": o, "smallest": s, "smallest_subnet": smallest.to_dict(), "probe_ms": probe,
-           "probe_rounds_ms": probes, "backend": backend.describe(),
+    out = {"original": o, "smallest": s, "smallest_subnet": smallest.to_dict(), "probe_ms": probe_ms,
+           "probe": probe, "probe_rounds_ms": probes, "backend": backend.describe(),
            "original_flops": net.flops(net.space.original()), "original_params": net.params(net.space.original())}
     if extra:
         check_steady(timings[1], cfg)
@@ -310,7 +313,7 @@ def prepare(config: SlimConfig, out: Optional[Path] = None) -> Plan:
                 t.reference = json.loads(saved.read_text())
             else:
                 folder = measured_in / t.folder
-                t.reference = measure_reference(original, net, t.backend, t.config, folder, t.budget_dtype)
+                t.reference = measure_reference(original, net, t.backend, t.config, folder, t.budget_dtype, t.probe)
             if t.predictor is not None:
                 t.predictor, t.speed = anchor(t.predictor, net, t.reference)
         budget = check_budget(constraints, reference_costs(net, targets), target_costs(net, smallest, targets, measured=True))

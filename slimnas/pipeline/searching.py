@@ -197,7 +197,7 @@ def search(job: SearchJob, progress: bool = True) -> dict:
             if original is None:
                 original = load_model(spec.model, num_classes=spec.num_classes or data.num_classes, weights=spec.weights)
             with tempfile.TemporaryDirectory(prefix="slimnas-search-") as tmp:
-                t.reference = measure_reference(original, net, t.backend, t.config, Path(tmp), t.budget_dtype)
+                t.reference = measure_reference(original, net, t.backend, t.config, Path(tmp), t.budget_dtype, t.probe)
         t.reference["measured_for"] = measured_for
         t.predictor, t.speed = anchor(t.predictor, net, t.reference)
     default = targets[0] if targets and targets[0].default else None

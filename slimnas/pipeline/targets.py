@@ -17,6 +17,7 @@ FP32 target both are the same timing.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,19 @@ class Target:
     @property
     def folder(self) -> str:
         return target_folder(self.name)
+
+    @property
+    def probe(self) -> str:
+        """The reference probe of this target's table (the one a table profiled into the run will be built on
+        while it does not exist yet): every end-to-end timing of the target times it."""
+        from ..latency.probe import default_probe, table_probe
+        from ..latency.table import FINGERPRINT
+
+        if self.predictor is not None:
+            return self.predictor.table.probe
+        if self.table is not None and (Path(self.table) / FINGERPRINT).is_file():
+            return table_probe(json.loads((Path(self.table) / FINGERPRINT).read_text()))
+        return default_probe(self.config.dtype)
 
     @property
     def budget_dtype(self) -> str:

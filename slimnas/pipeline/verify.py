@@ -112,7 +112,8 @@ def _time_on(target: Target, net, picks: pd.DataFrame, subnets: list[Subnet], co
     files = [original_onnx] * (2 if dtypes else 1) + list(paths)
     logger.info(f"verify round {rnd}: timing {len(paths)} candidates and the original end to end on target "
                 f"{target.describe()} (fresh process)")
-    timings, probe, _ = time_models(files, target.backend, cfg, dtypes + [cfg.dtype] * len(paths) if dtypes else None)
+    timings, probe, _ = time_models(files, target.backend, cfg, dtypes + [cfg.dtype] * len(paths) if dtypes else None,
+                                   target.probe)
     original, base = timings[0], timings[1 if dtypes else 0]  # base: the original a relative budget is a fraction of
     cands = timings[2 if dtypes else 1:]
     mine = target.constraints(constraints)
