@@ -125,11 +125,10 @@ def time_onnx_files(paths: Sequence[Path], backend: str, config: BackendConfig, 
     reference probe (:data:`slimnas.latency.probe.PROBES`; the table's own), ``extra_probes`` others timed beside
     it (``probe_ms_by_kind`` holds each one's rounds).
     """
-    from .probe import PROBES
+    from .probe import check_probe
 
     for kind in (probe, *extra_probes):
-        if kind not in PROBES:
-            raise SlimnasError(f"no reference probe {kind!r}; the probes are {', '.join(PROBES)}")
+        check_probe(kind)
     if dtypes is not None and len(dtypes) != len(paths):
         raise SlimnasError(f"{len(dtypes)} dtypes for {len(paths)} files to time")
     job = {"paths": [str(p) for p in paths], "backend": backend, "config": asdict(config),

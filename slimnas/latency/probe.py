@@ -15,6 +15,8 @@ Two probes (``PROBES``; a table's fingerprint names its own, ``"conv"`` when it 
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
@@ -33,9 +35,17 @@ def default_probe(dtype: str) -> str:
     return DEFAULT_PROBE.get(dtype, "conv")
 
 
-def table_probe(fingerprint) -> str:
-    """The probe a table was built on (tables from before the choice existed name none: ``conv``)."""
-    return str(fingerprint.get("probe") or "conv")
+def table_probe(record) -> str:
+    """The probe a table's fingerprint (or a timing record) names; one from before the choice existed names
+    none: ``conv``."""
+    return str(record.get("probe") or "conv")
+
+
+def check_probe(kind: str) -> str:
+    """``kind`` if it is one of :data:`PROBES`, else a one-line :class:`SlimnasError`."""
+    if kind not in PROBES:
+        raise SlimnasError(f"no reference probe {kind!r}; the probes are {', '.join(PROBES)}")
+    return kind
 
 PROBE_SIG = Signature("conv", (3, 3), (1, 1), (1, 1), (1, 1), False, True, "relu", (28, 28))
 PROBE_CHANNELS = 32
@@ -61,11 +71,9 @@ NET_CLASSES = 10
 
 def probe_workload(kind: str, batch: int = 1) -> Workload:
     """The workload of probe ``kind`` (one of :data:`PROBES`)."""
-    if kind == "conv":
+    if check_probe(kind) == "conv":
         return unit_workload(PROBE_SIG, PROBE_CHANNELS, PROBE_CHANNELS, batch)
-    if kind == "net":
-        return Workload((batch, *NET_INPUT), (batch, NET_CLASSES), onnx=lambda: net_onnx(batch), torch=net_torch)
-    raise SlimnasError(f"no reference probe {kind!r}; the probes are {', '.join(PROBES)}")
+    return Workload((batch, *NET_INPUT), (batch, NET_CLASSES), onnx=lambda: net_onnx(batch), torch=net_torch)
 
 
 def time_probe(backend: Backend, timing: TimingConfig, kind: str = "conv") -> Timing:
@@ -74,28 +82,32 @@ def time_probe(backend: Backend, timing: TimingConfig, kind: str = "conv") -> Ti
 
 
 def _net_weights(seed: int = 0):
-    """Per layer: its spec, conv weight and bias (BN folded, as an exported network has it); then the classifier's."""
+    """Per layer: its spec (with ``starts``: an expansion layer, whose input the block's residual adds back after
+    the projection), conv weight and bias (BN folded, as an exported network has it); then the classifier's."""
     rng = np.random.default_rng(seed)
     layers = []
     for cin, cout, k, s, g, act, res in NET_LAYERS:
         groups = cin if g == "dw" else 1
+        starts = k == 1 and groups == 1 and cin < cout
         w = (rng.standard_normal((cout, cin // groups, k, k)) * (2 / (cin // groups * k * k)) ** 0.5).astype(np.float32)
-        layers.append(((cin, cout, k, s, groups, act, res), w, (rng.standard_normal(cout) * 0.1).astype(np.float32)))
+        layers.append(((cin, cout, k, s, groups, act, res, starts), w, (rng.standard_normal(cout) * 0.1).astype(np.float32)))
     width = NET_LAYERS[-1][1]
     fc = ((rng.standard_normal((NET_CLASSES, width)) * width ** -0.5).astype(np.float32), np.zeros(NET_CLASSES, np.float32))
     return layers, fc
 
 
+@lru_cache(maxsize=8)
 def net_onnx(batch: int = 1) -> bytes:
-    """The ``net`` probe as the ONNX graph torch would export for it (opset 17)."""
+    """The ``net`` probe as the ONNX graph torch would export for it (opset 17); built once per batch (it is timed
+    in every round)."""
     layers, (fw, fb) = _net_weights()
     inits = [numpy_helper.from_array(np.array(0, np.float32), "c_lo"), numpy_helper.from_array(np.array(6, np.float32), "c_hi"),
              numpy_helper.from_array(fw, "fc_w"), numpy_helper.from_array(fb, "fc_b")]
     nodes, x, block_in = [], "x", "x"
-    for i, ((cin, cout, k, s, groups, act, res), w, b) in enumerate(layers):
+    for i, ((cin, cout, k, s, groups, act, res, starts), w, b) in enumerate(layers):
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        if k == 1 and groups == 1 and cin < cout:
-            block_in = x  # an expansion layer starts a block: the residual adds its input back after the projection
+        if starts:
+            block_in = x
         p = k // 2
         nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[k, k], strides=[s, s],
                                       pads=[p, p, p, p], group=groups))
@@ -127,11 +139,11 @@ def net_torch():
             super().__init__()
             self.convs = nn.ModuleList()
             self.spec = []
-            for (cin, cout, k, s, groups, act, res), w, b in layers:
+            for (cin, cout, k, s, groups, act, res, starts), w, b in layers:
                 conv = nn.Conv2d(cin, cout, k, s, k // 2, groups=groups)
                 conv.weight.data, conv.bias.data = torch.from_numpy(w), torch.from_numpy(b)
                 self.convs.append(conv)
-                self.spec.append((k == 1 and groups == 1 and cin < cout, act, res))
+                self.spec.append((starts, act, res))
             self.fc = nn.Linear(fw.shape[1], fw.shape[0])
             self.fc.weight.data, self.fc.bias.data = torch.from_numpy(fw), torch.from_numpy(fb)
 

@@ -25,8 +25,8 @@ from .e2e import E2EConfig, export_subnets, time_onnx_files
 from .fingerprint import machine, space_hash
 from .grid import adaptive
 from .predictor import LatencyPredictor
-from .probe import PROBES, default_probe, table_probe, time_baseline, time_probe, unit_workload
-from .table import FINGERPRINT, LatencyTable
+from .probe import check_probe, default_probe, time_baseline, time_probe, unit_workload
+from .table import LatencyTable
 from .timing import TimingConfig
 from .units import candidate_pairs, units_of
 
@@ -67,16 +67,13 @@ def profile(supernet, backend: Backend, out: Union[str, Path], model: str, confi
     config = config or ProfileConfig()
     out = Path(out)
     t_start = time.time()
-    fp = fingerprint_for(supernet, backend, model, model_args, config)
-    if fp["probe"] not in PROBES:
-        raise SlimnasError(f"no reference probe {fp['probe']!r}; the probes are {', '.join(PROBES)}")
-    if (out / FINGERPRINT).is_file() and config.probe is None:  # a resumed table stays on its own probe
-        fp["probe"] = table_probe(LatencyTable.load(out).fingerprint)
-    table = LatencyTable.create_or_resume(out, fp)
-    if table.probe != fp["probe"]:
-        raise SlimnasError(f"{out} holds a table on the {table.probe!r} reference probe, not {fp['probe']!r}: "
+    if config.probe is not None:
+        check_probe(config.probe)
+    table = LatencyTable.create_or_resume(out, fingerprint_for(supernet, backend, model, model_args, config))
+    kind = table.probe  # a new table's is the one asked for (or the dtype's default); a resumed table keeps its own
+    if config.probe is not None and kind != config.probe:
+        raise SlimnasError(f"{out} holds a table on the {kind!r} reference probe, not {config.probe!r}: "
                            "resume it without --probe, or choose another --out")
-    kind = table.probe
     batch = backend.config.batch
     timing = config.timing
     first: dict[tuple, float] = {}  # each entry's first timing: the grid's decisions replay from these

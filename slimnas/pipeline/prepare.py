@@ -201,7 +201,9 @@ def anchor(predictor: LatencyPredictor, net: Supernet, reference: dict) -> tuple
     comparison. The predictor given is left as it was (a predictor is a value). A reference timed with another
     probe than the table's (a run folder from before its table's probe was chosen) is anchored without the rescale.
     """
-    same_probe = reference.get("probe", "conv") == predictor.table.probe
+    from ..latency.probe import table_probe
+
+    same_probe = table_probe(reference) == predictor.table.probe
     rescaled = predictor.rescale(reference["probe_ms"]) if same_probe else predictor
     predicted = float(rescaled.predict([net.space.original()])[0])
     factor = reference["original"]["median_ms"] / predicted
