@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -66,6 +67,9 @@ def main(argv=None) -> int:
                    "(the same for every method; default: the profile's)")
     p.add_argument("--device", help="training device (default: cuda when available)")
     p.add_argument("--retime", action="store_true", help="redo the closing timing run even if nothing changed")
+    p.add_argument("--closing-processes", type=int, metavar="N",
+                   help="fresh processes of the closing timing run (default: the profile's, 5 for --quick); more narrows "
+                   "each model's ratio to the base (its s.e. falls as 1/sqrt(N)) and retimes a cached run made with other settings")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: each fine-tunes every method again "
                    "and re-runs the seeded searches (the slimnas arms); the report gives mean ± sd over them. Seeds may run "
                    "as separate invocations on the same work folder; the last one, with every seed, writes the report "
@@ -80,6 +84,10 @@ def main(argv=None) -> int:
         seeds = parse_seeds("0" if args.seeds is None else args.seeds)
         profile = get_profile(name, finetune=args.finetune, distill=None if args.distill is None else args.distill == "on",
                               budgets=args.budgets)
+        if args.closing_processes is not None:
+            if args.closing_processes < 1:
+                raise SlimnasError(f"--closing-processes {args.closing_processes}: give a positive number of processes, e.g. 20")
+            profile = replace(profile, final_timing=replace(profile.final_timing, processes=args.closing_processes))
         results = name if args.finetune is None and args.distill is None else f"{name}-{profile.finetune_label().rsplit('-', 1)[0]}"
         if args.budgets is not None:
             results += "-budgets" + "-".join(f"{b:g}" for b in profile.budgets)

@@ -98,7 +98,9 @@ class Meter:
                 dtypes: Optional[Sequence[str]] = None) -> tuple[Measurement, list[Measurement], dict]:
         """(base, each model, raw worker output) from ``e2e.processes`` fresh timing processes: with several, a
         model's ratio is the median over processes of its ratio within each one, and its repeat error the larger
-        of the processes' median even-vs-odd error and the standard error of that median across processes.
+        of two: how far that median taken over every process's even rounds and over its odd rounds disagree (the
+        even-vs-odd error of the combined ratio, which shrinks as processes are added, where the median of the
+        processes' own errors would not), and the standard error of the median across processes.
 
         ``dtypes`` (one per path): ``"int8"`` times that FP32 file as its INT8 (QDQ) graph, quantized in the worker
         with slimnas's settings, beside the FP32 base in the same rounds; a file already quantized is timed as it
@@ -115,9 +117,11 @@ class Meter:
             ratio = float(np.median(ratios))
             per_round = np.concatenate([np.asarray(r["models"][i]["round_medians_ms"], float)
                                         / np.asarray(r["models"][0]["round_medians_ms"], float) for r in procs])
-            own = [e[3] for e in each if np.isfinite(e[3])]
             between = float(median_se_pct(np.log(ratios)))
-            repeat = max(float(np.median(own)), between) if own else between
+            halves = [[ratio_stats(r["models"][i]["round_medians_ms"][h::2], r["models"][0]["round_medians_ms"][h::2],
+                                   e2e.statistic)[0] for r in procs] for h in (0, 1)] if e2e.rounds >= 2 else None
+            own = abs(np.median(halves[0]) - np.median(halves[1])) / ratio * 100 if halves else float("nan")
+            repeat = max(float(own), between) if np.isfinite(own) else between
             out.append(Measurement(e2e.latency_ms(m), m["median_ms"], m["p10_ms"], m["p90_ms"], ratio,
                                    float(np.percentile(per_round, 10)), float(np.percentile(per_round, 90)), repeat,
                                    m["n"]))

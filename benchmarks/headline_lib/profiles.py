@@ -104,7 +104,7 @@ class Profile:
         rate and warm-up (:meth:`SlimnasArm.train_config`), so those stay in.
         """
         d = asdict(self)
-        for k in ("purpose", "distill"):
+        for k in ("purpose", "distill", "final_timing"):  # the closing run times finished models: no search depends on it
             d.pop(k)
         for k in FINETUNE_ONLY:
             d["finetune"].pop(k)

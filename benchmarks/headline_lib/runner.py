@@ -37,7 +37,7 @@ from slimnas.models import load_model
 from .finetune import deployed_scores, finetune, flops_params, test_evaluator
 from .measure import Meter, architecture_key, onnx_for
 from .methods import Budget, Context, Timers, get_method
-from .profiles import Profile, SlimnasArmConfig
+from .profiles import PROFILES, Profile, SlimnasArmConfig
 from .report import row_name, write_report
 
 ARCH = "mobilenet_v2"
@@ -110,7 +110,7 @@ class Run:
                  if k not in (old["profile"].get("slimnas") or {}) and defaults.get(k) == v}
 
         def same(d: dict) -> dict:  # each budget has its own folders: a run may add budgets to a work folder
-            profile = {k: v for k, v in d["profile"].items() if k != "budgets"}
+            profile = {k: v for k, v in d["profile"].items() if k not in ("budgets", "final_timing")}
             if isinstance(profile.get("slimnas"), dict):
                 profile["slimnas"] = {k: v for k, v in profile["slimnas"].items() if k not in added}
             return {**d, "profile": profile}
@@ -298,8 +298,12 @@ class Run:
         # a row searched again under the same name (its folder removed) is another architecture: the cached run and
         # the ONNX files are keyed by name and architecture, never by name alone
         archs = [architecture_key(m) + ("-int8" if r.get("dtype") == "int8" else "") for m, r in zip(models, rows)]
+        timing = asdict(self.p.final_timing)
         old = self.cached(path)
-        if old is not None and old["names"] == names and old.get("architectures") == archs and not self.opts.retime:
+        # a closing run cached before its settings were recorded was made with the profile's own
+        old_timing = old.get("timing", asdict(PROFILES[self.p.name].final_timing)) if old is not None else None
+        if old is not None and old["names"] == names and old.get("architectures") == archs and old_timing == timing \
+                and not self.opts.retime:
             return old
         onnx_dir = self.work / "onnx" / f"final-{label}"
         # an INT8 row is timed as the very graph that was scored (model.int8.onnx), run as it is
@@ -309,7 +313,7 @@ class Run:
         self.log(f"closing timing run: {len(paths)} models + the base, {self.p.final_timing.rounds} interleaved rounds in each of {self.p.final_timing.processes} fresh process(es)")
         meter = Meter(onnx_for(self.base_model, self.work / "onnx", INPUT_SHAPE, name="base"))
         base, ms, raw = meter.measure(paths, self.p.final_timing)
-        return self.write(path, {"names": names, "architectures": archs, "base": base.to_dict(), "models": [m.to_dict() for m in ms],
+        return self.write(path, {"names": names, "architectures": archs, "timing": timing, "base": base.to_dict(), "models": [m.to_dict() for m in ms],
                                  "probe_ms": raw["probe_ms"], "backend": raw["backend"]})
 
     def cuda_timing(self, rows: list[dict]) -> Optional[dict]:
