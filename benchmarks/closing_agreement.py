@@ -21,10 +21,10 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from headline_lib.report import SPEND, row_name, table_rows  # noqa: E402
+from headline_lib.report import SPEND, row_name, table_rows
 
-from slimnas.errors import SlimnasError  # noqa: E402
-from slimnas.fileio import atomic_write_text  # noqa: E402
+from slimnas.errors import SlimnasError
+from slimnas.fileio import atomic_write_text
 
 
 def load(path: Path) -> dict:
@@ -70,14 +70,14 @@ def compare(a: dict, b: dict) -> dict:
 def markdown(c: dict, paths: list[str]) -> str:
     lines = [f"# Two closing timing runs of the same {c['n']} models", "",
              f"A: `{paths[0]}` (base {c['base_ms'][0]:.4f} ms); B: `{paths[1]}` (base {c['base_ms'][1]:.4f} ms).", "",
-             f"- Change of a model's ratio to the base, B against A: median |change| **{c['median_abs_change_pct']:.2f}%**, "
+             (f"- Change of a model's ratio to the base, B against A: median |change| **{c['median_abs_change_pct']:.2f}%**, "
              f"sd {c['sd_change_pct']:.2f}%, largest {c['max_abs_change_pct']:.2f}%; mean {c['mean_change_pct']:+.2f}%, "
              f"{c['same_sign']} of {c['n']} the same way (a shift shared by most models is the machine's state moving "
-             "every ratio, which more processes within one run do not remove).",
-             f"- Median repeat error of one run: {c['median_repeat_pct'][0]:.2f}% (A), {c['median_repeat_pct'][1]:.2f}% (B); "
-             f"{c['within_2_errors']} of {c['n']} changes within two errors of the difference (sqrt of the sum of squares).",
-             f"- Budget met in both or missed in both: {c['budget_checks_agree']} of {c['n']}; "
-             f"at least {SPEND:.0%} of the budget in both or in neither: {c['share_checks_agree']} of {c['n']}.", "",
+             "every ratio, which more processes within one run do not remove)."),
+             (f"- Median repeat error of one run: {c['median_repeat_pct'][0]:.2f}% (A), {c['median_repeat_pct'][1]:.2f}% (B); "
+             f"{c['within_2_errors']} of {c['n']} changes within two errors of the difference (sqrt of the sum of squares)."),
+             (f"- Budget met in both or missed in both: {c['budget_checks_agree']} of {c['n']}; "
+             f"at least {SPEND:.0%} of the budget in both or in neither: {c['share_checks_agree']} of {c['n']}."), "",
              "| model | ratio A | ratio B | change % | repeat A % | repeat B % | share A | share B |",
              "|---|---|---|---|---|---|---|---|"]
     for m in c["models"]:

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import closing_agreement  # noqa: E402
+import closing_agreement
 
 
 def results(ratios: dict, repeat: float, base_ms: float) -> dict:
