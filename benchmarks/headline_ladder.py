@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -48,7 +49,7 @@ def ladder(results: dict, rungs: list[tuple[str, str]], frac: float, peer: str) 
         mine = [r for r in rows if r["method"] == method]
         top1 = {r.get("seed", 0): 100 * r["test_top1"] for r in mine if r["meets_budget"]}
         shares = {r.get("seed", 0): r["latency_ratio"] / frac for r in mine}
-        mean, se = _mean_se(list(top1.values())) if top1 else (float("nan"), float("nan"))
+        mean = statistics.fmean(top1.values()) if top1 else float("nan")
         entry = {"label": label, "method": method, "top1": top1, "top1_mean": mean,
                  "top1_sd": statistics.stdev(top1.values()) if len(top1) > 1 else float("nan"), "share": shares,
                  "share_min": min(shares.values()), "share_mean": statistics.fmean(shares.values()),
@@ -68,7 +69,7 @@ def ladder(results: dict, rungs: list[tuple[str, str]], frac: float, peer: str) 
 
 
 def _pm(mean: float, se: float) -> str:
-    return f"{mean:+.2f}" + (f" ± {se:.2f}" if se == se else "")
+    return f"{mean:+.2f}" + ("" if math.isnan(se) else f" ± {se:.2f}")
 
 
 def markdown(lad: dict) -> str:
@@ -83,7 +84,7 @@ def markdown(lad: dict) -> str:
         step = _pm(e["step_mean"], e["step_se"]) if "step" in e else "—"
         each = ", ".join(f"{v:+.2f}" for v in e["step"].values()) if "step" in e else ""
         vs = _pm(e["vs_peer_mean"], e["vs_peer_se"]) if "vs_peer" in e else "—"
-        sd = f" ± {e['top1_sd']:.2f}" if e["top1_sd"] == e["top1_sd"] else ""
+        sd = "" if math.isnan(e["top1_sd"]) else f" ± {e['top1_sd']:.2f}"
         lines.append(f"| {e['label']} | {e['top1_mean']:.2f}{sd} | {step} | {each} | {vs} | {e['share_mean']:.1%} "
                      f"({e['share_min']:.1%}) | {e['spends']} of {len(e['share'])} |")
     lines += ["", "Methods:", *[f"- {e['label']}: `{e['method']}`" for e in lad["rungs"]], ""]
@@ -101,7 +102,7 @@ def plot(lad: dict, path: Path) -> None:
     for i, e in enumerate(rungs):
         vals = list(e["top1"].values())
         ax.scatter([i] * len(vals), vals, color="grey", s=14, alpha=0.7, zorder=2)
-        ax.errorbar([i], [e["top1_mean"]], yerr=[e["top1_sd"] if e["top1_sd"] == e["top1_sd"] else 0], fmt="o",
+        ax.errorbar([i], [e["top1_mean"]], yerr=[0 if math.isnan(e["top1_sd"]) else e["top1_sd"]], fmt="o",
                     color="tab:purple", capsize=4, zorder=3)
     if lad["peer_top1_mean"] is not None:
         ax.axhline(lad["peer_top1_mean"], color="tab:orange", ls="--", lw=1, label=f"{lad['peer']} (mean)")
