@@ -117,6 +117,21 @@ def test_verification_takes_the_widest_and_the_best_scoring_and_narrows_after_a_
     assert latency_limit(parse_constraints(["flops<=1M"]), 4.0) is None
 
 
+def test_an_empty_round_after_a_pick_that_left_the_budget_unused_searches_again_to_fill_it():
+    from slimnas.pipeline.config import VerifyConfig
+    from slimnas.pipeline.verify import should_fill_search
+
+    cfg, limits = VerifyConfig(), {"latency_ms": 0.21}
+    assert cfg.fill_search == 1 and should_fill_search(0.19, limits, 0, True, cfg)
+    assert not should_fill_search(None, limits, 0, True, cfg), "no pick left budget unused: nothing to fill"
+    assert not should_fill_search(0.19, {}, 0, True, cfg), "no measured budget to search under"
+    assert not should_fill_search(0.19, limits, 1, True, cfg), "at most fill_search of them"
+    assert not should_fill_search(0.19, limits, 0, False, cfg), "verify called without a search to run"
+    assert should_fill_search(0.19, limits, 1, True, VerifyConfig(fill_search=2))
+    with pytest.raises(SlimnasError, match="verify.fill_search must be >= 0"):
+        VerifyConfig(fill_search=-1)
+
+
 def test_relative_budgets_hold_for_the_ratio_to_the_original_absolute_ones_for_the_latency():
     ratio = ratio_to_original({"median_ms": 1.0}, {"median_ms": 2.0})
     assert ratio == pytest.approx(0.5)

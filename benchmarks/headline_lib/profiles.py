@@ -49,6 +49,10 @@ class SlimnasArmConfig:
     # slim's verify.margin_se: a narrower candidate wins over a wider one only by more than this many paired standard
     # errors (0: the best score that fits the budget, the pick before issue 13's rule)
     verify_margin_se: float = 2.0
+    # slim's verify.fill_search: when the pick leaves the budget unused and no scored candidate lies between it and
+    # the budget, search again to fill it. 0 here keeps the committed headline rows reproducible (they ran without it);
+    # the variant ARM:verify_fill_search=1 measures it (benchmarks/results/headline/ladder-xeon/)
+    verify_fill_search: int = 0
     # slim's search.sensitivity_levels: widths probed per group for the sensitivity seeds of the evolutionary search's
     # initial population (0: random start, the search before the seeds; 3, slim's default: +4.0 pt at 0.5x in
     # benchmarks/results/headline/terms)

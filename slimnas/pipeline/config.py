@@ -214,12 +214,19 @@ class VerifyConfig:
     # 0.54, benchmarks/results/headline/)
     research: int = 1
     research_tol: float = 0.03
+    # searches again (at most this many times) when a pick leaves the budget unused (below ``fill``, no evidence for a
+    # narrower one) and no scored candidate is predicted between it and the budget as measurement corrected it: the
+    # round that should fill the budget would otherwise have nothing to time (in a 0.5x headline run the pick stayed at
+    # 93% for that reason, benchmarks/results/headline/ladder-xeon/)
+    fill_search: int = 1
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.rounds < 1:
             raise SlimnasError(f"top_k and rounds must be at least 1, got {self.top_k} and {self.rounds}")
         if not self.margin_se >= 0:
             raise SlimnasError(f"verify.margin_se must be >= 0, got {self.margin_se}")
+        if self.fill_search < 0:
+            raise SlimnasError(f"verify.fill_search must be >= 0, got {self.fill_search}")
         if self.research < 0 or not self.research_tol >= 0:
             raise SlimnasError(f"verify.research and verify.research_tol must be >= 0, got {self.research} and {self.research_tol}")
         if not 0.0 < self.fill <= 1.0:

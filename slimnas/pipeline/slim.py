@@ -137,9 +137,13 @@ def _slim(config: SlimConfig, out: Optional[Union[str, Path]], command: str, pro
     verified = load_verified(out)
     with clock.stage("verify", done=verified is not None, what="timing the best candidates on the device"):
         if verified is None:
-            verified = verify(net, fitness, result, plan.constraints, plan.targets, cfg.verify, out,
-                              research=lambda limits: _search_again(plan, net, strategy, data, predictor, fitness, limits,
-                                                                    progress))
+            searches: list = []  # the n-th search again goes to its own folder, so a rerun resumes each in turn
+
+            def research(limits: dict):
+                searches.append(limits)
+                return _search_again(plan, net, strategy, data, predictor, fitness, limits, progress, len(searches))
+
+            verified = verify(net, fitness, result, plan.constraints, plan.targets, cfg.verify, out, research=research)
             atomic_write_text(out / "subnet.json", verified.chosen.to_json(indent=1))
 
     teacher = load_model(cfg.model.name, num_classes=num_classes, weights=weights)
@@ -180,13 +184,14 @@ def _slim(config: SlimConfig, out: Optional[Union[str, Path]], command: str, pro
     return {k: v for k, v in summary.items() if k != "verify"}
 
 
-def _search_again(plan: Plan, net, strategy, data, predictor, fitness, limits: dict, progress: bool):
-    """The evolutionary search once more, in ``research/``, under the latency budgets replaced by ``limits``
-    (predicted ms per cost column, as verification's measurement corrected them), sharing the first search's
-    scores. The limits are kept in ``research/limits.json``: a rerun resumes this search under the same ones."""
+def _search_again(plan: Plan, net, strategy, data, predictor, fitness, limits: dict, progress: bool, n: int = 1):
+    """The evolutionary search once more, the ``n``-th time, in ``research/`` (``research-2/`` ... after it), under
+    the latency budgets replaced by ``limits`` (predicted ms per cost column, as verification's measurement corrected
+    them), sharing the first search's scores. The limits are kept in that folder's ``limits.json``: a rerun resumes
+    this search under the same ones."""
     from dataclasses import replace
 
-    folder = plan.out / RESEARCH
+    folder = plan.out / (RESEARCH if n == 1 else f"{RESEARCH}-{n}")
     saved = folder / "limits.json"
     if saved.is_file():
         limits = json.loads(saved.read_text())

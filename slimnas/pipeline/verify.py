@@ -15,7 +15,8 @@ unless a narrower one scores higher by more than ``margin_se`` paired SE; the re
 for the report. If none meets the budget, the next round takes candidates whose prediction, corrected by the
 round's measured/predicted ratio, fits the budget; if the pick (with no evidence for a narrower one) uses less
 than ``fill`` of the budget, the next round takes the candidates predicted, so corrected, between it and the
-budget. ``verify.csv`` records predicted vs measured (median, p10, p90 and the spread of the rounds' medians)
+budget; where no scored candidate is predicted there, the search runs again under the budget so corrected
+(``fill_search``, each such search in its own folder) and the round takes its candidates. ``verify.csv`` records predicted vs measured (median, p10, p90 and the spread of the rounds' medians)
 for every candidate timed.
 
 Several latency targets (``latency.targets``, budgets ``latency[NAME]<=...``): every round times the same
@@ -166,6 +167,8 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
         raise SlimnasError("the search found no subnet within the budget to verify")
     estimator = getattr(getattr(fitness, "config", None), "estimator", "top1")
     pool = candidate_pool(history, fitness, None, config.margin_se)
+    limits: dict = {}  # the last round's budget in predicted ms per cost column, as its measurement corrected it
+    filled = 0  # searches run to fill the budget (config.fill_search)
     rows: list[dict] = []
     measured: set = set()
     low = None  # after a pick that left budget unused: only candidates predicted above this
@@ -186,6 +189,14 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
 
     for rnd in range(1, config.rounds + 1):
         picks = _candidates(pool, measured, config.top_k, low)
+        if picks.empty and should_fill_search(low, limits, filled, research is not None, config):
+            logger.info("verify: no scored candidate is predicted between the pick and the budget: searching again under "
+                        "the budget as measured (" + ", ".join(f"{v:.4f} ms on {k}" for k, v in limits.items()) + ")")
+            again = research(limits)
+            filled += 1
+            history = pd.concat([history, again.history], ignore_index=True).drop_duplicates("hash", keep="first")
+            pool = candidate_pool(history, fitness, limits, config.margin_se)
+            picks = _candidates(pool, measured, config.top_k, low)
         if picks.empty:
             break
         subnets = [fitness.arranged(Subnet.from_json(t)) for t in picks["subnet"]]
@@ -217,6 +228,9 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
             logger.info(f"verify round {rnd}: none met the budget by measurement; measured/predicted "
                         f"{_corrections(rounds)}: next, candidates predicted within "
                         + ", ".join(f"{v:.3f} ms on {k}" for k, v in limits.items()))
+    if chosen_row is not None and filled:
+        pick = replace(pick, reason=pick.reason + " (after a search again to fill the budget: none had been scored between "
+                                                  "the first pick and the budget)")
     if chosen_row is not None and researched:
         pick = replace(pick, reason=pick.reason + f" (from a second search under the budget corrected by measurement: "
                                                   f"candidates had measured {researched[0]} of their predictions)")
@@ -237,6 +251,13 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
                            f"target measured {fastest['median_ms']:.3f} ms, {fastest['ratio_to_original']:.3f}x of the "
                            "original in the same run: loosen the budget or raise verify.rounds / verify.top_k")
     return Verified(Subnet.from_json(chosen_row["subnet"]), table, chosen_row)
+
+
+def should_fill_search(low: Optional[float], limits: dict, done: int, can_search: bool, config: VerifyConfig) -> bool:
+    """Whether an empty round should search again to fill the budget: the round follows a pick that left it unused
+    (``low``: that pick's predicted ms), the last round gave the budget as measurement corrected it (``limits``), a
+    search can be run and fewer than ``config.fill_search`` have been."""
+    return low is not None and bool(limits) and can_search and done < config.fill_search
 
 
 def should_search_again(corrections: Sequence[Optional[float]], done: int, config: VerifyConfig) -> bool:

@@ -125,7 +125,8 @@ class SlimnasArm(Method):
             fitness=FitnessConfig(val_images=p.val_subset, calib_images=a.calib_images),
             search=SearchConfig(population=a.population, generations=a.generations, time_limit_s=60 * a.search_minutes,
                                 sensitivity_levels=a.search_sensitivity_levels),
-            verify=VerifyConfig(fill=a.verify_fill, rounds=a.verify_rounds_max, margin_se=a.verify_margin_se), finetune=FinetuneConfig(train=one_step, distill=False),
+            verify=VerifyConfig(fill=a.verify_fill, rounds=a.verify_rounds_max, margin_se=a.verify_margin_se,
+                                fill_search=a.verify_fill_search), finetune=FinetuneConfig(train=one_step, distill=False),
             device=str(self.ctx.device), seed=self.ctx.seed)
 
     def search(self, budget: Budget, timers: Timers) -> Searched:
