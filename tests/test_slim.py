@@ -200,7 +200,8 @@ def test_a_second_search_runs_under_the_corrected_budget_and_resumes_under_the_s
     out, _ = run
     work = out.parent / "research_copy"
     shutil.copytree(out, work)
-    shutil.rmtree(work / RESEARCH, ignore_errors=True)
+    for done in work.glob(f"{RESEARCH}*"):  # the run's own searches again (research/, research-2/ ...)
+        shutil.rmtree(done)
     plan = prepare(load_config(work / "config.yaml"), work)
     history = pd.read_csv(work / "search_history.csv")
     first = history[history["feasible"].astype(bool)]
