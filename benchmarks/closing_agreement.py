@@ -24,7 +24,7 @@ if str(HERE) not in sys.path:
 from headline_lib.report import SPEND, row_name, table_rows
 
 from slimnas.errors import SlimnasError
-from slimnas.fileio import atomic_write_text
+from slimnas.fileio import atomic_path, atomic_write_text
 
 
 def load(path: Path) -> dict:
@@ -109,10 +109,9 @@ def plot(c: dict, path: Path) -> None:
     ax.set_ylabel("share of the budget, run B")
     ax.set_title("closing runs A and B (bars: each run's repeat error)", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ if str(HERE) not in sys.path:
 from headline_lib.report import SPEND, paired, table_rows
 
 from slimnas.errors import SlimnasError
-from slimnas.fileio import atomic_write_text
+from slimnas.fileio import atomic_path, atomic_write_text
 
 
 def parse_rung(text: str) -> tuple[str, str]:
@@ -113,10 +113,9 @@ def plot(lad: dict, path: Path) -> None:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv=None) -> int:
