@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -158,9 +159,10 @@ def goal_lines(rows: list[dict], base_top1: float, goals: dict = GOALS, arm=None
     arms = [r for r in rows if arm(r["method"])]
     below = [r for r in arms if r["latency_ratio"] < SPEND * r["fraction"]]
     # short beyond the closing run's own error: the share is below SPEND even when raised by two repeat errors
-    clear = [r for r in below if r["latency_ratio"] * (1 + 2 * r.get("repeat_pct", float("nan")) / 100) < SPEND * r["fraction"]]
+    repeat = {id(r): float(r.get("repeat_pct", float("nan"))) for r in below}  # nan where a row has none
+    clear = [r for r in below if r["latency_ratio"] * (1 + 2 * repeat[id(r)] / 100) < SPEND * r["fraction"]]
     short = [f"{row_name(r)} {r['latency_ratio'] / r['fraction']:.1%}"
-             + (f" (± {r['repeat_pct']:.1f}%)" if r.get("repeat_pct", float("nan")) == r.get("repeat_pct") else "") for r in below]
+             + ("" if math.isnan(repeat[id(r)]) else f" (± {repeat[id(r)]:.1f}%)") for r in below]
     if arms:
         lines.append(f"- Every slimnas model at >= {SPEND:.0%} of its budget: {len(arms) - len(below)} of {len(arms)}"
                      + (f"; below: {', '.join(short)}; of these {len(clear)} below by more than two of their repeat "

@@ -178,13 +178,17 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
 
     def search_again(rounds: dict, limits: dict):
         """The histories of both searches when this round's predictions were off enough to search again."""
-        nonlocal history
         if research is None or not should_search_again([r["correction"] for r in rounds.values()], len(researched), config):
             return
         logger.info(f"verify: candidates measured {_corrections(rounds)} of their predictions: searching again under the "
                     "budget so corrected (" + ", ".join(f"{v:.4f} ms on {k}" for k, v in limits.items()) + ")")
-        again = research(limits)
+        add_search(limits)
         researched.append(_corrections(rounds))
+
+    def add_search(limits: dict) -> None:
+        """Search again under ``limits``; its scored subnets join the candidates' history."""
+        nonlocal history
+        again = research(limits)
         history = pd.concat([history, again.history], ignore_index=True).drop_duplicates("hash", keep="first")
 
     for rnd in range(1, config.rounds + 1):
@@ -192,9 +196,8 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
         if picks.empty and should_fill_search(low, limits, filled, research is not None, config):
             logger.info("verify: no scored candidate is predicted between the pick and the budget: searching again under "
                         "the budget as measured (" + ", ".join(f"{v:.4f} ms on {k}" for k, v in limits.items()) + ")")
-            again = research(limits)
+            add_search(limits)
             filled += 1
-            history = pd.concat([history, again.history], ignore_index=True).drop_duplicates("hash", keep="first")
             pool = candidate_pool(history, fitness, limits, config.margin_se)
             picks = _candidates(pool, measured, config.top_k, low)
         if picks.empty:
