@@ -287,6 +287,22 @@ def test_stops_on_evaluation_budget_and_time_limit(tiny, tmp_path):
     assert res.history.equals(full.history) and res.pareto.equals(full.pareto)
 
 
+def test_a_time_limited_search_is_returned_as_saved_when_told_not_to_extend_it(tiny, tmp_path):
+    """extend=False (a pipeline stage that finished): the saved time-limited search comes back as it was, nothing
+    scored; called as before it carries on."""
+    net, costs = tiny
+    limited = SearchConfig(population=10, generations=5, time_limit_s=0.25, sensitivity_levels=2)
+    state = tmp_path / "state.json"
+    first = evolve(net.space, SmoothAccuracy(net.space, sleep_s=0.02), costs, budgets(net), limited, objective="flops",
+                   state_path=state, **QUIET)
+    assert first.stopped == "time_limit"
+    acc = SmoothAccuracy(net.space, sleep_s=0.02)
+    again = evolve(net.space, acc, costs, budgets(net), limited, objective="flops", state_path=state, extend=False, **QUIET)
+    assert acc.calls == [] and again.stopped == "time_limit" and again.history.equals(first.history)
+    on = evolve(net.space, acc, costs, budgets(net), limited, objective="flops", state_path=state, **QUIET)
+    assert len(acc.calls) > 0 and on.evaluations > first.evaluations
+
+
 def test_resume_refuses_other_settings_and_unreadable_state(tiny, tmp_path):
     net, costs = tiny
     state = tmp_path / "run" / "search_state.json"

@@ -41,11 +41,14 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 
 def run_search(net, strategy, data, predictor, budget: Sequence[Constraint], search: SearchConfig,
                fitness_config: FitnessConfig, out: Path, seed: int = 0, progress: bool = True,
-               targets: Optional[dict] = None, fitness: Optional[SupernetFitness] = None) -> tuple[SearchResult, SupernetFitness]:
+               targets: Optional[dict] = None, fitness: Optional[SupernetFitness] = None,
+               finished: bool = False) -> tuple[SearchResult, SupernetFitness]:
     """Search ``strategy.space`` (shrunk or binned during training) into ``out``; resumable. ``targets``: the
     predictor of each named latency target by its cost column (``latency_ms[NAME]``): a subnet is feasible when it
     meets every budget, each target's by that target's own table. ``fitness``: one to share (a second search
-    in a subfolder scores nothing the first one scored); by default one kept in ``out/fitness.jsonl``."""
+    in a subfolder scores nothing the first one scored); by default one kept in ``out/fitness.jsonl``. ``finished``:
+    the stage wrote its outputs before, so its saved search is returned as it is (a time-limited one is not
+    carried on)."""
     out.mkdir(parents=True, exist_ok=True)
     if fitness is None:
         fitness = SupernetFitness(net, strategy, data, fitness_config, out / "fitness.jsonl", seed=seed)
@@ -53,7 +56,7 @@ def run_search(net, strategy, data, predictor, budget: Sequence[Constraint], sea
     objective = "latency_ms" if predictor is not None else "flops"
     space = strategy.space if strategy.space is not None else net.space
     result = evolve(space, fitness, costs, list(budget), search, objective=objective, state_path=out / STATE,
-                    progress=progress)
+                    progress=progress, extend=not (finished and (out / STATE).is_file()))
     write_csv(result.history, out / HISTORY)
     write_csv(uniform_points(net, strategy, fitness, costs, budget), out / UNIFORM)
     write_csv(result.pareto, out / PARETO)

@@ -130,9 +130,11 @@ def _slim(config: SlimConfig, out: Optional[Union[str, Path]], command: str, pro
         with clock.stage("supernet", done=(out / SUPERNET_DONE).is_file(), what=f"training the supernet ({cfg.supernet.strategy})"):
             net, strategy, data = train_supernet(cfg, weights, num_classes, out)
 
-    with clock.stage("search", done=(out / PARETO).is_file(), what="evolutionary search"):
+    searched = (out / PARETO).is_file()
+    with clock.stage("search", done=searched, what="evolutionary search"):
         result, fitness = run_search(net, strategy, data, predictor, plan.budget, cfg.search, cfg.fitness, out,
-                                     cfg.seed, progress, targets={t.column: t.predictor for t in plan.targets[1:]})
+                                     cfg.seed, progress, targets={t.column: t.predictor for t in plan.targets[1:]},
+                                     finished=searched)
 
     verified = load_verified(out)
     with clock.stage("verify", done=verified is not None, what="timing the best candidates on the device"):
@@ -203,7 +205,7 @@ def _search_again(plan: Plan, net, strategy, data, predictor, fitness, limits: d
               if c.metric == "latency_ms" and c.column in limits else c for c in plan.budget]
     result, _ = run_search(net, strategy, data, predictor, budget, plan.config.search, plan.config.fitness, folder,
                            plan.config.seed, progress, targets={t.column: t.predictor for t in plan.targets[1:]},
-                           fitness=fitness)
+                           fitness=fitness, finished=(folder / PARETO).is_file())
     return result
 
 

@@ -206,13 +206,17 @@ def evolve(space: SearchSpace,
            config: SearchConfig = SearchConfig(),
            objective: str = "latency_ms",
            state_path: Optional[Path] = None,
-           progress: bool = True) -> SearchResult:
+           progress: bool = True,
+           extend: bool = True) -> SearchResult:
     """NSGA-II over ``space``: maximise ``accuracy``, minimise ``costs[objective]``, within ``constraints``.
 
     ``accuracy`` is called once per distinct subnet hash (also across resumes); ``costs`` are vectorised
     functions of a list of subnets, keyed ``latency_ms``/``flops``/``params``; ``constraints`` must be absolute.
     With ``state_path`` the search saves its state there and a rerun continues it (the same settings are
-    required); a finished search is returned as saved. The result's ``wall_s`` counts all invocations.
+    required); a finished search is returned as saved. The result's ``wall_s`` counts all invocations. A search
+    stopped by ``config.time_limit_s`` (a limit per invocation) carries on when called again, unless ``extend`` is
+    False: then a saved state is returned as it is, as a pipeline stage that has finished needs it (its outputs were
+    written from that state; searching on would change the history the later stages read).
     """
     _check_inputs(space, costs, constraints, objective)
     table = CostTable(costs, constraints)
@@ -223,9 +227,10 @@ def evolve(space: SearchSpace,
     if state_path is not None and state_path.exists():
         state = SearchState.load(state_path)
         state.check_settings(settings, state_path)
-        if state.stopped is not None:
-            logger.info(f"{state_path}: the search finished before ({state.stopped}); returning its result")
-            return build_result(state, table, objective, state.stopped, state.wall_s)
+        if state.stopped is not None or not extend:
+            stopped = state.stopped or "time_limit"
+            logger.info(f"{state_path}: the search finished before ({stopped}); returning its result")
+            return build_result(state, table, objective, stopped, state.wall_s)
         logger.info(f"{state_path}: resuming after generation {state.generation} with {len(state.cache)} subnets scored")
     else:
         state = SearchState(settings)
