@@ -119,8 +119,15 @@ def test_rerun_skips_finished_stages(run):
     for name in ("model.pt", "model.onnx", "exports.json", "report.md", "pareto.png"):
         (out / name).unlink()
     shutil.rmtree(out / "finetune")
+    # saved as a search stopped by its time limit saves itself: the finished stage is not searched on (that would
+    # change the history verification read), though the search alone would carry on
+    state = json.loads((out / "search_state.json").read_text())
+    history = (out / "search_history.csv").read_text()
+    (out / "search_state.json").write_text(json.dumps({**state, "stopped": None, "generation": state["generation"] - 1}))
     r = cli("slim", "--config", str(out.parent / "tiny.yaml"), "--out", str(out), "--no-progress")
+    (out / "search_state.json").write_text(json.dumps(state))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resuming after generation" not in r.stdout + r.stderr and (out / "search_history.csv").read_text() == history
     for stage in ("latency", "base", "supernet", "search", "verify"):
         assert f"[{stage}]" in r.stdout and "finished before, skipped" in r.stdout.split(f"[{stage}]")[1].splitlines()[0]
     assert "timing the original" not in r.stdout, "the reference measurement is reused"
@@ -230,3 +237,45 @@ def test_a_second_search_runs_under_the_corrected_budget_and_resumes_under_the_s
     assert should_search_again([1.14], 0, cfg) and should_search_again([0.9, None], 0, cfg)
     assert not should_search_again([1.02], 0, cfg) and not should_search_again([1.14], 1, cfg)
     assert not should_search_again([None], 0, cfg) and not should_search_again([1.5], 0, VerifyConfig(research=0))
+
+
+def test_a_verification_round_off_the_budgets_machine_state_is_timed_again(run, caplog):
+    """verify.state_ms: a round whose original times off the machine state the budget is meant in waits and is timed
+    again while verify.state_wait_s allows, and verify.csv and report.md say how far off each round was."""
+    import logging
+    from dataclasses import replace
+
+    from slimnas.pipeline.fitness import SupernetFitness
+    from slimnas.pipeline.report import _state_lines
+    from slimnas.pipeline.verify import verify
+    from slimnas.search.result import SearchResult
+    from slimnas.train.run import load_run
+
+    out, _ = run
+    work = out.parent / "state_copy"
+    shutil.copytree(out, work)
+    plan = prepare(load_config(work / "config.yaml"), work)
+    history = pd.read_csv(work / "search_history.csv")
+    result = SearchResult(history, history.iloc[:0], len(history), 0.0, "generations")
+    _, net, strategy, data = load_run(work / "supernet", "cpu")
+    fit = SupernetFitness(net, strategy, data, plan.config.fitness, work / "fitness.jsonl", seed=plan.config.seed)
+    first = pd.read_csv(out / "verify.csv")
+    original_ms = float(first[first["model"] == "original"]["median_ms"].iloc[0])
+    assert first["state_off_pct"].isna().all(), "no state given (the default): no gate, nothing recorded"
+
+    def rounds(state_ms, tol):
+        cfg = replace(plan.config.verify, rounds=1, state_ms=state_ms, state_tol=tol, state_wait_s=10.0, state_poll_s=0.2)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="slimnas"):
+            table = verify(net, fit, result, plan.constraints, plan.targets, cfg, work).table
+        return table[table["model"] == "original"], caplog.text
+
+    # the machine "twice as slow" as the state given: off by about +100%, timed again until the wait is spent
+    orig, text = rounds(original_ms / 2, 0.01)
+    assert (orig["state_off_pct"] > 50).all() and "timing the round again in 0 s" in text
+    assert "no time left to wait (verify.state_wait_s), taking it as it is" in text
+    assert "round 1 " in _state_lines(orig)[0]
+    # within the tolerance, or quieter than the state given: timed once
+    for state_ms, tol in ((original_ms, 0.9), (2 * original_ms, 0.01)):
+        orig, text = rounds(state_ms, tol)
+        assert len(orig) == 1 and np.isfinite(orig["state_off_pct"]).all() and "timing the round again" not in text

@@ -151,3 +151,38 @@ def test_demo_takes_a_seed_and_scores_on_a_larger_validation_split(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert "--seed" in capsys.readouterr().out
+
+
+def test_verify_state_settings_are_checked():
+    from slimnas.pipeline.config import VerifyConfig
+    from slimnas.pipeline.verify import StateWait
+
+    assert StateWait.start(VerifyConfig()) is None  # the default: no gate
+    wait = StateWait.start(VerifyConfig(state_ms=0.44, state_tol=0.01, state_wait_s=60, state_poll_s=0.01))
+    assert not wait.again(0.443, 1) and wait.off(0.4488) == pytest.approx(0.02)
+    assert wait.again(0.50, 1), "13.6% slower with time left: wait, then time the round again"
+    assert not wait.again(0.40, 1), "a quieter machine than the budget's: nothing to wait for"
+    assert not StateWait.start(VerifyConfig(state_ms=0.44, state_wait_s=0)).again(0.50, 1), "no time left"
+    for bad, match in [({"state_ms": 0}, "verify.state_ms must be a latency in ms > 0"),
+                       ({"state_poll_s": 0}, "verify.state_poll_s > 0"), ({"state_tol": -0.1}, "verify.state_tol")]:
+        with pytest.raises(SlimnasError, match=match):
+            VerifyConfig(**bad)
+
+
+def test_a_pick_that_leaves_the_budget_unused_is_by_evidence_when_every_wider_one_was_beaten():
+    """_dominated_between: scored subnets between the pick and the measured budget that the tolerant front set
+    aside (a cheaper one scored higher beyond the margin) are evidence; one still in the pool is not."""
+    import pandas as pd
+
+    from slimnas.pipeline.verify import _dominated_between
+    from slimnas.search.pick import NARROWER, WIDER_DOMINATED, narrower_by_evidence
+
+    history = pd.DataFrame({"hash": list("abcd"), "feasible": [True, True, True, False],
+                            "latency_ms": [0.20, 0.222, 0.223, 0.2232]})
+    pool = history.iloc[:1]  # only the pick survived the tolerant front
+    assert _dominated_between(history, pool, 0.2215, {"latency_ms": 0.2239}) == 2  # b, c (d is infeasible)
+    assert _dominated_between(history, history.iloc[:2], 0.2215, {"latency_ms": 0.2239}) == 0  # b is in the pool
+    assert _dominated_between(history, pool, None, {"latency_ms": 0.2239}) == 0  # no pick left budget unused
+    assert narrower_by_evidence(f"the widest ... (the 2 scored candidate(s) ... {WIDER_DOMINATED} 2 paired SE)")
+    assert narrower_by_evidence(f"{NARROWER}`x` (90% of the budget) scored ...")
+    assert not narrower_by_evidence("the widest candidate that meets the budget (measured; 93% of the budget)")

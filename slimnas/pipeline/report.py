@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 
 from ..fileio import atomic_write_text
@@ -172,6 +173,20 @@ def _estimate(c: dict) -> str:
     return text + (f" ({n} images)" if n else "")
 
 
+def _state_lines(v: pd.DataFrame) -> list[str]:
+    """How far each round's original was from the budget's machine state (verify.state_ms), where it was set."""
+    if "state_off_pct" not in v:
+        return []
+    o = v[(v["model"] == "original") & (v.get("target", "default") == "default")]
+    off = [(int(r["round"]), float(r["state_off_pct"])) for _, r in o.iterrows() if np.isfinite(r["state_off_pct"])]
+    if not off:
+        return []
+    return ["Machine state (`verify.state_ms`): each round's original against its latency in the budget's state: "
+            + ", ".join(f"round {k} {x:+.1f}%" for k, x in off)
+            + " (a round off by more than `verify.state_tol` waited and was timed again while `verify.state_wait_s` "
+            "allowed; a model's ratio to the original moves with the machine's state).", ""]
+
+
 def _pick_lines(c: dict) -> list[str]:
     """The chosen point's share of the budget and why it was chosen."""
     share = _num(c.get("budget_share"))
@@ -264,6 +279,7 @@ def render(s: dict) -> str:
                          f"{_ms(r['median_ms'])} | {_ms(r['p10_ms'])}–{_ms(r['p90_ms'])} | {_pct(r.get('repeat_pct'))} | "
                          f"{_pct(r['error_pct'], True)} | {r['ratio_to_original']:.3f} | {meets} |")
         lines.append("")
+        lines += _state_lines(v)
     se = s["search"]
     lines += ["## Search", "", f"{se['evaluations']} subnets scored (supernet accuracy on the validation split after BN "
               f"recalibration), {se['generations']} generations, stopped by {se['stopped']}, {se['pareto']} on the "

@@ -16,7 +16,10 @@ for the report. If none meets the budget, the next round takes candidates whose 
 round's measured/predicted ratio, fits the budget; if the pick (with no evidence for a narrower one) uses less
 than ``fill`` of the budget, the next round takes the candidates predicted, so corrected, between it and the
 budget; where no scored candidate is predicted there, the search runs again under the budget so corrected
-(``fill_search``, each such search in its own folder) and the round takes its candidates. ``verify.csv`` records predicted vs measured (median, p10, p90 and the spread of the rounds' medians)
+(``fill_search``, each such search in its own folder) and the round takes its candidates. With ``state_ms`` (the
+original's latency in the machine state the budget is meant in), a round whose original times more than
+``state_tol`` slower than that waits and is timed again while ``state_wait_s`` allows (:class:`StateWait`): a model's ratio
+to the original moves with the machine's state, not only with noise. ``verify.csv`` records predicted vs measured (median, p10, p90 and the spread of the rounds' medians)
 for every candidate timed.
 
 Several latency targets (``latency.targets``, budgets ``latency[NAME]<=...``): every round times the same
@@ -29,8 +32,9 @@ is that target's; ``binding_share``, the largest over its targets, is what the p
 """
 from __future__ import annotations
 
-import logging
 import json
+import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -41,7 +45,7 @@ import pandas as pd
 from ..errors import SlimnasError
 from ..fileio import atomic_write_text
 from ..search import Constraint, SearchResult
-from ..search.pick import choose, tolerant_front
+from ..search.pick import WIDER_DOMINATED, choose, tolerant_front
 from ..subnet import Subnet
 from .config import VerifyConfig
 from ..latency.e2e import export_subnets
@@ -88,6 +92,22 @@ def candidate_pool(history: pd.DataFrame, fitness, predicted_limit, margin_se: f
     return pool[keep].sort_values([cost, "hash"], ascending=[False, True], kind="stable")
 
 
+def _dominated_between(history: pd.DataFrame, pool: pd.DataFrame, low: Optional[float], limits: dict) -> int:
+    """How many feasible scored subnets are predicted between ``low`` (a pick that left the budget unused) and the
+    measured budget (``limits``) while none of them is in ``pool``: each was set aside because a cheaper one scored
+    higher beyond the margin, so nothing wider is worth timing (0 when there is no such pick, or some is in the pool)."""
+    if low is None or "latency_ms" not in limits or "latency_ms" not in history:
+        return 0
+    feasible = history[history["feasible"].astype(bool)].drop_duplicates("hash")
+    cost = feasible["latency_ms"].to_numpy(float)
+    between = feasible[(cost > low) & (cost <= limits["latency_ms"])]
+    if "latency_ms" in pool and len(pool):
+        in_pool = pool[(pool["latency_ms"] > low) & (pool["latency_ms"] <= limits["latency_ms"])]
+        if len(in_pool):
+            return 0
+    return len(between)
+
+
 def _candidates(pool: pd.DataFrame, measured: set, k: int, low: Optional[float] = None) -> pd.DataFrame:
     """The widest ``k - 1`` of ``pool`` not yet measured (above ``low`` predicted ms when given) and the
     best-scoring one, widest first as ``pool`` is."""
@@ -101,21 +121,61 @@ def _candidates(pool: pd.DataFrame, measured: set, k: int, low: Optional[float] 
     return rest[rest["hash"].isin(set(wide["hash"]) | set(best["hash"]))]  # widest first, as the pool
 
 
+@dataclass
+class StateWait:
+    """verify.state_ms's gate over one verification: how much slower than in the budget's machine state a round's
+    original may time, and until when (``deadline``, time.monotonic()) a round off it may wait and be timed again."""
+
+    ms: float
+    tol: float
+    poll_s: float
+    deadline: float
+
+    @classmethod
+    def start(cls, config: VerifyConfig) -> Optional["StateWait"]:
+        if config.state_ms is None:
+            return None
+        return cls(config.state_ms, config.state_tol, config.state_poll_s, time.monotonic() + config.state_wait_s)
+
+    def off(self, ms: float) -> float:
+        return ms / self.ms - 1
+
+    def again(self, ms: float, rnd: int) -> bool:
+        """Whether a round whose original timed ``ms`` should wait and be timed again (it sleeps first)."""
+        off = self.off(ms)
+        if off <= self.tol:  # a quieter machine than the budget's is as good: only slower states raise the ratios
+            return False
+        late = time.monotonic() + self.poll_s > self.deadline
+        logger.info(f"verify round {rnd}: the original timed {ms:.4f} ms, {off:+.1%} from the budget's machine state "
+                    f"({self.ms:.4f} ms, verify.state_ms; tolerance {self.tol:.0%}): "
+                    + ("no time left to wait (verify.state_wait_s), taking it as it is" if late else
+                       f"timing the round again in {self.poll_s:.0f} s"))
+        if late:
+            return False
+        time.sleep(self.poll_s)
+        return True
+
+
 def _time_on(target: Target, net, picks: pd.DataFrame, subnets: list[Subnet], constraints: Sequence[Constraint],
-             out: Path, default_batch: int, rnd: int) -> tuple[list[dict], dict]:
-    """One round on one target: its original(s) and the candidates timed in one fresh process; the rows, and this
-    round's measured-over-predicted ratio and limit (``{"correction": ..., "limit": ...}``)."""
+             out: Path, default_batch: int, rnd: int, state: Optional[StateWait] = None) -> tuple[list[dict], dict]:
+    """One round on one target: its original(s) and the candidates timed in one fresh process (again, while ``state``
+    says the machine is off the budget's state and may wait); the rows, and this round's measured-over-predicted
+    ratio and limit (``{"correction": ..., "limit": ...}``)."""
     cfg = target.config
     folder = out / "verify" if cfg.batch == default_batch else out / "verify" / f"b{cfg.batch}"
     paths = export_subnets(net, subnets, folder, cfg.batch)
     original_onnx = out / target.folder / "original.onnx"
     dtypes = reference_dtypes(target)
     files = [original_onnx] * (2 if dtypes else 1) + list(paths)
-    logger.info(f"verify round {rnd}: timing {len(paths)} candidates and the original end to end on target "
-                f"{target.describe()} (fresh process)")
-    timings, probe, _ = time_models(files, target.backend, cfg, dtypes + [cfg.dtype] * len(paths) if dtypes else None,
-                                   target.probe)
-    original, base = timings[0], timings[1 if dtypes else 0]  # base: the original a relative budget is a fraction of
+    while True:
+        logger.info(f"verify round {rnd}: timing {len(paths)} candidates and the original end to end on target "
+                    f"{target.describe()} (fresh process)")
+        timings, probe, _ = time_models(files, target.backend, cfg,
+                                        dtypes + [cfg.dtype] * len(paths) if dtypes else None, target.probe)
+        original, base = timings[0], timings[1 if dtypes else 0]  # base: the original a relative budget is a fraction of
+        if state is None or not state.again(base["median_ms"], rnd):
+            break
+    state_off = state.off(base["median_ms"]) * 100 if state is not None else np.nan
     cands = timings[2 if dtypes else 1:]
     mine = target.constraints(constraints)
     limit = latency_limit(mine, base["median_ms"])
@@ -126,11 +186,11 @@ def _time_on(target: Target, net, picks: pd.DataFrame, subnets: list[Subnet], co
              "error_pct": np.nan, "flops": np.nan, "params": np.nan, "chosen": False, "pick_reason": ""}
     rows = [{"round": rnd, "target": target.name, "model": "original", "hash": "", **blank, **_timing(original),
              "dtype": cfg.dtype, "ratio_to_original": original["median_ms"] / base["median_ms"], "budget_ms": limit,
-             "probe_ms": probe}]
+             "probe_ms": probe, "state_off_pct": state_off}]
     if dtypes:
         rows.append({"round": rnd, "target": target.name, "model": f"original_{target.budget_dtype}", "hash": "",
                      **blank, **_timing(base), "dtype": target.budget_dtype, "ratio_to_original": 1.0,
-                     "budget_ms": limit, "probe_ms": probe})
+                     "budget_ms": limit, "probe_ms": probe, "state_off_pct": state_off})
     other = [c for c in constraints if c.metric != "latency_ms" and not c.relative]  # FLOPs/params: analytic
     ratios = []
     for (_, p), sub, t in zip(picks.iterrows(), subnets, cands):
@@ -143,7 +203,8 @@ def _time_on(target: Target, net, picks: pd.DataFrame, subnets: list[Subnet], co
                      "budget_ms": limit, "budget_share": t["median_ms"] / limit if limit else np.nan,
                      "binding_share": np.nan, "meets_target": bool(ok),
                      "meets_budget": False, "error_pct": (pred * scale - t["median_ms"]) / t["median_ms"] * 100,
-                     "probe_ms": probe, "flops": float(p.get("flops", np.nan)), "params": float(p.get("params", np.nan)),
+                     "probe_ms": probe, "state_off_pct": state_off, "flops": float(p.get("flops", np.nan)),
+                     "params": float(p.get("params", np.nan)),
                      "chosen": False, "pick_reason": "", "subnet": sub.to_json()})
         if np.isfinite(pred):
             ratios.append(t["median_ms"] / pred)
@@ -175,6 +236,8 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
     chosen_row, pick = None, None
     default_batch = targets[0].config.batch
     researched = []  # the corrections each new search was run under (for the pick's reason)
+    state = StateWait.start(config)  # the default target's rounds wait for the budget's machine state (verify.state_ms)
+    dominated = 0  # when the rounds ran out of candidates: how many scored ones between the pick and the budget were set aside
 
     def search_again(rounds: dict, limits: dict):
         """The histories of both searches when this round's predictions were off enough to search again."""
@@ -201,11 +264,13 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
             pool = candidate_pool(history, fitness, limits, config.margin_se)
             picks = _candidates(pool, measured, config.top_k, low)
         if picks.empty:
+            dominated = _dominated_between(history, pool, low, limits)
             break
         subnets = [fitness.arranged(Subnet.from_json(t)) for t in picks["subnet"]]
         new, rounds = [], {}
         for target in targets:
-            got, rounds[target.column] = _time_on(target, net, picks, subnets, constraints, out, default_batch, rnd)
+            got, rounds[target.column] = _time_on(target, net, picks, subnets, constraints, out, default_batch, rnd,
+                                                  state if target.name == DEFAULT else None)
             new += got
         _meets_every_budget(new)
         rows += new
@@ -231,6 +296,9 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
             logger.info(f"verify round {rnd}: none met the budget by measurement; measured/predicted "
                         f"{_corrections(rounds)}: next, candidates predicted within "
                         + ", ".join(f"{v:.3f} ms on {k}" for k, v in limits.items()))
+    if chosen_row is not None and dominated and not pick.narrower_by_evidence:
+        pick = replace(pick, reason=pick.reason + f" (the {dominated} scored candidate(s) predicted between it and the "
+                                                  f"budget {WIDER_DOMINATED} {config.margin_se:g} paired SE)")
     if chosen_row is not None and filled:
         pick = replace(pick, reason=pick.reason + " (after a search again to fill the budget: none had been scored between "
                                                   "the first pick and the budget)")

@@ -21,6 +21,20 @@ import numpy as np
 from ..errors import SlimnasError
 
 
+NARROWER = "narrower "  # how a pick's reason starts when a narrower candidate won on its score (Pick.narrower_by_evidence)
+
+
+# how verification's pick reason goes on when every scored candidate between the pick and the budget was set aside
+# because a cheaper one beat it beyond the margin (so the budget is left unused by evidence, not for want of a try)
+WIDER_DOMINATED = "each scored below a cheaper one by more than"
+
+
+def narrower_by_evidence(reason: str) -> bool:
+    """Whether a saved pick reason (verify.csv's ``pick_reason``) says the share of the budget left unused is by
+    evidence: a narrower candidate won on its score, or every wider one scored was beaten by a cheaper one."""
+    return str(reason).startswith(NARROWER) or WIDER_DOMINATED in str(reason)
+
+
 @dataclass(frozen=True)
 class Pick:
     index: int  # into the candidates given
@@ -67,7 +81,7 @@ def choose(names: Sequence[str], costs: Sequence[float], shares: Sequence[Option
 
     if moves:
         i, wider, d, se = moves[-1]
-        reason = (f"narrower `{names[i]}` ({share(i)}) scored {_fmt(d, se, estimator)} above the wider `{names[wider]}` "
+        reason = (f"{NARROWER}`{names[i]}` ({share(i)}) scored {_fmt(d, se, estimator)} above the wider `{names[wider]}` "
                   f"({share(wider)}), paired on the same validation images: more than {margin_se:g} SE, so chosen")
         if len(moves) > 1:
             reason += f" (after {len(moves) - 1} earlier such step(s) from the widest, `{names[order[0]]}`)"
