@@ -17,6 +17,8 @@ Finished stages are cached in the work folder: rerun the same command to resume,
         --out benchmarks/results/headline/ablation --methods slimnas-bsnas,slimnas-bsnas:supernet_teacher=none   # an ablation
     PYTHONPATH=. python benchmarks/headline.py --quick --budgets 0.5,0.3 --int8 \
         --methods "fastnas@0.5,fastnas+int8@0.3,slimnas-bsnas@0.5,slimnas-bsnas+int8"   # INT8 rows (issue 15)
+    PYTHONPATH=. python benchmarks/headline.py --quick --seeds 0,1,2 --retime --closing-processes 40 \
+        --state-wait 60 --methods ...   # retime the closing run, waiting up to an hour for the budgets' machine state
 
 Needs the bench extra for the peers: pip install -e ".[bench]".
 """
@@ -32,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from headline_lib.measure import StateGate  # noqa: E402
 from headline_lib.methods import METHODS, PEERS, SLIMNAS_ARMS  # noqa: E402
 from headline_lib.profiles import get_profile  # noqa: E402
 from headline_lib.runner import Run, RunOptions  # noqa: E402
@@ -70,6 +73,12 @@ def main(argv=None) -> int:
     p.add_argument("--closing-processes", type=int, metavar="N",
                    help="fresh processes of the closing timing run (default: the profile's, 5 for --quick); more narrows "
                    "each model's ratio to the base (its s.e. falls as 1/sqrt(N)) and retimes a cached run made with other settings")
+    p.add_argument("--state-tol", type=float, default=1.0, metavar="PCT",
+                   help="the closing run decides budget shares only with the base at most PCT%% slower than when the "
+                   "budgets were set (default 1; slower states raise every model's ratio to the base); 0 turns the gate off")
+    p.add_argument("--state-wait", type=float, metavar="MIN",
+                   help="minutes the closing run may wait for that state, probing it every 2 minutes with a short closing run "
+                   "(default 30; 0 with --smoke); it then runs anyway and results.md says the shares are not decided")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: each fine-tunes every method again "
                    "and re-runs the seeded searches (the slimnas arms); the report gives mean ± sd over them. Seeds may run "
                    "as separate invocations on the same work folder; the last one, with every seed, writes the report "
@@ -88,6 +97,11 @@ def main(argv=None) -> int:
             if args.closing_processes < 1:
                 raise SlimnasError(f"--closing-processes {args.closing_processes}: give a positive number of processes, e.g. 20")
             profile = replace(profile, final_timing=replace(profile.final_timing, processes=args.closing_processes))
+        if args.state_tol < 0 or (args.state_wait is not None and args.state_wait < 0):
+            raise SlimnasError(f"--state-tol {args.state_tol:g} / --state-wait {args.state_wait}: give numbers >= 0, "
+                               "e.g. --state-tol 1 --state-wait 30 (--state-tol 0 turns the gate off)")
+        wait_min = args.state_wait if args.state_wait is not None else 0.0 if name == "smoke" else 30.0
+        gate = StateGate(tol_pct=args.state_tol, wait_s=60 * wait_min)
         results = name if args.finetune is None and args.distill is None else f"{name}-{profile.finetune_label().rsplit('-', 1)[0]}"
         if args.budgets is not None:
             results += "-budgets" + "-".join(f"{b:g}" for b in profile.budgets)
@@ -98,7 +112,7 @@ def main(argv=None) -> int:
                           work=args.work or HERE.parent / "runs" / "headline" / name,
                           methods=methods, method_budgets=method_budgets or None, int8=args.int8,
                           int8_calibration=args.int8_calibration, weights=args.weights,
-                          train_base=args.train_base, device=args.device, retime=args.retime, seeds=seeds,
+                          train_base=args.train_base, device=args.device, retime=args.retime, seeds=seeds, state_gate=gate,
                           command="python benchmarks/headline.py " + " ".join(shlex.quote(a) for a in argv))
         Run(opts).run()
     except SlimnasError as exc:

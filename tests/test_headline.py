@@ -192,6 +192,8 @@ def headline_main():
     (["--methods", "uniform+int8+int8"], "+int8 once, at the end of the name"),
     (["--methods", "uniform", "--int8", "--int8-calibration", "0"], "--int8-calibration 0: give at least 1"),
     (["--methods", "uniform", "--closing-processes", "0"], "--closing-processes 0: give a positive number"),
+    (["--methods", "uniform", "--state-tol", "-1"], "--state-tol -1 / --state-wait None: give numbers >= 0"),
+    (["--methods", "uniform", "--state-wait", "-5"], "--state-wait -5.0: give numbers >= 0"),
 ])
 def test_bad_input_is_one_line_error_and_leaves_no_folder(tmp_path, capsys, args, message):
     work, out = tmp_path / "work", tmp_path / "out"
@@ -199,6 +201,89 @@ def test_bad_input_is_one_line_error_and_leaves_no_folder(tmp_path, capsys, args
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("headline: error: ") and message in err[-1]
     assert not work.exists() and not out.exists()
+
+
+class Clock:
+    """Time that passes only when the code under test sleeps or a probe runs (``cost`` seconds each)."""
+
+    def __init__(self, cost: float = 15.0):
+        self.t, self.cost, self.slept = 0.0, cost, []
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.t += s
+
+    def probes(self, values):
+        it = iter(values)
+
+        def probe():
+            self.t += self.cost
+            return next(it)
+        return probe
+
+
+def test_state_gate_waits_for_the_budgets_state_and_gives_up_at_its_deadline():
+    from headline_lib.measure import StateGate, await_state
+
+    gate = StateGate(tol_pct=1.0, wait_s=600, poll_s=120)
+    assert gate.within(0.4462, 0.4422) and not gate.within(0.4479, 0.4422)  # +0.9% in, +1.3% out
+    assert gate.within(0.4305, 0.4422), "a quieter machine (-2.6%) is as good: only slower states raise the ratios"
+    clock, log = Clock(), []
+    polls = await_state(clock.probes([0.525, 0.47, 0.445]), 0.4422, gate, clock() + gate.wait_s, log.append, clock,
+                        clock.sleep)
+    assert [round(p["off_pct"], 1) for p in polls] == [18.7, 6.3, 0.6] and clock.slept == [120, 120]
+    assert "probing again in 120 s" in log[0] and len(log) == 2  # nothing logged once it is back
+    # never back: it stops before a sleep would pass the deadline, and says so
+    clock, log = Clock(), []
+    polls = await_state(clock.probes([0.52] * 10), 0.4422, gate, clock() + gate.wait_s, log.append, clock, clock.sleep)
+    assert len(polls) == 5 and clock() <= gate.wait_s + clock.cost and "no time left to wait" in log[-1]
+    # no time to wait (the default, and --smoke) or no gate: nothing is probed
+    for g in (StateGate(tol_pct=1.0, wait_s=0), StateGate(tol_pct=0, wait_s=600)):
+        clock = Clock()
+        assert await_state(clock.probes([]), 0.4422, g, clock() + g.wait_s, print, clock, clock.sleep) == []
+    assert StateGate(tol_pct=0).within(9.0, 0.4422)
+    with pytest.raises(ValueError, match="poll_s > 0"):
+        StateGate(poll_s=0)
+
+
+def test_a_closing_run_off_the_budgets_state_is_timed_again_and_its_state_recorded():
+    from headline_lib.measure import StateGate, in_state
+
+    gate = StateGate(tol_pct=1.0, wait_s=3600, poll_s=120, closing_runs=2)
+    clock = Clock()
+    runs = iter([0.50, 0.4440])  # the first closing run's own base drifted off; the second is back
+
+    def closing():
+        clock.t += 300
+        base = next(runs)
+        return base, f"run at {base}"
+
+    result, state = in_state(closing, clock.probes([0.445, 0.4425]), 0.4422, gate, print, clock, clock.sleep)
+    assert result == "run at 0.444" and state["within"] and state["closing_runs_base_ms"] == [0.50, 0.4440]
+    assert len(state["probes"]) == 2 and state["off_pct"] == pytest.approx(0.407, abs=1e-3)
+    # still off after closing_runs: the last run is kept and its shares are marked not decided
+    clock, log = Clock(), []
+    runs = iter([0.50, 0.49])
+    result, state = in_state(closing, clock.probes([0.44, 0.44]), 0.4422, gate, log.append, clock, clock.sleep)
+    assert result == "run at 0.49" and not state["within"] and "not decided" in log[-1]
+
+
+def test_results_md_says_whether_the_closing_run_decides_budget_shares():
+    from headline_lib.report import state_line
+
+    def results(base_ms, state=None):
+        return {"budgets": {"base": {"latency_ms": 0.4422}},
+                "final_timing": {"base": {"latency_ms": base_ms}, **({"state": state} if state else {})}}
+
+    assert "no state gate recorded" in state_line(results(0.4479))  # a run from before the gate
+    assert "not more than the gate's 1% slower, so budget shares are decided" in state_line(
+        results(0.4393, {"tol_pct": 1.0, "within": True, "probes": [], "closing_runs_base_ms": [0.4393]}))
+    off = state_line(results(0.525, {"tol_pct": 1.0, "within": False, "probes": [{}] * 3,
+                                     "closing_runs_base_ms": [0.52, 0.525]}))
+    assert "+18.7% from its 0.4422 ms" in off and "SLOWER" in off and "not decided" in off and "3 probe(s)" in off
 
 
 def test_ratio_statistics():
@@ -337,7 +422,8 @@ def test_summary_is_mean_and_sd_over_seeds_of_the_models_that_met_their_budget()
     assert "MET" in half and "difference +4.00 pt" in half  # 76 - 72 >= 1.5, and 76 >= 77 - 1.5
     assert "MISSED" in goal_lines([r for r in rows if r["method"] != "fastnas"], 0.77)[0]  # no FastNAS: not met
     spend = lines[-1]
-    assert spend.startswith("- Every slimnas model at >= 95% of its budget: 2 of 3") and "slimnas-bsnas@0.5x#1" in spend
+    assert spend.startswith("- Every slimnas model at >= 95% of its budget, unless evidence says otherwise: 2 of 3")
+    assert "slimnas-bsnas@0.5x#1" in spend
     # the same seeds paired: +5, +5 over the two seeds where both met the budget (seed 2 of the arm missed it)
     assert paired(rows, "slimnas-bsnas", "fastnas", 0.5) == pytest.approx({0: 5.0, 1: 5.0})
     assert "paired by seed +5.00 (s.e. 0.00; seeds 0, 1: +5.00, +5.00)" in half
@@ -350,6 +436,30 @@ def test_summary_is_mean_and_sd_over_seeds_of_the_models_that_met_their_budget()
     rows[3]["latency_ratio"] = rows[4]["latency_ratio"] = 0.45  # 90% of the budget: +2% stays short, +6% does not
     spend = goal_lines(rows, base_top1=0.77)[-1]
     assert "below: slimnas-bsnas@0.5x#0 90.0% (± 1.0%), slimnas-bsnas@0.5x#1 90.0% (± 3.0%); of these 1 below" in spend
+    # a narrower pick that won on its score is under the share by evidence: listed apart, not counted short
+    rows[3]["narrower_by_evidence"] = True
+    spend = goal_lines(rows, base_top1=0.77)[-1]
+    assert ": 2 of 3 (1 of them below it by evidence: slimnas-bsnas@0.5x#0 90.0%" in spend
+    assert "below: slimnas-bsnas@0.5x#1 90.0% (± 3.0%); of these 0 below" in spend
+
+
+def test_an_arms_row_carries_its_slim_runs_pick(tmp_path):
+    """slim_pick reads the pick the slim run reported (search.json's info); a reason that starts with a narrower
+    candidate's win is evidence (the sentence slimnas.search.pick writes)."""
+    import json
+
+    from headline_lib.methods.slimnas_arms import slim_pick
+    from slimnas.search.pick import choose
+
+    assert slim_pick(tmp_path) == {}  # no search.json: nothing to say
+    score = [0.80, 0.70]  # the narrower "a" scores 10 points above the wider "b", SE 1 point
+    pick = choose(["a", "b"], [0.20, 0.21], [0.90, 0.95], lambda i, j: (score[i] - score[j], 0.01), 2.0)
+    assert pick.narrower_by_evidence and pick.index == 0
+    (tmp_path / "search.json").write_text(json.dumps({"info": {"chosen": {"hash": "a", "pick_reason": pick.reason}}}))
+    assert slim_pick(tmp_path) == {"pick_reason": pick.reason, "narrower_by_evidence": True}
+    widest = choose(["a", "b"], [0.20, 0.21], [0.90, 0.95], lambda i, j: (0.0, 0.01), 2.0)
+    (tmp_path / "search.json").write_text(json.dumps({"info": {"chosen": {"pick_reason": widest.reason}}}))
+    assert slim_pick(tmp_path)["narrower_by_evidence"] is False
 
 
 def test_an_int8_method_shares_its_fp32_twins_work_and_searches_int8_latency(tmp_path):

@@ -53,6 +53,12 @@ class SlimnasArmConfig:
     # the budget, search again to fill it. 0 here keeps the committed headline rows reproducible (they ran without it);
     # the variant ARM:verify_fill_search=1 measures it (benchmarks/results/headline/ladder-xeon/)
     verify_fill_search: int = 0
+    # slim's verify.state_ms: 1 gives it the base's latency when the headline's budgets were set, so each verification
+    # round waits (up to verify_state_wait_s in all) for the machine state the budgets were set in, within
+    # verify_state_tol, as the closing run does (headline_lib.measure.StateGate); 0 keeps the committed rows' settings
+    verify_state: int = 0
+    verify_state_tol: float = 0.01
+    verify_state_wait_s: float = 600.0
     # slim's search.sensitivity_levels: widths probed per group for the sensitivity seeds of the evolutionary search's
     # initial population (0: random start, the search before the seeds; 3, slim's default: +4.0 pt at 0.5x in
     # benchmarks/results/headline/terms)

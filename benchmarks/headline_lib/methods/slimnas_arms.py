@@ -126,7 +126,8 @@ class SlimnasArm(Method):
             search=SearchConfig(population=a.population, generations=a.generations, time_limit_s=60 * a.search_minutes,
                                 sensitivity_levels=a.search_sensitivity_levels),
             verify=VerifyConfig(fill=a.verify_fill, rounds=a.verify_rounds_max, margin_se=a.verify_margin_se,
-                                fill_search=a.verify_fill_search), finetune=FinetuneConfig(train=one_step, distill=False),
+                                fill_search=a.verify_fill_search, state_ms=budget.base_ms if a.verify_state else None,
+                                state_tol=a.verify_state_tol, state_wait_s=a.verify_state_wait_s), finetune=FinetuneConfig(train=one_step, distill=False),
             device=str(self.ctx.device), seed=self.ctx.seed)
 
     def search(self, budget: Budget, timers: Timers) -> Searched:
@@ -185,3 +186,19 @@ def arm_variant(name: str) -> type[SlimnasArm]:
     if not overrides:
         raise SlimnasError(f"method {name!r}: name at least one KEY=VALUE after the arm, e.g. {base}:supernet_teacher=none")
     return type(cls.__name__ + "Variant", (cls,), {"name": name, "base_name": base, "overrides": overrides})
+
+
+def slim_pick(budget_folder: Path) -> dict:
+    """The slim run's own account of its pick, kept in the budget folder's search.json (``{}`` where there is none):
+    ``pick_reason`` and ``narrower_by_evidence`` (the share left unused is by evidence: a narrower candidate won on its
+    score, or every wider one scored was beaten by a cheaper one)."""
+    import json
+
+    from slimnas.search.pick import narrower_by_evidence
+
+    search = Path(budget_folder) / "search.json"
+    chosen = json.loads(search.read_text()).get("info", {}).get("chosen", {}) if search.is_file() else {}
+    reason = chosen.get("pick_reason")
+    if not reason:
+        return {}
+    return {"pick_reason": reason, "narrower_by_evidence": narrower_by_evidence(reason)}
