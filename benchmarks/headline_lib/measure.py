@@ -28,6 +28,7 @@ from slimnas.export import export_onnx, layer_shapes
 from slimnas.latency.backends import BackendConfig
 from slimnas.latency.e2e import E2EConfig, median_se_pct, time_onnx_files
 from slimnas.latency.timing import TimingConfig
+from slimnas.pipeline.verify import state_off, within_state
 
 
 @dataclass(frozen=True)
@@ -158,13 +159,14 @@ class StateGate:
         return self.tol_pct > 0
 
     def within(self, base_ms: float, reference_ms: float) -> bool:
-        """At most ``tol_pct`` slower than the budgets' state (any faster state is as good: see the class)."""
-        return not self.on or off_pct(base_ms, reference_ms) <= self.tol_pct
+        """At most ``tol_pct`` slower than the budgets' state (any faster state is as good: see the class); the rule
+        slim's verification applies (:func:`slimnas.pipeline.verify.within_state`)."""
+        return not self.on or within_state(base_ms, reference_ms, self.tol_pct / 100)
 
 
 def off_pct(base_ms: float, reference_ms: float) -> float:
     """How far (in %) the base's latency now is from its latency when the budgets were set."""
-    return (base_ms / reference_ms - 1) * 100
+    return state_off(base_ms, reference_ms) * 100
 
 
 def await_state(probe, reference_ms: float, gate: StateGate, deadline: float, log=print,

@@ -10,7 +10,7 @@ from pathlib import Path
 from slimnas.fileio import atomic_path, atomic_write_text
 from slimnas.train.strategies.distill import DistillOptions
 
-from .measure import StateGate
+from .measure import StateGate, off_pct
 from .methods import PEERS, SLIMNAS_ARMS, get_method, is_arm
 
 # issue 13's goals, judged on the means over seeds: (text, the peer to beat, points over it, points within the base)
@@ -158,7 +158,7 @@ def goal_lines(rows: list[dict], base_top1: float, goals: dict = GOALS, arm=None
             parts.append(f"{peer} not in this run")
         lines.append(f"- {frac:g}x ({text}): {'MET' if ok else 'MISSED'}; " + "; ".join(parts) + ".")
     arms = [r for r in rows if arm(r["method"])]
-    # under the share with evidence for it (slim picked a narrower candidate that scored higher beyond its margin)
+    # under the share with evidence for it (slimnas.search.pick.narrower_by_evidence of slim's pick reason)
     evidence = [r for r in arms if r["latency_ratio"] < SPEND * r["fraction"] and r.get("narrower_by_evidence")]
     below = [r for r in arms if r["latency_ratio"] < SPEND * r["fraction"] and not r.get("narrower_by_evidence")]
     # short beyond the closing run's own error: the share is below SPEND even when raised by two repeat errors
@@ -171,7 +171,8 @@ def goal_lines(rows: list[dict], base_top1: float, goals: dict = GOALS, arm=None
                      f"{len(arms) - len(below)} of {len(arms)}"
                      + (f" ({len(evidence)} of them below it by evidence: "
                         + ", ".join(f"{row_name(r)} {r['latency_ratio'] / r['fraction']:.1%}" for r in evidence)
-                        + ", where slim picked a narrower candidate that scored higher beyond its margin)"
+                        + ", where slim's pick reason gives the evidence: a narrower candidate scored higher beyond its margin, or every "
+                        "wider one scored was beaten by a cheaper one)"
                         if evidence else "")
                      + (f"; below: {', '.join(short)}; of these {len(clear)} below by more than two of their repeat "
                         "errors (each slim run's report.md says why it chose that point)." if below else "."))
@@ -183,7 +184,7 @@ def closing_state(results: dict) -> dict:
     the gate's tolerance where the run recorded one and its verdict (``tol_pct``/``within`` None for an older run)."""
     ft, ref = results["final_timing"], results["budgets"]["base"]["latency_ms"]
     state = ft.get("state") or {}
-    off = 100 * (ft["base"]["latency_ms"] / ref - 1)
+    off = off_pct(ft["base"]["latency_ms"], ref)
     tol = state.get("tol_pct")
     # the verdict from the numbers by the gate's rule (a run recorded under an earlier, two-sided rule is judged anew)
     within = StateGate(tol_pct=tol).within(ft["base"]["latency_ms"], ref) if tol is not None else None

@@ -56,7 +56,7 @@ def run_search(net, strategy, data, predictor, budget: Sequence[Constraint], sea
     objective = "latency_ms" if predictor is not None else "flops"
     space = strategy.space if strategy.space is not None else net.space
     result = evolve(space, fitness, costs, list(budget), search, objective=objective, state_path=out / STATE,
-                    progress=progress, extend=not (finished and (out / STATE).is_file()))
+                    progress=progress, extend=not finished)
     write_csv(result.history, out / HISTORY)
     write_csv(uniform_points(net, strategy, fitness, costs, budget), out / UNIFORM)
     write_csv(result.pareto, out / PARETO)
