@@ -133,10 +133,13 @@ class SearchSpace:
     """Candidate widths for each searchable group, depths for each stage, and the operators on subnets built from them."""
 
     def __init__(self, groups: Sequence[GroupChoices], stages: Sequence[StageChoices] = (),
-                 kernels: Sequence[KernelChoices] = ()):
+                 kernels: Sequence[KernelChoices] = (), inner: Optional[Mapping[str, Iterable[str]]] = None):
         self.groups: tuple[GroupChoices, ...] = tuple(groups)
         self.stages: tuple[StageChoices, ...] = tuple(stages)
         self.kernels: tuple[KernelChoices, ...] = tuple(kernels)
+        # Knobs (group names, "kernel <conv>") that live only inside one skippable block, by block: a subnet that
+        # drops the block does not use them, so they are set to their narrowest choice (:meth:`canonical`).
+        self.inner: dict[str, tuple[str, ...]] = {b: tuple(k) for b, k in (inner or {}).items()}
         self._by_name = {g.name: g for g in self.groups}
         self._stage = {s.name: s for s in self.stages}
         self._kernel = {k.name: k for k in self.kernels}
@@ -198,11 +201,39 @@ class SearchSpace:
     def assign(self, subnet: Subnet, values: Mapping[str, int]) -> Subnet:
         """``subnet`` with the given knobs (widths; depths by ``"depth <stage>"``, kernels by ``"kernel <conv>"``)."""
         widths, depth, kernels = self.split_knobs(values)
-        return subnet.replace(widths, depth=depth, kernels=kernels)
+        return self.canonical(subnet.replace(widths, depth=depth, kernels=kernels))
 
     def dropped(self, subnet: Subnet) -> set[str]:
         """The blocks ``subnet`` drops (none for a stage it does not name)."""
         return {b for st in self.stages for b in st.dropped(subnet.depth.get(st.name, len(st.blocks)))}
+
+    def unused(self, subnet: Subnet) -> set[str]:
+        """The knobs ``subnet`` does not use: those inside the blocks it drops."""
+        return self.unused_at(subnet.depth)
+
+    def unused_at(self, depth: Mapping[str, int]) -> set[str]:
+        """The knobs a subnet keeping ``depth`` blocks per stage (all of a stage it does not name) does not use."""
+        if not self.inner:
+            return set()
+        return {k for st in self.stages for b in st.dropped(depth.get(st.name, len(st.blocks)))
+                for k in self.inner.get(b, ())}
+
+    def canonical(self, subnet: Subnet) -> Subnet:
+        """``subnet`` with every knob inside a dropped block at its narrowest choice (channel indices dropped).
+
+        Subnets that differ only there are one network: same accuracy, same latency. The search's operators
+        return this form, so it never scores or times one network twice under two hashes."""
+        unused = self.unused(subnet)
+        if not unused:
+            return subnet
+        widths, _, kernels = self.split_knobs({k: self._narrowest(k) for k in unused})
+        keep = {g: i for g, i in subnet.indices.items() if g not in widths}
+        return Subnet({**subnet.widths, **widths}, keep, subnet.depth, {**subnet.kernels, **kernels})
+
+    def _narrowest(self, knob: str) -> int:
+        if knob.startswith(KERNEL_KNOB):
+            return self._kernel[knob[len(KERNEL_KNOB):]].choices[0]
+        return self._by_name[knob].choices[0]
 
     def restricted(self, choices: Mapping[str, Iterable[int]], depth: Optional[Mapping[str, Iterable[int]]] = None,
                    kernels: Optional[Mapping[str, Iterable[int]]] = None) -> "SearchSpace":
@@ -235,7 +266,7 @@ class SearchSpace:
             if unknown or not keep:
                 raise SlimnasError(f"widths {sorted(unknown) or 'none'} are not candidates of group {g.name!r}")
             groups.append(GroupChoices(g.name, g.width, keep))
-        return SearchSpace(groups, stages, elastic)
+        return SearchSpace(groups, stages, elastic, self.inner)
 
     # -- fixed points --------------------------------------------------------------------------------------
     def _full_depth(self) -> dict[str, int]:
@@ -271,7 +302,7 @@ class SearchSpace:
         r = _rng(rng)
         widths = {g.name: r.choice(g.choices) for g in self.groups}
         depth = {st.name: r.choice(st.choices) for st in self.stages}
-        return Subnet(widths, depth=depth, kernels={k.name: r.choice(k.choices) for k in self.kernels})
+        return self.canonical(Subnet(widths, depth=depth, kernels={k.name: r.choice(k.choices) for k in self.kernels}))
 
     def mutate(self, subnet: Subnet, prob: float = 0.1, rng: Rng = None) -> Subnet:
         """Resample each group's width, and each stage's depth, with probability ``prob``."""
@@ -288,7 +319,7 @@ class SearchSpace:
         for k in self.kernels:
             if r.random() < prob:
                 kernels[k.name] = r.choice(k.choices)
-        return subnet.replace(widths, depth=depth, kernels=kernels)
+        return self.canonical(subnet.replace(widths, depth=depth, kernels=kernels))
 
     def crossover(self, a: Subnet, b: Subnet, rng: Rng = None) -> Subnet:
         """Each group's width (and channel indices), and each stage's depth, from one parent or the other, at random."""
@@ -306,7 +337,7 @@ class SearchSpace:
         for k in self.kernels:
             src = a if r.random() < 0.5 else b
             kernels[k.name] = src.kernels.get(k.name, k.kernel)
-        return Subnet(widths, indices, depth, kernels)
+        return self.canonical(Subnet(widths, indices, depth, kernels))
 
     def validate(self, subnet: Subnet) -> Subnet:
         """Check every group is known and every width one of its candidates; missing groups get their original width

@@ -23,7 +23,7 @@ from .dynamic import DYNAMIC, Active, DynamicMixin, functional
 from .dynamic.skip import SkippableBlock
 from .errors import SlimnasError
 from .importance import channel_importance, importance_order, routed_votes
-from .space import GroupChoices, KernelChoices, SearchSpace, SpaceConfig, StageChoices, candidate_widths
+from .space import KERNEL_KNOB, GroupChoices, KernelChoices, SearchSpace, SpaceConfig, StageChoices, candidate_widths
 from .subnet import Subnet
 from .trace import ChannelGraph, Layout, analyse, trace
 from .trace.blocks import find_blocks, stages_of
@@ -196,6 +196,32 @@ class Supernet(nn.Module):
         depth = f", {len(self._blocks)} skippable blocks in {len(self.space.stages)} stages" if self._blocks else ""
         depth += f", {len(self._kernels)} elastic kernels" if self._kernels else ""
         return f"{len(self.graph.groups)} channel groups, {n} searchable{depth}, {self.space.size():.3g} subnets"
+
+
+def _inner_knobs(graph: ChannelGraph, stages: Sequence[StageChoices],
+                 elastic: Sequence[KernelChoices]) -> dict[str, list[str]]:
+    """The searchable groups (and elastic convs, as ``"kernel <conv>"`` knobs) whose every layer is inside one
+    skippable block, by block: a subnet dropping the block does not use them. A group a channel-count patch
+    outside the block reads is never inner."""
+    if not stages:
+        return {}
+    def inside(name: str, block: str) -> bool:
+        return name == block or name.startswith(block + ".")
+
+    patched: dict[int, set[str]] = {}
+    for patch in graph.patches:
+        for gi in patch.spaces:
+            patched.setdefault(gi, set()).add(patch.module)
+    out: dict[str, list[str]] = {}
+    for st in stages:
+        for b in st.blocks:
+            knobs = [g.name for gi, g in enumerate(graph.groups)
+                     if g.searchable and g.members and all(inside(layer, b) for layer, _ in g.members)
+                     and all(inside(m, b) for m in patched.get(gi, ()))]
+            knobs += [KERNEL_KNOB + k.name for k in elastic if inside(k.name, b)]
+            if knobs:
+                out[b] = knobs
+    return out
 
 
 def stored_widths(graph: ChannelGraph, space: SearchSpace) -> dict[int, int]:
@@ -399,7 +425,7 @@ def convert(model: nn.Module, input_shape: Union[int, Sequence[int]] = 224,
         if not stages:
             logger.info("depth=True but %s has no skippable residual blocks: the space is width only", type(model).__name__)
     elastic = _elastic_kernels(graph, originals, config.space.kernel_sizes) if config.space.kernel_sizes else []
-    space = SearchSpace(choices, stages, elastic)
+    space = SearchSpace(choices, stages, elastic, _inner_knobs(graph, stages, elastic))
 
     # Broadening: make room for channels beyond the checkpoint's width (function-preserving at the start).
     stored = stored_widths(graph, space)

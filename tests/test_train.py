@@ -36,6 +36,7 @@ def ctx_for(net, seed=0):
 
 
 def tiny_supernet(**space):
+    torch.manual_seed(0)  # the same weights on every run: the tests below compare arrangements of them
     model = calibrate(TinyNet(10), (3, 16, 16))
     model.drop.p = 0.0  # dropout would make two forwards of one subnet differ
     return slimnas.convert(model, 16, **space)

@@ -92,6 +92,17 @@ def candidate_pool(history: pd.DataFrame, fitness, predicted_limit, margin_se: f
     return pool[keep].sort_values([cost, "hash"], ascending=[False, True], kind="stable")
 
 
+def one_per_network(history: pd.DataFrame, space) -> pd.DataFrame:
+    """``history`` with each network once: the first row of the subnets that are one network (the same subnet
+    hash, or widths that differ only inside blocks they drop; :meth:`slimnas.space.SearchSpace.canonical`), so
+    no verification slot goes to a network timed already."""
+    if history.empty:
+        return history
+    key = [space.canonical(Subnet.from_json(t)).hash if space.inner else h
+           for t, h in zip(history["subnet"], history["hash"])]
+    return history[~pd.Series(key, index=history.index).duplicated().to_numpy()]
+
+
 def _dominated_between(history: pd.DataFrame, pool: pd.DataFrame, low: Optional[float], limits: dict) -> int:
     """How many feasible scored subnets are predicted between ``low`` (a pick that left the budget unused) and the
     measured budget (``limits``) while none of them is in ``pool``: each was set aside because a cheaper one scored
@@ -232,7 +243,7 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
     searches again under it and returns that search's result; it is called (at most ``config.research`` times) when
     a round's median measured/predicted ratio is off by more than ``config.research_tol`` and the round gave no
     pick, or one that left the budget unused. The candidates then come from both searches' histories."""
-    history = result.history
+    history = one_per_network(result.history, net.space)
     if not history["feasible"].astype(bool).any():
         raise SlimnasError("the search found no subnet within the budget to verify")
     estimator = getattr(getattr(fitness, "config", None), "estimator", "top1")
@@ -261,7 +272,7 @@ def verify(net, fitness, result: SearchResult, constraints: Sequence[Constraint]
         """Search again under ``limits``; its scored subnets join the candidates' history."""
         nonlocal history
         again = research(limits)
-        history = pd.concat([history, again.history], ignore_index=True).drop_duplicates("hash", keep="first")
+        history = one_per_network(pd.concat([history, again.history], ignore_index=True), net.space)
 
     for rnd in range(1, config.rounds + 1):
         picks = _candidates(pool, measured, config.top_k, low)

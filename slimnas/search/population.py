@@ -23,7 +23,8 @@ CHILD_ROUNDS = 20  # batches of children tried per generation before settling fo
 def step_down(space: SearchSpace, subnet: Subnet, rng: random.Random) -> Subnet:
     """One random group one candidate narrower, or one stage one block shallower (a knob not yet at its smallest
     choice); ``subnet`` if none can."""
-    movable = [(k, c) for k, c in space.knobs() if space.value(subnet, k) > c[0]]
+    unused = space.unused(subnet)
+    movable = [(k, c) for k, c in space.knobs() if k not in unused and space.value(subnet, k) > c[0]]
     if not movable:
         return subnet
     k, choices = rng.choice(movable)
@@ -108,10 +109,12 @@ def initial_population(space: SearchSpace, table: CostTable, config: SearchConfi
 
 
 def _mutant(space: SearchSpace, parent: Subnet, prob: float, rng: random.Random) -> Subnet:
-    """``parent`` mutated; if no group changed, one random group moves to another candidate."""
+    """``parent`` mutated; if no group changed, one random group moves to another candidate (one that a block the
+    parent drops does not hold)."""
     child = space.mutate(parent, prob, rng)
     if child == parent:
-        knobs = [(k, c) for k, c in space.knobs() if len(c) > 1]
+        unused = space.unused(parent)
+        knobs = [(k, c) for k, c in space.knobs() if len(c) > 1 and k not in unused]
         if knobs:
             k, choices = rng.choice(knobs)
             child = space.assign(parent, {k: rng.choice([c for c in choices if c != space.value(parent, k)])})

@@ -9,10 +9,12 @@ choice is judged against subnets of similar cost and narrow widths are not remov
 A choice is switched off only on evidence: it and the group's best choice both have at least
 ``min_samples`` samples, and its mean score is worse than the best's by more than ``margin`` (score units:
 nats of cross-entropy) and significantly so at ``confidence``: Welch's one-sided t test of the two means,
-Bonferroni-corrected for the k(k-1) ordered pairs of the group's k scored choices. The correction matters:
-the worst and the best of k equally good choices differ by 1.5 to 2 standard errors of a difference on noise
-alone, so "switch off the worst" without it removes choices at random (``confidence=0`` does exactly that,
-the rule before this one). At most one choice per group goes per round, never below ``floor`` choices. Every switch-off is logged with
+Bonferroni-corrected for the k(k-1) ordered pairs of the group's k scored choices and for the number of knobs the
+round tests (each may switch one off). The correction matters: the worst and the best of k equally good choices
+differ by 1.5 to 2 standard errors of a difference on noise alone, so "switch off the worst" without it removes
+choices at random (``confidence=0`` does exactly that, the rule before this one); corrected per group only, a
+round over MobileNetV2's 30 knobs (depth space) with no effect but one stage's depth switched off a choice by chance in 5 of 12
+synthetic windows (400 records), none with the correction over the round. At most one choice per group goes per round, never below ``floor`` choices. Every switch-off is logged with
 its step, score, sample count and the best choice it lost to (``shrink.csv`` in the run folder).
 
 In a space with elastic depth or kernels, each stage's depths (blocks kept) and each elastic conv's kernel sizes are
@@ -42,7 +44,7 @@ class BSNASOptions(SandwichOptions):
     floor: int = 2  # never fewer width choices per group than this
     min_samples: int = 5  # a choice (and the best it is compared with) needs this many samples in the window
     margin: float = 0.0  # ... and must score worse than the group's best by more than this (nats)
-    confidence: float = 0.95  # ... and significantly so (Welch t, Bonferroni over the group's pairs); 0: always
+    confidence: float = 0.95  # ... and significantly so (Welch t, Bonferroni over the round's knobs and pairs); 0: always
     window_rounds: int = 2  # choices are scored over the records of the last this many rounds
     keep_narrowest: bool = True  # never switch off a group's narrowest choice (the narrowest subnet stays)
     score: str = "residual"  # residual (loss minus the FLOPs trend) | loss
@@ -113,7 +115,7 @@ class BSNAS(Sandwich):
         return metrics
 
     def scores(self) -> dict[str, dict[int, Score]]:
-        """Per group and width: the mean score, sample count and variance over the window."""
+        """Per group and width: the mean score, sample count and variance over the window's records that use it."""
         if not self.window:
             return {}
         loss = np.array([r.loss for r in self.window])
@@ -126,15 +128,21 @@ class BSNAS(Sandwich):
             value = loss
         acc: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r, v in zip(self.window, value):
+            # a width (or kernel) inside a block the subnet dropped played no part in its loss: no evidence on it
+            unused = self.space.unused_at({k[len(DEPTH_KNOB):]: d for k, d in r.operations.items()
+                                           if k.startswith(DEPTH_KNOB)})
             for g, w in r.widths.items():
-                acc[g][w].append(float(v))
+                if g not in unused:
+                    acc[g][w].append(float(v))
             for k, d in r.operations.items():
-                acc[k][d].append(float(v))
+                if k not in unused:
+                    acc[k][d].append(float(v))
         return {g: {w: Score(float(np.mean(vs)), len(vs), float(np.var(vs, ddof=1)) if len(vs) > 1 else float("nan"))
                     for w, vs in per.items()} for g, per in acc.items()}
 
-    def decide(self, choices: list[int], scores: dict[int, Score]) -> Optional[dict]:
-        """The choice to switch off among ``choices`` (with the evidence), or None where the evidence is short."""
+    def decide(self, choices: list[int], scores: dict[int, Score], family: int = 1) -> Optional[dict]:
+        """The choice to switch off among ``choices`` (with the evidence), or None where the evidence is short.
+        ``family``: how many knobs this round tests (the Bonferroni correction covers them all)."""
         opts = self.options
         if len(choices) <= opts.floor:
             return None
@@ -150,7 +158,7 @@ class BSNAS(Sandwich):
         gap = sw.mean - sb.mean
         se, p = welch_test(sw, sb)
         pairs = len(scored) * (len(scored) - 1)  # Bonferroni: any ordered pair could have come out worst/best
-        alpha = (1 - opts.confidence) / pairs if opts.confidence > 0 else 1.0
+        alpha = (1 - opts.confidence) / (pairs * max(family, 1)) if opts.confidence > 0 else 1.0
         if not gap > opts.margin or not p < alpha:
             return None
         return {"width": worst, "score": sw.mean, "samples": sw.n, "best_width": best, "best_score": sb.mean,
@@ -159,10 +167,11 @@ class BSNAS(Sandwich):
     def shrink(self, step: int) -> list[dict]:
         """Switch off, per group, the worst choice if it is clearly worse than the best (see the module doc)."""
         scores = self.scores()
+        family = sum(len(c) > self.options.floor for _, c in self.space.knobs())  # the knobs this round tests
         keep, rows = {}, []
         for g in self.space.groups:
             choices = list(g.choices)
-            found = self.decide(choices, scores.get(g.name, {}))
+            found = self.decide(choices, scores.get(g.name, {}), family)
             if found is None:
                 continue
             choices.remove(found["width"])
@@ -174,7 +183,7 @@ class BSNAS(Sandwich):
             if not knob.startswith((DEPTH_KNOB, KERNEL_KNOB)):
                 continue
             choices = list(knob_choices)
-            found = self.decide(choices, scores.get(knob, {}))
+            found = self.decide(choices, scores.get(knob, {}), family)
             if found is None:
                 continue
             choices.remove(found["width"])
