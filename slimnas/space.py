@@ -205,7 +205,11 @@ class SearchSpace:
 
     def dropped(self, subnet: Subnet) -> set[str]:
         """The blocks ``subnet`` drops (none for a stage it does not name)."""
-        return {b for st in self.stages for b in st.dropped(subnet.depth.get(st.name, len(st.blocks)))}
+        return self.dropped_at(subnet.depth)
+
+    def dropped_at(self, depth: Mapping[str, int]) -> set[str]:
+        """The blocks a subnet keeping ``depth`` blocks per stage (all of a stage it does not name) drops."""
+        return {b for st in self.stages for b in st.dropped(depth.get(st.name, len(st.blocks)))}
 
     def unused(self, subnet: Subnet) -> set[str]:
         """The knobs ``subnet`` does not use: those inside the blocks it drops."""
@@ -213,10 +217,7 @@ class SearchSpace:
 
     def unused_at(self, depth: Mapping[str, int]) -> set[str]:
         """The knobs a subnet keeping ``depth`` blocks per stage (all of a stage it does not name) does not use."""
-        if not self.inner:
-            return set()
-        return {k for st in self.stages for b in st.dropped(depth.get(st.name, len(st.blocks)))
-                for k in self.inner.get(b, ())}
+        return {k for b in self.dropped_at(depth) for k in self.inner.get(b, ())} if self.inner else set()
 
     def canonical(self, subnet: Subnet) -> Subnet:
         """``subnet`` with every knob inside a dropped block at its narrowest choice (channel indices dropped).

@@ -293,21 +293,31 @@ def test_training_drops_the_blocks_of_the_narrowest_subnet():
         assert all(p.grad is not None for p in net.model.get_submodule("stem").parameters())
 
 
-def test_bsnas_switches_off_a_depth_on_evidence_and_resumes_it():
-    """BS-NAS shrinks over operations: a stage's depth that trains clearly worse is switched off and logged."""
+def _bsnas_window(net, seed: int, effect: float):
+    """A BS-NAS strategy over ``net`` whose window holds 400 sampled subnets where only features.8 keeping 2 blocks
+    matters (``effect`` nats of loss, noise 0.1)."""
     from slimnas.space import DEPTH_KNOB as DEPTH
     from slimnas.train import make_strategy
     from slimnas.train.strategies.bsnas import Record
 
-    net = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), SIZE, depth=True)
     st = make_strategy("bsnas", net, shrink_every=1000, floor=2, score="loss")
-    rng, noise = random.Random(0), np.random.default_rng(0)
+    rng, noise = random.Random(seed), np.random.default_rng(seed)
     window = []
     for i in range(400):
         sub = st.space.sample(rng)
-        loss = 1.0 + (1.0 if sub.depth["features.8"] == 2 else 0.0) + float(noise.normal(0, 0.1))
+        loss = 1.0 + (effect if sub.depth["features.8"] == 2 else 0.0) + float(noise.normal(0, 0.1))
         window.append(Record(sub.widths, 1.0, loss, i + 1, {DEPTH + k: v for k, v in sub.depth.items()}))
     st.window = window
+    return st
+
+
+def test_bsnas_switches_off_a_depth_on_evidence_and_resumes_it():
+    """BS-NAS shrinks over operations: a stage's depth that trains clearly worse is switched off and logged."""
+    from slimnas.space import DEPTH_KNOB as DEPTH
+    from slimnas.train import make_strategy
+
+    net = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), SIZE, depth=True)
+    st = _bsnas_window(net, 0, 1.0)
     rows = st.shrink(1000)
     assert [(r["group"], r["width"]) for r in rows] == [(DEPTH + "features.8", 2)]
     assert st.space.stage("features.8").choices == (0, 1, 3) and net.space.stage("features.8").choices == (0, 1, 2, 3)
@@ -322,20 +332,12 @@ def test_bsnas_shrinking_takes_evidence_only_from_subnets_that_use_a_choice_and_
     switched off and no width is (per-group Bonferroni alone switched one off by chance in 5 of 12). A width inside a
     block that a record drops gets no sample from it."""
     from slimnas.space import DEPTH_KNOB as DEPTH
-    from slimnas.train import make_strategy
-    from slimnas.train.strategies.bsnas import Record
 
     net = slimnas.convert(torchvision.models.mobilenet_v2(num_classes=10), SIZE, depth=True)
     inner10 = [k for k in net.space.inner["features.10"] if not k.startswith("kernel ")]
     for seed in range(12):
-        st = make_strategy("bsnas", net, shrink_every=1000, floor=2, score="loss")
-        rng, noise = random.Random(seed), np.random.default_rng(seed)
-        window = []
-        for i in range(400):
-            sub = st.space.sample(rng)
-            loss = 1.0 + (0.3 if sub.depth["features.8"] == 2 else 0.0) + float(noise.normal(0, 0.1))
-            window.append(Record(sub.widths, 1.0, loss, i + 1, {DEPTH + k: v for k, v in sub.depth.items()}))
-        st.window = window
+        st = _bsnas_window(net, seed, 0.3)
+        window = st.window
         if seed == 0:  # features.10 is used only where features.8 keeps all 3 blocks
             scores = st.scores()
             full = sum(r.operations[DEPTH + "features.8"] == 3 for r in window)

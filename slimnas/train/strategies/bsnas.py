@@ -13,9 +13,11 @@ Bonferroni-corrected for the k(k-1) ordered pairs of the group's k scored choice
 round tests (each may switch one off). The correction matters: the worst and the best of k equally good choices
 differ by 1.5 to 2 standard errors of a difference on noise alone, so "switch off the worst" without it removes
 choices at random (``confidence=0`` does exactly that, the rule before this one); corrected per group only, a
-round over MobileNetV2's 30 knobs (depth space) with no effect but one stage's depth switched off a choice by chance in 5 of 12
-synthetic windows (400 records), none with the correction over the round. At most one choice per group goes per round, never below ``floor`` choices. Every switch-off is logged with
-its step, score, sample count and the best choice it lost to (``shrink.csv`` in the run folder).
+round over MobileNetV2's 30 knobs (depth space) where only one stage's depth mattered switched off a choice by
+chance in 5 of 12 synthetic windows (400 records), none with the correction over the round. At most one choice per
+group goes per round, never below ``floor`` choices. Every switch-off is logged with its step, score, sample count
+and the best choice it lost to (``shrink.csv`` in the run folder). A width (or kernel) inside a block a sampled
+subnet dropped is no evidence: that subnet's loss is not counted for it.
 
 In a space with elastic depth or kernels, each stage's depths (blocks kept) and each elastic conv's kernel sizes are
 choices too, scored and switched off by the same rule, BS-NAS's shrinking of operations: a row of ``shrink.csv`` then
