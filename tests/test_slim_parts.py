@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import slimnas
-from slimnas import SlimnasError, Subnet
+from slimnas import SlimnasError
 from slimnas.data import DataConfig, load_data
 from slimnas.pipeline import FitnessConfig, SlimConfig, demo_config, dump_config, load_config
 from slimnas.pipeline.config import with_overrides

@@ -178,7 +178,6 @@ def combine_processes(raws: Sequence[dict]) -> dict:
     if any(len(r["models"]) != n for r in raws):
         raise SlimnasError("the timing processes returned different numbers of models")
     out_models = [dict(m) for m in raws[0]["models"]]
-    k = len(raws)
     for key in ("best_round_ms", "median_ms"):
         v = np.array([[float(m[key]) for m in r["models"]] for r in raws])  # processes x models
         logs = np.log(np.maximum(v, 1e-12))

@@ -1,6 +1,5 @@
 """Per-unit effect of the calibration values on INT8 timing: one unit quantized from inputs at 3 scales."""
 import json
-import numpy as np
 from slimnas.latency import BackendConfig, TimingConfig, create_backend
 from slimnas.latency.backends import Workload
 from slimnas.latency.units import Signature, unit_onnx, input_shape, output_shape
